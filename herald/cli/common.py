@@ -1,0 +1,88 @@
+"""What every command shares: exit codes, the console, error handling, option parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from enum import IntEnum
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from herald.config import ConfigError, HeraldConfig, load_config
+from herald.customers import ImportError_
+from herald.db import prepare_database
+from herald.messages import TemplateError
+from herald.settings import Settings, get_settings
+
+console = Console(highlight=False)
+# Errors are never hard-wrapped: each problem stays one greppable line.
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``herald`` command."""
+
+    OK = 0
+    FAILED = 1  # the work itself failed (database unreachable, a flow run failed)
+    INVALID = 2  # bad usage, config or input header: nothing was done
+    PARTIAL = 3  # finished, but some input rows were rejected
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL may still hold a secret: print none of it
+        return "<unparsable database URL>"
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Turn Herald's known failures into a clear message and the right exit code."""
+    try:
+        yield
+    except ConfigError as error:
+        errors.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except TemplateError as error:
+        errors.print(f"[bold red]error:[/] {error}\nNothing was sent.")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except ImportError_ as error:
+        errors.print(f"[bold red]error:[/] {error}\nNothing was imported.")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except SQLAlchemyError as error:
+        url = safe_url(get_settings().effective_database_url)
+        # The driver's message names the host and the problem; it never carries the password.
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        errors.print(f"[bold red]error:[/] database {url}: {reason}")
+        raise typer.Exit(ExitCode.FAILED) from None
+
+
+def settings() -> Settings:
+    """The settings of this process."""
+    return get_settings()
+
+
+def campaign_config() -> HeraldConfig:
+    """The validated campaign config (raises ConfigError, which ``guard`` reports)."""
+    return load_config(settings().config_dir)
+
+
+def database() -> Engine:
+    """The configured database, migrated to the current schema."""
+    return prepare_database(settings().effective_database_url)
+
+
+def parse_day(value: str | None) -> date:
+    """A YYYY-MM-DD option value (default today, UTC)."""
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None

@@ -1,0 +1,356 @@
+"""Herald's tables (SQLModel) and the named states of everything that has a lifecycle.
+
+Conventions, held everywhere:
+- every timestamp is timezone-aware UTC (``DateTime(timezone=True)``); calendar days are ``date``;
+- every idempotency key has an explicit unique constraint, and every filter a flow uses an index;
+- states are ``StrEnum`` values stored as plain strings (no native enum types, so a new state is
+  a code change, not a schema migration);
+- schema changes go through Alembic (``herald/migrations``); ``metadata`` here is the target.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Date, DateTime, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSONB on Postgres (indexable, compared by value), JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- states
+
+
+class AccountLifecycle(StrEnum):
+    """Whether an account is a current customer."""
+
+    ACTIVE = "active"
+    CHURNED = "churned"
+
+
+class MigrationState(StrEnum):
+    """Where an account stands in its move from the legacy product to the new one."""
+
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    MIGRATED = "migrated"
+
+
+class ContactRole(StrEnum):
+    """Which package a contact receives: the business case or the technical evidence."""
+
+    EXECUTIVE = "executive"
+    TECHNICAL = "technical"
+    OTHER = "other"
+
+
+class SuppressionReason(StrEnum):
+    """Why an address must not be sent to."""
+
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE = "bounce"
+    SPAM_REPORT = "spam_report"
+    MANUAL = "manual"
+
+
+class DeliveryState(StrEnum):
+    """The life of one ledger row: one message to one contact in one campaign.
+
+    planned -> sending -> sent -> delivered | bounced
+                       -> unknown (the request may or may not have been accepted; settled by
+                          webhook evidence before any re-send)
+                       -> failed (rejected by the provider, not retried)
+    planned -> skipped (suppressed, migrated or otherwise excluded when its turn came)
+    """
+
+    PLANNED = "planned"
+    SENDING = "sending"
+    SENT = "sent"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+
+
+# --------------------------------------------------------------------------- customers
+
+
+class Account(SQLModel, table=True):
+    """A customer account, upserted from the CRM export by ``external_id``."""
+
+    __table_args__ = (
+        UniqueConstraint("external_id", name="uq_account_external_id"),
+        # Audience selection: active accounts, optionally not yet migrated.
+        Index("ix_account_lifecycle_migration", "lifecycle", "migration_state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(sa_type=String(100))
+    name: str = Field(sa_type=String(300))
+    tier: str = Field(sa_type=String(50))
+    region: str = Field(sa_type=String(50))
+    industry: str | None = Field(default=None, sa_type=String(100))
+    lifecycle: AccountLifecycle = Field(
+        default=AccountLifecycle.ACTIVE,
+        sa_type=String(16),
+    )
+    migration_state: MigrationState = Field(
+        default=MigrationState.NOT_STARTED,
+        sa_type=String(16),
+    )
+    migrated_on: date | None = Field(default=None, sa_type=Date)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Contact(SQLModel, table=True):
+    """A person at an account; the e-mail address (lower-cased) is unique across Herald."""
+
+    __table_args__ = (
+        UniqueConstraint("email", name="uq_contact_email"),
+        Index("ix_contact_account_role", "account_id", "role"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    email: str = Field(sa_type=String(320))
+    name: str | None = Field(default=None, sa_type=String(300))
+    role: ContactRole = Field(default=ContactRole.OTHER, sa_type=String(16))
+    timezone: str | None = Field(default=None, sa_type=String(64))
+    locale: str = Field(default="en", sa_type=String(16))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SegmentAssignment(SQLModel, table=True):
+    """One account's segment and readiness as of a day; the rows over time are the history."""
+
+    __tablename__ = "segment_assignment"
+    __table_args__ = (
+        UniqueConstraint("account_id", "as_of", name="uq_segment_assignment_account_as_of"),
+        Index("ix_segment_assignment_as_of_segment", "as_of", "segment", "readiness"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    as_of: date = Field(sa_type=Date)
+    segment: str = Field(sa_type=String(50))
+    rule: str = Field(sa_type=String(100))
+    readiness: str = Field(sa_type=String(50))
+    readiness_rule: str = Field(sa_type=String(100))
+    assigned_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must not receive mail, and why; checked before every send."""
+
+    __table_args__ = (UniqueConstraint("email", "reason", name="uq_suppression_email_reason"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_type=String(320))
+    reason: SuppressionReason = Field(sa_type=String(16))
+    source: str = Field(sa_type=String(100))
+    detail: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+# --------------------------------------------------------------------------- delivery ledger
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (campaign, message, contact), planned before anything is sent."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign", "message", "contact_id", name="uq_delivery_key"),
+        Index("ix_delivery_campaign_message_state", "campaign", "message", "state"),
+        Index("ix_delivery_contact", "contact_id"),
+        Index("ix_delivery_provider_message_id", "provider_message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(100))
+    message: str = Field(sa_type=String(100))
+    contact_id: int = Field(foreign_key="contact.id", ondelete="CASCADE")
+    state: DeliveryState = Field(default=DeliveryState.PLANNED, sa_type=String(16))
+    provider_message_id: str | None = Field(default=None, sa_type=String(200))
+    attempts: int = Field(default=0)
+    error: str | None = Field(default=None, sa_type=Text)
+    planned_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    claimed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+class EmailEvent(SQLModel, table=True):
+    """A SendGrid event (delivered, open, bounce, ...), stored once by ``sg_event_id``."""
+
+    __tablename__ = "email_event"
+    __table_args__ = (
+        UniqueConstraint("sg_event_id", name="uq_email_event_sg_event_id"),
+        Index("ix_email_event_delivery", "delivery_id"),
+        Index("ix_email_event_email", "email"),
+        Index("ix_email_event_event_time", "event", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    sg_event_id: str = Field(sa_type=String(100))
+    event: str = Field(sa_type=String(32))
+    email: str = Field(sa_type=String(320))
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="SET NULL")
+    sg_message_id: str | None = Field(default=None, sa_type=String(200))
+    raw: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AdoptionEvent(SQLModel, table=True):
+    """An account's observed adoption of the new product on a day."""
+
+    __tablename__ = "adoption_event"
+    __table_args__ = (
+        UniqueConstraint("account_id", "observed_on", name="uq_adoption_event_account_day"),
+        Index("ix_adoption_event_observed_on", "observed_on"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    observed_on: date = Field(sa_type=Date)
+    adoption_pct: float = Field(
+        description="Share of the account's usage on the new product, 0-100."
+    )
+    batch_id: str | None = Field(default=None, sa_type=String(100))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SupportTicket(SQLModel, table=True):
+    """A support ticket from the helpdesk export, upserted by its ticket id."""
+
+    __tablename__ = "support_ticket"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", name="uq_support_ticket_ticket_id"),
+        Index("ix_support_ticket_account", "account_id"),
+        Index("ix_support_ticket_opened_at", "opened_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: str = Field(sa_type=String(100))
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    opened_at: datetime = Field(sa_type=DateTime(timezone=True))
+    closed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    category: str = Field(sa_type=String(100))
+    satisfaction: int | None = Field(default=None, description="Ticket CSAT, 1-5.")
+    batch_id: str | None = Field(default=None, sa_type=String(100))
+
+
+class SatisfactionResponse(SQLModel, table=True):
+    """A satisfaction survey answer from a contact of an account."""
+
+    __tablename__ = "satisfaction_response"
+    __table_args__ = (
+        UniqueConstraint("response_id", name="uq_satisfaction_response_response_id"),
+        Index("ix_satisfaction_response_account", "account_id"),
+        Index("ix_satisfaction_response_responded_at", "responded_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    response_id: str = Field(sa_type=String(100))
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", ondelete="SET NULL")
+    responded_at: datetime = Field(sa_type=DateTime(timezone=True))
+    csat: int = Field(description="1-5.")
+    performance_improved: bool | None = None
+    comment: str | None = Field(default=None, sa_type=Text)
+    batch_id: str | None = Field(default=None, sa_type=String(100))
+
+
+class PerformanceReport(SQLModel, table=True):
+    """A customer's own legacy-vs-new benchmark, as they reported it."""
+
+    __tablename__ = "performance_report"
+    __table_args__ = (
+        UniqueConstraint("report_id", name="uq_performance_report_report_id"),
+        Index("ix_performance_report_account", "account_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: str = Field(sa_type=String(100))
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    reported_at: datetime = Field(sa_type=DateTime(timezone=True))
+    legacy_import_ms: float
+    new_import_ms: float
+    legacy_memory_mb: float
+    new_memory_mb: float
+    batch_id: str | None = Field(default=None, sa_type=String(100))
+
+
+class Quarantine(SQLModel, table=True):
+    """A telemetry row that failed a data contract, kept raw with the check it failed."""
+
+    __table_args__ = (Index("ix_quarantine_source_batch", "source", "batch_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(sa_type=String(50))
+    batch_id: str | None = Field(default=None, sa_type=String(100))
+    line: int | None = None
+    raw: str = Field(sa_type=Text)
+    failed_check: str = Field(sa_type=String(200))
+    detail: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class MetricSnapshot(SQLModel, table=True):
+    """A success metric's value as of a day, per segment ('all' for overall), beside its target."""
+
+    __tablename__ = "metric_snapshot"
+    __table_args__ = (
+        UniqueConstraint("as_of", "metric", "segment", name="uq_metric_snapshot_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    as_of: date = Field(sa_type=Date)
+    metric: str = Field(sa_type=String(100))
+    segment: str = Field(default="all", sa_type=String(50))
+    value: float | None = None
+    target: float | None = None
+    computed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what, when, to which campaign and phase."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_campaign_phase", "campaign", "phase"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    actor: str = Field(sa_type=String(200))
+    action: str = Field(sa_type=String(100))
+    campaign: str | None = Field(default=None, sa_type=String(100))
+    phase: str | None = Field(default=None, sa_type=String(100))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+
+
+metadata = SQLModel.metadata
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel class, for set-based statements."""
+    core: Table = model.__table__  # type: ignore[attr-defined]
+    return core

@@ -1,0 +1,22 @@
+"""Tasks every flow starts with: load the campaign config, open the database."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
+
+from herald.config import HeraldConfig, load_config
+from herald.db import prepare_database
+from herald.settings import get_settings
+
+
+@task(name="load-config", cache_policy=NO_CACHE)
+def load_campaign_config() -> HeraldConfig:
+    """Load and validate config/*.yaml; any problem fails the run before work starts."""
+    return load_config(get_settings().config_dir)
+
+
+def database() -> Engine:
+    """The configured database, migrated to the current schema."""
+    return prepare_database(get_settings().effective_database_url)

@@ -1,0 +1,208 @@
+"""Shared fixtures: a migrated database per test on SQLite and on Postgres, and one Prefect server.
+
+Every test that takes ``db`` runs twice, once per backend. Postgres tests use a database of
+their own, created for the session on the server at ``HERALD_TEST_POSTGRES_URL`` (default:
+127.0.0.1:5432, trust auth) and dropped afterwards. Where no Postgres answers, those tests are
+deselected and the run ends by saying so plainly; with ``HERALD_TEST_POSTGRES=required`` (as
+``.ci/run`` sets) a missing Postgres is an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from herald.db import get_engine, upgrade
+from herald.models import metadata
+from herald.settings import get_settings
+
+POSTGRES_URL = os.environ.get(
+    "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+POSTGRES_REQUIRED = os.environ.get("HERALD_TEST_POSTGRES", "") == "required"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:  # any failure means "not available": report it, don't crash
+        return str(error).strip().splitlines()[0]
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_PROBLEM] = _postgres_problem()
+    config.stash[_DESELECTED] = 0
+
+
+_PROBLEM = pytest.StashKey[str | None]()
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problem = config.stash[_PROBLEM]
+    if problem is None:
+        return
+    postgres = [item for item in items if item.get_closest_marker("postgres")]
+    if not postgres:
+        return
+    if POSTGRES_REQUIRED:
+        raise pytest.UsageError(
+            f"HERALD_TEST_POSTGRES=required but Postgres at "
+            f"{make_url(POSTGRES_URL).render_as_string(hide_password=True)} is not reachable: "
+            f"{problem}"
+        )
+    items[:] = [item for item in items if not item.get_closest_marker("postgres")]
+    config.hook.pytest_deselected(items=postgres)
+    config.stash[_DESELECTED] = len(postgres)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    config = terminalreporter.config
+    deselected = config.stash.get(_DESELECTED, 0)
+    if deselected:
+        terminalreporter.write_line(
+            f"POSTGRES SUITE NOT RUN: {deselected} Postgres test(s) were deselected because "
+            f"{make_url(POSTGRES_URL).render_as_string(hide_password=True)} is not reachable "
+            f"({config.stash[_PROBLEM]}). Only SQLite was tested.",
+            red=True,
+            bold=True,
+        )
+    elif config.stash.get(_PROBLEM, "x") is None:
+        terminalreporter.write_line(
+            "Postgres suite ran against "
+            + make_url(POSTGRES_URL).render_as_string(hide_password=True)
+        )
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@dataclass(frozen=True)
+class Database:
+    """A migrated, empty database for one test."""
+
+    backend: str
+    url: str
+
+    @property
+    def engine(self) -> Engine:
+        """The engine Herald itself uses for this URL."""
+        return get_engine(self.url)
+
+    def count(self, table: str) -> int:
+        """Rows in ``table``."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "herald.db"
+    upgrade(f"sqlite:///{path}")
+    get_engine(f"sqlite:///{path}").dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_database() -> Iterator[str]:
+    name = f"herald_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_postgres(url: str) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    with get_engine(url).begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Database]:
+    """An empty database at the current schema, on SQLite and on Postgres; Herald points at it."""
+    if request.param == "sqlite":
+        path = tmp_path / "herald.db"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        database = Database("sqlite", f"sqlite:///{path}")
+    else:
+        url = request.getfixturevalue("_postgres_database")
+        _empty_postgres(url)
+        database = Database("postgres", url)
+    monkeypatch.setenv("HERALD_DATABASE_URL", database.url)
+    yield database
+    if database.backend == "sqlite":
+        database.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def herald_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test gets its own var/ directory and reads settings afresh."""
+    var = tmp_path / "var"
+    monkeypatch.setenv("HERALD_VAR_DIR", str(var))
+    monkeypatch.setenv("HERALD_CONFIG_DIR", str(ROOT / "config"))
+    monkeypatch.setenv("HERALD_TEMPLATES_DIR", str(ROOT / "templates"))
+    monkeypatch.delenv("HERALD_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+    get_settings.cache_clear()
+    yield var
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of config/ that Herald reads instead of the real one."""
+    directory = tmp_path / "config"
+    shutil.copytree(ROOT / "config", directory)
+    monkeypatch.setenv("HERALD_CONFIG_DIR", str(directory))
+    get_settings.cache_clear()
+    return directory
+
+
+@pytest.fixture
+def templates_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of templates/ that Herald reads instead of the real one."""
+    directory = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", directory)
+    monkeypatch.setenv("HERALD_TEMPLATES_DIR", str(directory))
+    get_settings.cache_clear()
+    return directory
+
+
+# --------------------------------------------------------------------------- prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One ephemeral Prefect server (with its own database) for every flow test."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Prefect's console handler keeps the sys.stderr it first sees; bind it now, before a
+    # CliRunner swaps in a stream that it closes after the invocation.
+    setup_logging()
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
