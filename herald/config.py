@@ -165,6 +165,44 @@ class Audience(_Strict):
     )
 
 
+class Breaker(_Strict):
+    """When a phase pauses itself: rates over its own sends, once the sample is large enough."""
+
+    max_failure_rate: float = Field(default=0.05, gt=0, le=1)
+    max_hard_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    min_sample: int = Field(default=200, ge=1, description="Sends before the rates count.")
+
+
+class Sending(_Strict):
+    """How messages leave: batch size, pace, retries, SendGrid options."""
+
+    batch_size: int = Field(
+        default=1000, ge=1, le=1000, description="Recipients per request (SendGrid: <= 1000)."
+    )
+    rate_per_second: float | None = Field(
+        default=None, gt=0, description="Messages per second never exceeded; null: no cap."
+    )
+    asm_group_id: int | None = Field(
+        default=None, ge=1, description="SendGrid unsubscribe group (ASM) of every message."
+    )
+    sandbox: bool = Field(default=False, description="SendGrid sandbox mode: validate only.")
+    max_attempts: int = Field(
+        default=6, ge=1, le=20, description="Tries per request on 5xx or connect errors."
+    )
+    backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay.")
+    backoff_max_seconds: float = Field(default=60.0, gt=0)
+    max_rate_limit_wait_seconds: float = Field(
+        default=900.0, gt=0, description="Longest wait for a 429's X-RateLimit-Reset."
+    )
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    worker_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A sender on another host with no heartbeat for this long is gone.",
+    )
+    breaker: Breaker = Field(default_factory=Breaker)
+
+
 class CampaignConfig(_Strict):
     """``campaign.yaml``: what the campaign is about and when each part happens."""
 
@@ -183,6 +221,7 @@ class CampaignConfig(_Strict):
         min_length=1,
         description="Locales the templates are checked in (a missing translation falls back).",
     )
+    sending: Sending = Field(default_factory=Sending)
 
     @model_validator(mode="after")
     def _every_phase_has_an_audience(self) -> Self:

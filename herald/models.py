@@ -65,21 +65,35 @@ class SuppressionReason(StrEnum):
 class DeliveryState(StrEnum):
     """The life of one ledger row: one message to one contact in one campaign.
 
-    planned -> sending -> sent -> delivered | bounced
-                       -> unknown (the request may or may not have been accepted; settled by
-                          webhook evidence before any re-send)
-                       -> failed (rejected by the provider, not retried)
-    planned -> skipped (suppressed, migrated or otherwise excluded when its turn came)
+    planned -> sending (claimed by a batch) -> accepted   (the provider took it: 2xx)
+                                            -> failed     (rejected, not retried: 4xx)
+                                            -> unknown    (the request may or may not have
+                                                           been accepted: never re-sent
+                                                           until settled)
+    planned -> suppressed (unsubscribed, bounced, migrated or churned when its turn came)
     """
 
     PLANNED = "planned"
     SENDING = "sending"
-    SENT = "sent"
-    UNKNOWN = "unknown"
+    ACCEPTED = "accepted"
     FAILED = "failed"
-    SKIPPED = "skipped"
-    DELIVERED = "delivered"
-    BOUNCED = "bounced"
+    SUPPRESSED = "suppressed"
+    UNKNOWN = "unknown"
+
+
+class BatchState(StrEnum):
+    """The life of one send batch (at most one provider request's worth of recipients).
+
+    claimed -> requesting (the request is about to leave) -> accepted | failed | unknown
+    claimed -> released (nothing left the process: its rows went back to planned)
+    """
+
+    CLAIMED = "claimed"
+    REQUESTING = "requesting"
+    ACCEPTED = "accepted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    RELEASED = "released"
 
 
 # --------------------------------------------------------------------------- customers
@@ -169,12 +183,18 @@ class Suppression(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    """The ledger: one row per (campaign, message, contact), planned before anything is sent."""
+    """The ledger: one row per (campaign, message, contact), planned before anything is sent.
+
+    ``segment``, ``role`` and ``locale`` are the variant the contact was planned with, so a
+    batch renders without re-reading the customer tables and a rerun sends the same message.
+    """
 
     __table_args__ = (
         UniqueConstraint("campaign", "message", "contact_id", name="uq_delivery_key"),
-        Index("ix_delivery_campaign_message_state", "campaign", "message", "state"),
+        # Claims take the lowest planned ids of a phase: the index serves WHERE and ORDER BY.
+        Index("ix_delivery_claim", "campaign", "message", "state", "id"),
         Index("ix_delivery_contact", "contact_id"),
+        Index("ix_delivery_batch", "batch_id"),
         Index("ix_delivery_provider_message_id", "provider_message_id"),
     )
 
@@ -182,7 +202,11 @@ class Delivery(SQLModel, table=True):
     campaign: str = Field(sa_type=String(100))
     message: str = Field(sa_type=String(100))
     contact_id: int = Field(foreign_key="contact.id", ondelete="CASCADE")
+    segment: str = Field(sa_type=String(50))
+    role: str = Field(sa_type=String(16))
+    locale: str = Field(sa_type=String(16))
     state: DeliveryState = Field(default=DeliveryState.PLANNED, sa_type=String(16))
+    batch_id: str | None = Field(default=None, sa_type=String(36))
     provider_message_id: str | None = Field(default=None, sa_type=String(200))
     attempts: int = Field(default=0)
     error: str | None = Field(default=None, sa_type=Text)
@@ -190,6 +214,62 @@ class Delivery(SQLModel, table=True):
     claimed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SendWorker(SQLModel, table=True):
+    """One process sending one phase; its heartbeat tells a later run whether it is alive."""
+
+    __tablename__ = "send_worker"
+    __table_args__ = (Index("ix_send_worker_open", "campaign", "message", "finished_at"),)
+
+    id: str = Field(primary_key=True, sa_type=String(36))
+    campaign: str = Field(sa_type=String(100))
+    message: str = Field(sa_type=String(100))
+    transport: str = Field(sa_type=String(20))
+    host: str = Field(sa_type=String(255))
+    pid: int
+    started_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    outcome: str | None = Field(default=None, sa_type=String(200))
+
+
+class SendBatch(SQLModel, table=True):
+    """One claim of up to a request's worth of ledger rows, and what became of its request."""
+
+    __tablename__ = "send_batch"
+    __table_args__ = (
+        Index("ix_send_batch_worker", "worker_id"),
+        Index("ix_send_batch_campaign_message_state", "campaign", "message", "state"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(36))
+    worker_id: str = Field(foreign_key="send_worker.id", sa_type=String(36))
+    campaign: str = Field(sa_type=String(100))
+    message: str = Field(sa_type=String(100))
+    state: BatchState = Field(default=BatchState.CLAIMED, sa_type=String(16))
+    recipients: int = 0
+    requests: int = Field(default=0, description="HTTP requests made, retries included.")
+    http_status: int | None = None
+    provider_message_id: str | None = Field(default=None, sa_type=String(200))
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class PhaseControl(SQLModel, table=True):
+    """Whether a phase may send: paused by an operator or by the circuit breaker, and why."""
+
+    __tablename__ = "phase_control"
+    __table_args__ = (UniqueConstraint("campaign", "message", name="uq_phase_control_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(100))
+    message: str = Field(sa_type=String(100))
+    paused: bool = False
+    reason: str | None = Field(default=None, sa_type=Text)
+    changed_by: str = Field(sa_type=String(200))
+    changed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 # --------------------------------------------------------------------------- telemetry

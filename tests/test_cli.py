@@ -152,3 +152,10 @@ class TestDemo:
         assert db.count("contact") == 750
         assert f"Assigned {active} = {active} active accounts." in result.output
         assert "Rollout priority matrix" in result.output
+        # Phases 1 and 2 went out through the outbox, each contact once, and it says so.
+        for phase in ("preview", "announcement"):
+            sent = db.count(f"delivery WHERE message = '{phase}' AND state = 'accepted'")
+            assert sent > 0
+            assert db.count(f"delivery WHERE message = '{phase}'") == sent
+            assert f"{phase} via outbox: planned {sent} new; sent {sent} in" in result.output
+        assert "Outbox: " in result.output

@@ -25,6 +25,7 @@ from herald.cli.common import (
     errors,
     guard,
     parse_day,
+    parse_phase,
     safe_url,
     settings,
 )
@@ -44,6 +45,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(customers_app, name="customers")
 app.add_typer(templates_app, name="templates")
+phase_app = typer.Typer(help="Communication phases: send (dry by default), pause, resume.")
+deliveries_app = typer.Typer(help="The delivery ledger: unsettled sends.", no_args_is_help=True)
+app.add_typer(phase_app, name="phase", no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries")
 
 AsOf = Annotated[
     str | None, typer.Option("--as-of", help="Day to act as of, YYYY-MM-DD (default today, UTC).")
@@ -214,6 +219,265 @@ def _print_segmentation(summary: Any) -> None:
     console.print(f"Matrix CSV: {summary.matrix_csv}")
 
 
+# --------------------------------------------------------------------------- phases
+
+PhaseArg = Annotated[
+    str, typer.Argument(help="preview, announcement, deprecation or sunset.", show_default=False)
+]
+
+
+@phase_app.command("send")
+def phase_send(
+    phase: PhaseArg,
+    send: Annotated[
+        bool, typer.Option("--send", help="Really send. Without it: counts and sample renders.")
+    ] = False,
+    as_of: AsOf = None,
+    max_batches: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many batches.")
+    ] = None,
+) -> None:
+    """Run a phase: a dry run (audience counts, sample renders) unless --send is given.
+
+    Exit code 3 means the run finished with failed or unknown deliveries, or paused.
+    """
+    name = parse_phase(phase)
+    day = parse_day(as_of)
+    with guard():
+        campaign_config()
+        summary = _run_phase(name, day, send, max_batches)
+    _print_phase(summary)
+    if summary.failed or summary.unknown or summary.paused:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+def _run_phase(phase: Any, day: Any, send: bool, max_batches: int | None = None) -> Any:
+    from flows.send_phase import PhaseRun, send_phase
+
+    return send_phase(PhaseRun(phase=phase, as_of=day, send=send, max_batches=max_batches))
+
+
+def _print_phase(summary: Any) -> None:
+    table = Table("segment", "role", "contacts", title=f"{summary.phase}: audience")
+    for row in summary.audience:
+        table.add_row(str(row["segment"]), str(row["role"]), str(row["contacts"]))
+    table.add_row("[bold]total[/]", "", f"[bold]{summary.audience_total}[/]")
+    console.print(table)
+    if summary.dry_run:
+        for sample in summary.samples:
+            console.print(
+                f"  sample {sample['segment']}/{sample['role']}: {sample['subject']!r} "
+                f"-> {sample['html']}",
+                soft_wrap=True,
+                markup=False,
+            )
+        console.print(
+            f"[bold]Dry run[/]: nothing was sent. Templates OK ({summary.templates_checked} "
+            f"variants). To send: herald phase send {summary.phase} --send"
+        )
+        return
+    console.print(
+        f"{summary.phase} via {summary.transport}: planned {summary.planned_new} new; "
+        f"sent {summary.accepted} in {summary.requests} request(s) over {summary.batches} "
+        f"batch(es); failed {summary.failed}; unknown {summary.unknown}.",
+        soft_wrap=True,
+    )
+    if summary.suppressed_now:
+        console.print(
+            "Suppressed before sending: "
+            + ", ".join(f"{k} {v}" for k, v in summary.suppressed_now.items())
+        )
+    if summary.recovered_unknown or summary.recovered_released:
+        console.print(
+            f"[yellow]A sender had died[/]: {summary.recovered_released} unrequested row(s) "
+            f"put back, {summary.recovered_unknown} in-flight row(s) now unknown."
+        )
+    ledger_line = ", ".join(f"{k} {v}" for k, v in summary.ledger.items() if v)
+    console.print(f"Ledger for {summary.phase}: {ledger_line or 'empty'}")
+    if summary.outbox:
+        console.print(f"Outbox: {summary.outbox}")
+    if summary.paused:
+        console.print(
+            f"[bold yellow]Paused:[/] {summary.paused}. Resume: herald phase resume "
+            f"{summary.phase}",
+            soft_wrap=True,
+        )
+    if summary.ledger.get("unknown"):
+        console.print(
+            f"[yellow]{summary.ledger['unknown']} unknown[/]: see herald deliveries unknown"
+        )
+
+
+@phase_app.command("pause")
+def phase_pause(
+    phase: PhaseArg,
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "paused by hand",
+) -> None:
+    """Stop a phase's sending within one batch; `resume` continues it."""
+    from herald.ledger import set_paused
+
+    name = parse_phase(phase)
+    with guard():
+        config = campaign_config()
+        set_paused(database(), config.campaign.id, name, True, reason)
+    console.print(f"Phase {name} paused: {reason}")
+
+
+@phase_app.command("resume")
+def phase_resume(phase: PhaseArg) -> None:
+    """Let a paused phase send again (after the operator or the circuit breaker paused it)."""
+    from herald.ledger import paused_reason, set_paused
+
+    name = parse_phase(phase)
+    with guard():
+        config = campaign_config()
+        engine = database()
+        with engine.connect() as conn:
+            was = paused_reason(conn, config.campaign.id, name)
+        set_paused(engine, config.campaign.id, name, False, f"resumed (was: {was})")
+    console.print(
+        f"Phase {name} resumed" + (f" (was paused: {was})." if was else " (was not paused).")
+    )
+
+
+@phase_app.command("status")
+def phase_status(phase: PhaseArg) -> None:
+    """The phase's ledger by state, and whether it is paused."""
+    from herald.ledger import paused_reason, state_counts
+
+    name = parse_phase(phase)
+    with guard():
+        config = campaign_config()
+        with database().connect() as conn:
+            counts = state_counts(conn, config.campaign.id, name)
+            paused = paused_reason(conn, config.campaign.id, name)
+    table = Table("state", "rows", title=f"{name}: ledger")
+    for state, count in counts.items():
+        table.add_row(state, str(count))
+    console.print(table)
+    console.print(f"Paused: {paused}" if paused else "Not paused.")
+
+
+@app.command("preview")
+def preview_command(
+    phase: PhaseArg,
+    contact: Annotated[str, typer.Option("--contact", help="The contact's e-mail address.")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML body to this file.")
+    ] = None,
+    as_of: AsOf = None,
+) -> None:
+    """Exactly what a contact would receive in a phase, or why they would not.
+
+    Exit code 3 means the contact would not receive it (the reasons are printed).
+    """
+    from herald.preview import preview
+
+    name = parse_phase(phase)
+    day = parse_day(as_of)
+    with guard():
+        config = campaign_config()
+        result = preview(database(), config, name, contact, day, settings().templates_dir)
+    if result.variant is not None:
+        variant = result.variant
+        console.print(
+            f"Variant: phase {variant.phase}, segment {variant.segment}, role {variant.role}, "
+            f"locale {variant.locale}"
+        )
+    if result.message is not None:
+        console.print(f"Subject: {result.message.subject}", markup=False, soft_wrap=True)
+        console.print("")
+        console.print(result.message.text, markup=False, soft_wrap=True)
+        if html is not None:
+            html.write_text(result.message.html, encoding="utf-8")
+            console.print(f"HTML body written to {html}")
+    if result.would_send:
+        console.print(f"[green]{result.email} would receive this message in {name}.[/]")
+        return
+    console.print(f"[bold yellow]{result.email} would NOT receive {name}:[/]")
+    for reason in result.reasons:
+        console.print(f"  - {reason}", markup=False)
+    raise typer.Exit(ExitCode.PARTIAL)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+@deliveries_app.command("unknown")
+def deliveries_unknown(
+    phase: Annotated[str | None, typer.Option(help="Only this phase.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print.")] = 50,
+) -> None:
+    """Sends whose request may or may not have been accepted; none is re-sent until settled.
+
+    Exit code 3 when there are any.
+    """
+    from herald.ledger import unknown_rows
+
+    name = parse_phase(phase) if phase else None
+    with guard():
+        config = campaign_config()
+        with database().connect() as conn:
+            rows = unknown_rows(conn, config.campaign.id, name)
+    if not rows:
+        console.print("No unknown deliveries.")
+        return
+    table = Table("delivery", "phase", "contact", "batch", "claimed", "why", title="Unknown")
+    for row in rows[:limit]:
+        table.add_row(
+            str(row.delivery_id),
+            row.message,
+            row.email,
+            row.batch_id or "",
+            f"{row.claimed_at:%Y-%m-%d %H:%M:%S}" if row.claimed_at else "",
+            row.error or "",
+        )
+    console.print(table)
+    batches = sorted({row.batch_id for row in rows if row.batch_id})
+    console.print(
+        f"{len(rows)} unknown in {len(batches)} batch(es). Settle them with SendGrid's events, "
+        "or: herald deliveries resolve PHASE --resend | --mark-sent [--batch ID]",
+        soft_wrap=True,
+    )
+    raise typer.Exit(ExitCode.PARTIAL)
+
+
+@deliveries_app.command("resolve")
+def deliveries_resolve(
+    phase: PhaseArg,
+    resend: Annotated[
+        bool, typer.Option("--resend", help="They were not delivered: plan them again.")
+    ] = False,
+    mark_sent: Annotated[
+        bool, typer.Option("--mark-sent", help="They were delivered: record them as sent.")
+    ] = False,
+    batch: Annotated[
+        list[str] | None, typer.Option("--batch", help="Only these batches (repeatable).")
+    ] = None,
+    failed: Annotated[
+        bool, typer.Option("--include-failed", help="Also settle rows that failed.")
+    ] = False,
+) -> None:
+    """Settle unknown deliveries of a phase by hand (recorded in the audit log)."""
+    from herald.ledger import resolve
+
+    name = parse_phase(phase)
+    if resend == mark_sent:
+        raise typer.BadParameter("give exactly one of --resend or --mark-sent")
+    with guard():
+        config = campaign_config()
+        count = resolve(
+            database(),
+            config.campaign.id,
+            name,
+            "resend" if resend else "mark-sent",
+            batch_ids=batch,
+            include_failed=failed,
+        )
+    action = "planned again (the next send delivers them)" if resend else "marked sent"
+    console.print(f"{count} delivery(ies) of {name} {action}.")
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -223,7 +487,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same base.")] = 7,
     as_of: AsOf = None,
 ) -> None:
-    """Generate a deterministic synthetic customer base, import it and segment it."""
+    """Make a deterministic synthetic base, import and segment it, send phases 1 and 2.
+
+    The phases go through the outbox (``var/outbox``), never through SendGrid.
+    """
     from herald.demo import write_demo_base
 
     day = parse_day(as_of)
@@ -238,6 +505,13 @@ def demo(
         _print_import(result)
         summary = _run_segmentation(day)
     _print_segmentation(summary)
+    if settings().transport.value != "outbox":
+        console.print("Phases not sent: the demo sends through the outbox only.")
+    else:
+        for phase in ("preview", "announcement"):
+            with guard():
+                phase_summary = _run_phase(phase, day, send=True)
+            _print_phase(phase_summary)
     if result.rejected:
         raise typer.Exit(ExitCode.PARTIAL)
 

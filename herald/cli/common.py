@@ -13,11 +13,13 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from herald.config import ConfigError, HeraldConfig, load_config
+from herald.audience import NoSegmentation
+from herald.config import PHASES, ConfigError, HeraldConfig, PhaseName, load_config
 from herald.customers import ImportError_
 from herald.db import prepare_database
 from herald.messages import TemplateError
 from herald.settings import Settings, get_settings
+from herald.transports import TransportError
 
 console = Console(highlight=False)
 # Errors are never hard-wrapped: each problem stays one greppable line.
@@ -51,6 +53,12 @@ def guard() -> Iterator[None]:
         raise typer.Exit(ExitCode.INVALID) from None
     except TemplateError as error:
         errors.print(f"[bold red]error:[/] {error}\nNothing was sent.")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except TransportError as error:
+        errors.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except NoSegmentation as error:
+        errors.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(ExitCode.INVALID) from None
     except ImportError_ as error:
         errors.print(f"[bold red]error:[/] {error}\nNothing was imported.")
@@ -86,3 +94,11 @@ def parse_day(value: str | None) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def parse_phase(value: str) -> PhaseName:
+    """A phase name argument."""
+    for phase in PHASES:
+        if value == phase:
+            return phase
+    raise typer.BadParameter(f"{value!r} is not a phase (one of {', '.join(PHASES)})")

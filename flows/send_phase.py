@@ -1,0 +1,194 @@
+"""Flow: one communication phase (preview, announcement, deprecation, sunset), dry by default.
+
+A dry run (the default) checks the templates, counts the audience by segment and role and
+writes one sample render per segment and role; nothing is planned or sent. ``send=True``
+then plans the ledger in one statement, settles what dead senders left, and sends batch by
+batch (one task run per batch of up to 1,000 recipients) until nothing is planned, the
+phase is paused (by an operator or the circuit breaker) or ``max_batches`` is reached.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from herald import ledger
+from herald.config import PhaseName
+from herald.sender import PhaseSender, Renderer
+from herald.settings import get_settings
+from herald.transports import get_transport
+from tasks.common import database, load_campaign_config
+from tasks.delivery import (
+    check_templates_task,
+    count_audience_task,
+    plan_ledger_task,
+    publish_summary_task,
+    recover_task,
+    sample_renders_task,
+    send_batch_task,
+    suppress_ineligible_task,
+)
+
+
+class PhaseRun(BaseModel):
+    """Parameters of one run of a phase."""
+
+    phase: PhaseName
+    as_of: date | None = Field(default=None, description="Day to act as of (default today, UTC).")
+    send: bool = Field(default=False, description="Really send; without it the run is dry.")
+    max_batches: int | None = Field(
+        default=None, ge=1, description="Stop after this many batches (the rest stays planned)."
+    )
+
+
+class PhaseSummary(BaseModel):
+    """What a run of a phase found and did."""
+
+    campaign: str
+    phase: PhaseName
+    as_of: date
+    dry_run: bool
+    transport: str
+    audience: list[dict[str, str | int]]
+    audience_total: int
+    templates_checked: int
+    planned_new: int = 0
+    suppressed_now: dict[str, int] = Field(default_factory=dict)
+    recovered_unknown: int = 0
+    recovered_released: int = 0
+    batches: int = 0
+    requests: int = 0
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    paused: str | None = None
+    ledger: dict[str, int] = Field(default_factory=dict)
+    samples: list[dict[str, str]] = Field(default_factory=list)
+    outbox: str | None = None
+
+
+@flow(name="send-phase")
+def send_phase(params: PhaseRun) -> PhaseSummary:
+    """Run one phase: dry (counts and samples) unless ``params.send``."""
+    logger = get_run_logger()
+    settings = get_settings()
+    phase = params.phase
+    as_of = params.as_of or datetime.now(UTC).date()
+    config = load_campaign_config()
+    checked = check_templates_task(config)  # a broken template stops the run here
+    counts = count_audience_task(config, phase, as_of)
+    summary = PhaseSummary(
+        campaign=config.campaign.id,
+        phase=phase,
+        as_of=as_of,
+        dry_run=not params.send,
+        transport=settings.transport.value,
+        audience=[{"segment": c.segment, "role": c.role, "contacts": c.contacts} for c in counts],
+        audience_total=sum(c.contacts for c in counts),
+        templates_checked=checked,
+    )
+    if not params.send:
+        output = settings.var_dir / "previews" / config.campaign.id / phase
+        samples = sample_renders_task(config, phase, as_of, output)
+        summary.samples = [
+            {"segment": s.segment, "role": s.role, "subject": s.subject, "html": str(s.html)}
+            for s in samples
+        ]
+        _finish(summary)
+        logger.info(
+            f"Dry run of {phase}: {summary.audience_total} contacts in the audience; "
+            f"{len(samples)} sample renders in {output}. Nothing was sent."
+        )
+        return summary
+
+    transport = get_transport(settings, config)  # a missing key stops the run here
+    engine = database()
+    worker = ledger.start_worker(engine, config.campaign.id, phase, transport.name)
+    outcome = "failed"
+    try:
+        recovery = recover_task(config, phase, worker)
+        summary.recovered_unknown = recovery.unknown
+        summary.recovered_released = recovery.released
+        summary.planned_new = plan_ledger_task(config, phase, as_of).planned
+        summary.suppressed_now = suppress_ineligible_task(config, phase)
+        sender = PhaseSender(
+            engine=engine,
+            config=config,
+            phase=phase,
+            worker=worker,
+            transport=transport,
+            renderer=Renderer(config, settings.templates_dir),
+        )
+        while params.max_batches is None or summary.batches < params.max_batches:
+            batch = send_batch_task(sender)
+            if batch.batch_id is not None:
+                summary.batches += 1
+                summary.requests += batch.requests
+                if batch.outcome == "accepted":
+                    summary.accepted += batch.recipients
+                elif batch.outcome == "failed":
+                    summary.failed += batch.recipients
+                    logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
+                else:
+                    summary.unknown += batch.recipients
+                    logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
+            if batch.paused:
+                summary.paused = batch.paused
+                logger.warning(f"Phase {phase} paused: {batch.paused}")
+                break
+            if batch.batch_id is None:
+                break
+        outcome = "paused" if summary.paused else "finished"
+    finally:
+        ledger.finish_worker(engine, worker, outcome)
+    if transport.name == "outbox":
+        summary.outbox = str(settings.var_dir / "outbox" / config.campaign.id / phase)
+    _finish(summary)
+    logger.info(
+        f"Phase {phase}: planned {summary.planned_new} new, sent {summary.accepted} in "
+        f"{summary.requests} request(s), failed {summary.failed}, unknown {summary.unknown}."
+    )
+    return summary
+
+
+def _finish(summary: PhaseSummary) -> None:
+    with database().connect() as conn:
+        summary.ledger = ledger.state_counts(conn, summary.campaign, summary.phase)
+    publish_summary_task(summary.phase, _markdown(summary))
+
+
+def _markdown(summary: PhaseSummary) -> str:
+    mode = "dry run: nothing was sent" if summary.dry_run else f"sent via {summary.transport}"
+    lines = [
+        f"# Phase `{summary.phase}` of `{summary.campaign}` as of {summary.as_of} ({mode})",
+        "",
+        f"Templates checked: {summary.templates_checked} variants.",
+        "",
+        "| segment | role | contacts |",
+        "|---|---|---:|",
+        *(f"| {a['segment']} | {a['role']} | {a['contacts']} |" for a in summary.audience),
+        f"| **total** | | **{summary.audience_total}** |",
+        "",
+        "| ledger state | rows |",
+        "|---|---:|",
+        *(f"| {state} | {count} |" for state, count in summary.ledger.items()),
+    ]
+    if not summary.dry_run:
+        lines += [
+            "",
+            f"This run: planned {summary.planned_new} new rows, {summary.batches} batches, "
+            f"{summary.requests} requests; accepted {summary.accepted}, failed "
+            f"{summary.failed}, unknown {summary.unknown}.",
+        ]
+        if summary.paused:
+            lines += ["", f"**Paused:** {summary.paused}"]
+    if summary.samples:
+        lines += ["", "| sample | subject |", "|---|---|"]
+        lines += [f"| {s['segment']} / {s['role']} | {s['subject']} |" for s in summary.samples]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    send_phase(PhaseRun(phase="preview"))

@@ -1,0 +1,113 @@
+"""Who receives a phase's message, as one SQL query (never a Python loop over contacts).
+
+A phase's audience, as of a day: contacts of *active* accounts whose segment (from the most
+recent segmentation on or before that day) and role are in the phase's audience in
+``campaign.yaml``, minus suppressed addresses, minus migrated accounts where the phase says
+so. Each row carries the variant the contact gets (segment, role, locale), the locale mapped
+to one the templates are checked in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, case, exists, func, literal, select
+
+from herald.config import HeraldConfig, PhaseName
+from herald.models import (
+    Account,
+    AccountLifecycle,
+    Contact,
+    MigrationState,
+    SegmentAssignment,
+    Suppression,
+    table,
+)
+
+accounts = table(Account)
+contacts = table(Contact)
+assignments = table(SegmentAssignment)
+suppressions = table(Suppression)
+
+
+class NoSegmentation(Exception):
+    """No segmentation exists on or before the day: the audience cannot be chosen."""
+
+    def __init__(self, as_of: date) -> None:
+        super().__init__(
+            f"no segmentation on or before {as_of}: run `herald segment --as-of {as_of}` first"
+        )
+
+
+def segmentation_day(conn: Connection, as_of: date) -> date:
+    """The day of the most recent segmentation on or before ``as_of``."""
+    day = conn.execute(
+        select(func.max(assignments.c.as_of)).where(assignments.c.as_of <= as_of)
+    ).scalar_one()
+    if day is None:
+        raise NoSegmentation(as_of)
+    return day if isinstance(day, date) else date.fromisoformat(str(day))
+
+
+def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
+    """The contact's locale if the templates are checked in it, else the campaign default."""
+    locales = config.campaign.locales
+    return case((contacts.c.locale.in_(locales), contacts.c.locale), else_=literal(locales[0]))
+
+
+def audience(
+    config: HeraldConfig, phase: PhaseName, segmented_on: date
+) -> Select[tuple[int, str, str, str]]:
+    """The phase's audience: columns contact_id, segment, role, locale (one row per contact)."""
+    wanted = config.campaign.audiences[phase]
+    conditions = [
+        accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
+        assignments.c.segment.in_(wanted.segments),
+        contacts.c.role.in_(wanted.roles),
+        ~exists().where(suppressions.c.email == contacts.c.email),
+    ]
+    if wanted.exclude_migrated:
+        conditions.append(accounts.c.migration_state != MigrationState.MIGRATED.value)
+    return (
+        select(
+            contacts.c.id.label("contact_id"),
+            assignments.c.segment.label("segment"),
+            contacts.c.role.label("role"),
+            locale_expression(config).label("locale"),
+        )
+        .select_from(contacts)
+        .join(accounts, accounts.c.id == contacts.c.account_id)
+        .join(
+            assignments,
+            and_(
+                assignments.c.account_id == accounts.c.id,
+                assignments.c.as_of == segmented_on,
+            ),
+        )
+        .where(*conditions)
+    )
+
+
+@dataclass(frozen=True)
+class AudienceCount:
+    """Contacts of one segment and role in a phase's audience."""
+
+    segment: str
+    role: str
+    contacts: int
+
+
+def audience_counts(
+    conn: Connection, config: HeraldConfig, phase: PhaseName, as_of: date
+) -> list[AudienceCount]:
+    """The audience counted by segment and role, in rollout order."""
+    query = audience(config, phase, segmentation_day(conn, as_of)).subquery()
+    rows = conn.execute(
+        select(query.c.segment, query.c.role, func.count())
+        .group_by(query.c.segment, query.c.role)
+        .order_by(query.c.segment, query.c.role)
+    ).all()
+    order = {name: index for index, name in enumerate(config.segments.names)}
+    counted = [AudienceCount(segment, role, count) for segment, role, count in rows]
+    return sorted(counted, key=lambda c: (order.get(c.segment, len(order)), c.role))

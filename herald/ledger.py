@@ -1,0 +1,668 @@
+"""The delivery ledger: plan in bulk, claim in batches, record outcomes, recover after a crash.
+
+Exactly once rests on three rules, each enforced in the database:
+
+1. *Plan before sending.* A phase's audience is inserted as ``planned`` rows in one
+   INSERT ... SELECT ... ON CONFLICT DO NOTHING on the unique key (campaign, message,
+   contact): a rerun adds nothing, and nothing is sent that is not in the ledger.
+2. *Claim before requesting.* A batch claims up to a request's worth of planned rows
+   (``sending``, with its batch id) in one statement; on Postgres the candidate rows are
+   locked with SKIP LOCKED, so two workers never claim the same row. The batch is marked
+   ``requesting`` and committed *before* the request leaves the process.
+3. *Never guess.* When a worker dies, its batches that never reached ``requesting`` go
+   back to ``planned`` (nothing left the process); those that did become ``unknown``: the
+   provider may have accepted them, so they are not re-sent until an operator or SendGrid's
+   events settle them (``herald deliveries resolve``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
+
+from herald import audit
+from herald.audience import accounts, audience, contacts, segmentation_day, suppressions
+from herald.config import HeraldConfig, PhaseName
+from herald.db import dialect_insert
+from herald.models import (
+    AccountLifecycle,
+    BatchState,
+    Delivery,
+    DeliveryState,
+    MigrationState,
+    PhaseControl,
+    SendBatch,
+    SendWorker,
+    table,
+    utcnow,
+)
+
+deliveries = table(Delivery)
+batches = table(SendBatch)
+workers = table(SendWorker)
+controls = table(PhaseControl)
+
+
+def _phase_rows(campaign: str, message: str) -> Any:
+    return and_(deliveries.c.campaign == campaign, deliveries.c.message == message)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What planning added: new ledger rows, and the segmentation they were chosen from."""
+
+    planned: int
+    segmented_on: date
+
+
+def plan(engine: Engine, config: HeraldConfig, phase: PhaseName, as_of: date) -> PlanResult:
+    """Insert the phase's audience as planned rows; rows already in the ledger stay as they are."""
+    campaign = config.campaign.id
+    now = utcnow()
+    with engine.begin() as conn:
+        day = segmentation_day(conn, as_of)
+        source = audience(config, phase, day).subquery()
+        rows = select(
+            literal(campaign, String),
+            literal(phase, String),
+            source.c.contact_id,
+            source.c.segment,
+            source.c.role,
+            source.c.locale,
+            literal(DeliveryState.PLANNED.value, String),
+            literal(0, Integer),
+            literal(now, DateTime(timezone=True)),
+            literal(now, DateTime(timezone=True)),
+        ).where(true())  # SQLite reads "... ON CONFLICT" after a join as a join constraint
+        statement = (
+            dialect_insert(conn.dialect.name)(deliveries)
+            .from_select(
+                [
+                    "campaign",
+                    "message",
+                    "contact_id",
+                    "segment",
+                    "role",
+                    "locale",
+                    "state",
+                    "attempts",
+                    "planned_at",
+                    "updated_at",
+                ],
+                rows,
+            )
+            .on_conflict_do_nothing(index_elements=["campaign", "message", "contact_id"])
+            # SQLAlchemy keeps an INSERT's rowcount only when asked.
+            .execution_options(preserve_rowcount=True)
+        )
+        added = conn.execute(statement).rowcount
+    return PlanResult(planned=max(added, 0), segmented_on=day)
+
+
+def suppress_ineligible(engine: Engine, config: HeraldConfig, phase: PhaseName) -> dict[str, int]:
+    """Mark planned rows that may no longer be sent as ``suppressed``, with the reason.
+
+    Run before every send: an address unsubscribed, bounced or reported spam since
+    planning, an account that churned, or (where the phase says so) one that migrated.
+    """
+    campaign = config.campaign.id
+    planned = and_(_phase_rows(campaign, phase), deliveries.c.state == DeliveryState.PLANNED.value)
+    suppressed_reason = (
+        select(func.min(suppressions.c.reason))
+        .where(
+            contacts.c.id == deliveries.c.contact_id,
+            suppressions.c.email == contacts.c.email,
+        )
+        .correlate(deliveries)
+        .scalar_subquery()
+    )
+
+    def account_is(condition: Any) -> Any:
+        return (
+            exists()
+            .where(
+                contacts.c.id == deliveries.c.contact_id,
+                accounts.c.id == contacts.c.account_id,
+                condition,
+            )
+            .correlate(deliveries)
+        )
+
+    checks: list[tuple[str, Any, Any]] = [
+        (
+            "address suppressed",
+            exists()
+            .where(
+                contacts.c.id == deliveries.c.contact_id,
+                suppressions.c.email == contacts.c.email,
+            )
+            .correlate(deliveries),
+            literal("address suppressed: ") + suppressed_reason,
+        ),
+        (
+            "account churned",
+            account_is(accounts.c.lifecycle != AccountLifecycle.ACTIVE.value),
+            literal("account churned"),
+        ),
+    ]
+    if config.campaign.audiences[phase].exclude_migrated:
+        checks.append(
+            (
+                "account migrated",
+                account_is(accounts.c.migration_state == MigrationState.MIGRATED.value),
+                literal("account migrated"),
+            )
+        )
+    counts: dict[str, int] = {}
+    now = utcnow()
+    with engine.begin() as conn:
+        for name, condition, error in checks:
+            result = conn.execute(
+                update(deliveries)
+                .where(planned, condition)
+                .values(state=DeliveryState.SUPPRESSED.value, error=error, updated_at=now)
+            )
+            if result.rowcount:
+                counts[name] = result.rowcount
+    return counts
+
+
+# --------------------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process, sending one phase."""
+
+    id: str
+    campaign: str
+    message: str
+
+
+def start_worker(engine: Engine, campaign: str, message: str, transport: str) -> Worker:
+    """Register this process as a sender of the phase."""
+    worker = Worker(str(uuid.uuid4()), campaign, message)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(workers).values(
+                id=worker.id,
+                campaign=campaign,
+                message=message,
+                transport=transport,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+    return worker
+
+
+def finish_worker(engine: Engine, worker: Worker, outcome: str) -> None:
+    """Mark this process's sending finished (cleanly or not: ``outcome`` says which)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(workers)
+            .where(workers.c.id == worker.id)
+            .values(finished_at=utcnow(), outcome=outcome[:200])
+        )
+
+
+def _alive(host: str, pid: int, heartbeat_at: datetime, lease: timedelta) -> bool:
+    if host == socket.gethostname():
+        if pid == os.getpid():
+            return False  # an earlier process with our pid: it is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return utcnow() - _aware(heartbeat_at) < lease
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What was found of senders that died: rows put back, rows now unknown."""
+
+    workers: int
+    released: int
+    unknown: int
+
+
+def recover(
+    engine: Engine, campaign: str, message: str, lease_seconds: float, by: Worker | None = None
+) -> Recovery:
+    """Settle the batches of senders of this phase that died without finishing."""
+    lease = timedelta(seconds=lease_seconds)
+    with engine.connect() as conn:
+        open_workers = conn.execute(
+            select(workers.c.id, workers.c.host, workers.c.pid, workers.c.heartbeat_at).where(
+                workers.c.campaign == campaign,
+                workers.c.message == message,
+                workers.c.finished_at.is_(None),
+            )
+        ).all()
+    dead = [
+        row.id
+        for row in open_workers
+        if (by is None or row.id != by.id)
+        and not _alive(row.host, row.pid, row.heartbeat_at, lease)
+    ]
+    released = unknown = 0
+    now = utcnow()
+    for worker_id in dead:
+        with engine.begin() as conn:
+            claimed = select(batches.c.id).where(
+                batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value
+            )
+            requesting = select(batches.c.id).where(
+                batches.c.worker_id == worker_id, batches.c.state == BatchState.REQUESTING.value
+            )
+            released += conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.batch_id.in_(claimed),
+                    deliveries.c.state == DeliveryState.SENDING.value,
+                )
+                .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
+            ).rowcount
+            unknown += conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.batch_id.in_(requesting),
+                    deliveries.c.state == DeliveryState.SENDING.value,
+                )
+                .values(
+                    state=DeliveryState.UNKNOWN.value,
+                    error=f"request in flight when sender {worker_id} stopped",
+                    updated_at=now,
+                )
+            ).rowcount
+            conn.execute(
+                update(batches)
+                .where(
+                    batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value
+                )
+                .values(state=BatchState.RELEASED.value, finished_at=now)
+            )
+            conn.execute(
+                update(batches)
+                .where(
+                    batches.c.worker_id == worker_id,
+                    batches.c.state == BatchState.REQUESTING.value,
+                )
+                .values(state=BatchState.UNKNOWN.value, finished_at=now)
+            )
+            conn.execute(
+                update(workers)
+                .where(workers.c.id == worker_id, workers.c.finished_at.is_(None))
+                .values(
+                    finished_at=now,
+                    outcome=f"lost: found dead by {by.id if by else 'an operator'}",
+                )
+            )
+    if dead:
+        with engine.begin() as conn:
+            audit.record(
+                conn,
+                "sender.recovered",
+                campaign=campaign,
+                phase=message,
+                detail={"workers": dead, "released": released, "unknown": unknown},
+            )
+    return Recovery(workers=len(dead), released=released, unknown=unknown)
+
+
+# --------------------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """One claimed ledger row with what rendering and sending need."""
+
+    delivery_id: int
+    contact_id: int
+    segment: str
+    role: str
+    locale: str
+    email: str
+    name: str | None
+    account_name: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A batch of claimed rows (``sending``), owned by one worker."""
+
+    batch_id: str
+    rows: list[ClaimedRow]
+
+
+def claim(engine: Engine, worker: Worker, limit: int) -> Claim | None:
+    """Claim up to ``limit`` planned rows of the worker's phase, lowest ids first; None if none."""
+    batch_id = str(uuid.uuid4())
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(update(workers).where(workers.c.id == worker.id).values(heartbeat_at=now))
+        conn.execute(
+            insert(batches).values(
+                id=batch_id,
+                worker_id=worker.id,
+                campaign=worker.campaign,
+                message=worker.message,
+                state=BatchState.CLAIMED.value,
+                recipients=0,
+                requests=0,
+                created_at=now,
+            )
+        )
+        candidates = (
+            select(deliveries.c.id)
+            .where(
+                _phase_rows(worker.campaign, worker.message),
+                deliveries.c.state == DeliveryState.PLANNED.value,
+            )
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            # Lock the candidates first, skipping rows another worker holds. (Inside
+            # "IN (subquery)" Postgres may re-run a SKIP LOCKED subquery per row and claim
+            # more than the limit.)
+            ids: Any = list(conn.execute(candidates.with_for_update(skip_locked=True)).scalars())
+        else:
+            ids = candidates.scalar_subquery()  # one statement under SQLite's single writer
+        claimed = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.state == DeliveryState.PLANNED.value,
+            )
+            .values(
+                state=DeliveryState.SENDING.value,
+                batch_id=batch_id,
+                claimed_at=now,
+                attempts=deliveries.c.attempts + 1,
+                updated_at=now,
+            )
+        ).rowcount
+        if not claimed:
+            conn.execute(delete(batches).where(batches.c.id == batch_id))
+            return None
+        conn.execute(update(batches).where(batches.c.id == batch_id).values(recipients=claimed))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                deliveries.c.id,
+                deliveries.c.contact_id,
+                deliveries.c.segment,
+                deliveries.c.role,
+                deliveries.c.locale,
+                contacts.c.email,
+                contacts.c.name,
+                accounts.c.name,
+            )
+            .select_from(deliveries)
+            .join(contacts, contacts.c.id == deliveries.c.contact_id)
+            .join(accounts, accounts.c.id == contacts.c.account_id)
+            .where(deliveries.c.batch_id == batch_id)
+            .order_by(deliveries.c.id)
+        ).all()
+    return Claim(batch_id, [ClaimedRow(*row) for row in rows])
+
+
+def mark_requesting(engine: Engine, batch_id: str) -> None:
+    """Commit that the batch's request is about to leave: from now on a crash means unknown."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(batches)
+            .where(batches.c.id == batch_id)
+            .values(state=BatchState.REQUESTING.value)
+        )
+
+
+def release(engine: Engine, batch_id: str, reason: str) -> None:
+    """Put a claimed batch's rows back to planned (nothing was requested)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.batch_id == batch_id,
+                deliveries.c.state == DeliveryState.SENDING.value,
+            )
+            .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
+        )
+        conn.execute(
+            update(batches)
+            .where(batches.c.id == batch_id)
+            .values(state=BatchState.RELEASED.value, error=reason, finished_at=now)
+        )
+
+
+Outcome = Literal["accepted", "failed", "unknown"]
+
+
+def record(
+    engine: Engine,
+    batch_id: str,
+    outcome: Outcome,
+    *,
+    requests: int,
+    http_status: int | None = None,
+    provider_message_id: str | None = None,
+    error: str | None = None,
+) -> None:
+    """Record what became of a batch's request, on the batch and on every one of its rows."""
+    now = utcnow()
+    values: dict[str, Any] = {"state": outcome, "error": error, "updated_at": now}
+    if outcome == "accepted":
+        values.update(provider_message_id=provider_message_id, sent_at=now)
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.batch_id == batch_id,
+                deliveries.c.state == DeliveryState.SENDING.value,
+            )
+            .values(**values)
+        )
+        conn.execute(
+            update(batches)
+            .where(batches.c.id == batch_id)
+            .values(
+                state=outcome,
+                requests=requests,
+                http_status=http_status,
+                provider_message_id=provider_message_id,
+                error=error,
+                finished_at=now,
+            )
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def state_counts(conn: Connection, campaign: str, message: str) -> dict[str, int]:
+    """Ledger rows of a phase per state (every state present, zeros included)."""
+    counts = {state.value: 0 for state in DeliveryState}
+    for state, count in conn.execute(
+        select(deliveries.c.state, func.count())
+        .where(_phase_rows(campaign, message))
+        .group_by(deliveries.c.state)
+    ):
+        counts[state] = count
+    return counts
+
+
+@dataclass(frozen=True)
+class UnsettledRow:
+    """A ledger row whose request may or may not have been accepted."""
+
+    delivery_id: int
+    message: str
+    email: str
+    batch_id: str | None
+    claimed_at: datetime | None
+    error: str | None
+
+
+def unknown_rows(
+    conn: Connection, campaign: str, message: str | None = None, limit: int | None = None
+) -> list[UnsettledRow]:
+    """The ``unknown`` rows of a campaign (or one phase), oldest claim first."""
+    query = (
+        select(
+            deliveries.c.id,
+            deliveries.c.message,
+            contacts.c.email,
+            deliveries.c.batch_id,
+            deliveries.c.claimed_at,
+            deliveries.c.error,
+        )
+        .join(contacts, contacts.c.id == deliveries.c.contact_id)
+        .where(
+            deliveries.c.campaign == campaign,
+            deliveries.c.state == DeliveryState.UNKNOWN.value,
+        )
+        .order_by(deliveries.c.claimed_at, deliveries.c.id)
+    )
+    if message is not None:
+        query = query.where(deliveries.c.message == message)
+    if limit is not None:
+        query = query.limit(limit)
+    return [UnsettledRow(*row) for row in conn.execute(query)]
+
+
+Resolution = Literal["resend", "mark-sent"]
+
+
+def resolve(
+    engine: Engine,
+    campaign: str,
+    message: str,
+    resolution: Resolution,
+    *,
+    batch_ids: Sequence[str] | None = None,
+    include_failed: bool = False,
+) -> int:
+    """Settle unknown rows: ``resend`` puts them back to planned, ``mark-sent`` accepts them."""
+    states = [DeliveryState.UNKNOWN.value]
+    if include_failed:
+        states.append(DeliveryState.FAILED.value)
+    where = [_phase_rows(campaign, message), deliveries.c.state.in_(states)]
+    if batch_ids:
+        where.append(deliveries.c.batch_id.in_(list(batch_ids)))
+    now = utcnow()
+    who = audit.actor()
+    if resolution == "resend":
+        values: dict[str, Any] = {
+            "state": DeliveryState.PLANNED.value,
+            "batch_id": None,
+            "error": f"re-send approved by {who}",
+            "updated_at": now,
+        }
+    else:
+        values = {
+            "state": DeliveryState.ACCEPTED.value,
+            "error": f"marked sent by {who}",
+            "sent_at": deliveries.c.claimed_at,
+            "updated_at": now,
+        }
+    with engine.begin() as conn:
+        count = conn.execute(update(deliveries).where(*where).values(**values)).rowcount
+        audit.record(
+            conn,
+            f"deliveries.{resolution}",
+            campaign=campaign,
+            phase=message,
+            detail={"rows": count, "batches": list(batch_ids or []), "states": states},
+            who=who,
+        )
+    return count
+
+
+# --------------------------------------------------------------------------- phase control
+
+
+def paused_reason(conn: Connection, campaign: str, message: str) -> str | None:
+    """Why the phase is paused, or None when it may send."""
+    row = conn.execute(
+        select(controls.c.paused, controls.c.reason).where(
+            controls.c.campaign == campaign, controls.c.message == message
+        )
+    ).first()
+    if row is None or not row.paused:
+        return None
+    return str(row.reason or "paused")
+
+
+def set_paused(
+    engine: Engine, campaign: str, message: str, paused: bool, reason: str, who: str | None = None
+) -> None:
+    """Pause or resume a phase, recording who and why in the audit log."""
+    who = who or audit.actor()
+    now = utcnow()
+    with engine.begin() as conn:
+        statement = dialect_insert(conn.dialect.name)(controls).values(
+            campaign=campaign,
+            message=message,
+            paused=paused,
+            reason=reason,
+            changed_by=who,
+            changed_at=now,
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["campaign", "message"],
+                set_={
+                    "paused": paused,
+                    "reason": reason,
+                    "changed_by": who,
+                    "changed_at": now,
+                },
+            )
+        )
+        audit.record(
+            conn,
+            "phase.paused" if paused else "phase.resumed",
+            campaign=campaign,
+            phase=message,
+            detail={"reason": reason},
+            who=who,
+        )

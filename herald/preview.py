@@ -1,0 +1,184 @@
+"""What a contact would receive in a phase, or why they would not; sample renders for dry runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from herald.audience import accounts, assignments, audience, contacts, segmentation_day
+from herald.config import HeraldConfig, PhaseName
+from herald.customers import normalize_email
+from herald.ledger import deliveries
+from herald.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.models import AccountLifecycle, DeliveryState, MigrationState, Suppression, table
+from herald.privacy import mask_email
+
+suppressions = table(Suppression)
+
+
+@dataclass
+class Preview:
+    """One contact in one phase: the message they would get, or every reason they would not."""
+
+    email: str
+    phase: PhaseName
+    variant: Variant | None = None
+    message: Rendered | None = None
+    reasons: list[str] = field(default_factory=list)
+    ledger_state: str | None = None
+
+    @property
+    def would_send(self) -> bool:
+        """True when a send of the phase would deliver ``message`` to this contact."""
+        return self.message is not None and not self.reasons
+
+
+def preview(
+    engine: Engine,
+    config: HeraldConfig,
+    phase: PhaseName,
+    email: str,
+    as_of: date,
+    templates: Path = TEMPLATES,
+) -> Preview:
+    """Exactly what ``email`` would receive in ``phase`` as of a day, or why not."""
+    try:
+        address = normalize_email(email)
+    except ValueError:
+        address = email.strip().lower()
+    result = Preview(email=address, phase=phase)
+    audience_config = config.campaign.audiences[phase]
+    with engine.connect() as conn:
+        contact = conn.execute(
+            select(
+                contacts.c.id,
+                contacts.c.name,
+                contacts.c.role,
+                contacts.c.locale,
+                accounts.c.id.label("account_id"),
+                accounts.c.name.label("account_name"),
+                accounts.c.lifecycle,
+                accounts.c.migration_state,
+                accounts.c.migrated_on,
+            )
+            .join(accounts, accounts.c.id == contacts.c.account_id)
+            .where(contacts.c.email == address)
+        ).first()
+        if contact is None:
+            result.reasons.append("no contact has this address")
+            return result
+        for (reason,) in conn.execute(
+            select(suppressions.c.reason).where(suppressions.c.email == address)
+        ):
+            result.reasons.append(f"address suppressed ({reason})")
+        if contact.lifecycle != AccountLifecycle.ACTIVE.value:
+            result.reasons.append(f"account is {contact.lifecycle}")
+        if (
+            audience_config.exclude_migrated
+            and contact.migration_state == MigrationState.MIGRATED.value
+        ):
+            on = f" on {contact.migrated_on}" if contact.migrated_on else ""
+            result.reasons.append(f"account already migrated{on}")
+        day = segmentation_day(conn, as_of)
+        segment = conn.execute(
+            select(assignments.c.segment).where(
+                assignments.c.account_id == contact.account_id, assignments.c.as_of == day
+            )
+        ).scalar_one_or_none()
+        if segment is None:
+            result.reasons.append(f"account has no segment in the segmentation of {day}")
+        elif segment not in audience_config.segments:
+            result.reasons.append(
+                f"segment {segment} is not in the {phase} audience "
+                f"({', '.join(audience_config.segments)})"
+            )
+        if contact.role not in audience_config.roles:
+            result.reasons.append(
+                f"role {contact.role} is not in the {phase} audience "
+                f"({', '.join(audience_config.roles)})"
+            )
+        row = conn.execute(
+            select(deliveries.c.state, deliveries.c.sent_at, deliveries.c.error).where(
+                deliveries.c.campaign == config.campaign.id,
+                deliveries.c.message == phase,
+                deliveries.c.contact_id == contact.id,
+            )
+        ).first()
+    if row is not None:
+        result.ledger_state = row.state
+        if row.state == DeliveryState.ACCEPTED.value:
+            result.reasons.append(f"already sent ({row.sent_at:%Y-%m-%d %H:%M} UTC)")
+        elif row.state in (DeliveryState.SENDING.value, DeliveryState.UNKNOWN.value):
+            result.reasons.append(
+                f"a send is {row.state} (settle it with `herald deliveries resolve`)"
+            )
+        elif row.state in (DeliveryState.SUPPRESSED.value, DeliveryState.FAILED.value):
+            result.reasons.append(f"ledger says {row.state}: {row.error}")
+    if segment is not None:
+        locales = config.campaign.locales
+        locale = contact.locale if contact.locale in locales else locales[0]
+        result.variant = Variant(phase, segment, contact.role, locale)
+        values = recipient_values(
+            name=contact.name, email=address, account_name=contact.account_name
+        )
+        result.message = render(config, result.variant, templates).personalize(values)
+    return result
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One real contact's rendered message for a segment and role, written to disk."""
+
+    segment: str
+    role: str
+    contact: str  # masked
+    subject: str
+    html: Path
+    text: Path
+
+
+def sample_renders(
+    engine: Engine,
+    config: HeraldConfig,
+    phase: PhaseName,
+    as_of: date,
+    output_dir: Path,
+    templates: Path = TEMPLATES,
+) -> list[Sample]:
+    """For each segment and role in the audience, the message its first contact would get."""
+    with engine.connect() as conn:
+        source = audience(config, phase, segmentation_day(conn, as_of)).subquery()
+        firsts = (
+            select(func.min(source.c.contact_id))
+            .group_by(source.c.segment, source.c.role)
+            .scalar_subquery()
+        )
+        rows = conn.execute(
+            select(
+                source.c.segment,
+                source.c.role,
+                source.c.locale,
+                contacts.c.email,
+                contacts.c.name,
+                accounts.c.name,
+            )
+            .join(contacts, contacts.c.id == source.c.contact_id)
+            .join(accounts, accounts.c.id == contacts.c.account_id)
+            .where(source.c.contact_id.in_(firsts))
+            .order_by(source.c.segment, source.c.role)
+        ).all()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for segment, role, locale, email, name, account_name in rows:
+        message = render(config, Variant(phase, segment, role, locale), templates).personalize(
+            recipient_values(name=name, email=email, account_name=account_name)
+        )
+        html = output_dir / f"{segment}-{role}.html"
+        text = output_dir / f"{segment}-{role}.txt"
+        html.write_text(message.html, encoding="utf-8")
+        text.write_text(f"Subject: {message.subject}\n\n{message.text}", encoding="utf-8")
+        samples.append(Sample(segment, role, mask_email(email), message.subject, html, text))
+    return samples

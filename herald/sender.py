@@ -1,0 +1,257 @@
+"""Sending a phase, one batch at a time: claim, render, pace, request, record, watch the rates.
+
+:class:`PhaseSender` holds what every batch of one sending process shares (the transport,
+the variants rendered so far, the pace, the running counts the circuit breaker reads); its
+:meth:`PhaseSender.send_batch` is the unit a Prefect task runs: about 1,000 recipients.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, and_, func, select
+
+from herald import ledger
+from herald.config import HeraldConfig, PhaseName
+from herald.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.models import DeliveryState, EmailEvent, table
+from herald.transports import OutgoingBatch, Recipient, Transport
+
+email_events = table(EmailEvent)
+
+
+class Renderer:
+    """Renders each variant once per sending process."""
+
+    def __init__(self, config: HeraldConfig, templates: Path = TEMPLATES) -> None:
+        self.config = config
+        self.templates = templates
+        self._cache: dict[Variant, Rendered] = {}
+
+    def __call__(self, variant: Variant) -> Rendered:
+        """The variant's subject and bodies, with per-recipient tags left in."""
+        rendered = self._cache.get(variant)
+        if rendered is None:
+            rendered = self._cache[variant] = render(self.config, variant, self.templates)
+        return rendered
+
+
+class RateLimiter:
+    """Never more than ``rate`` messages per second since the first one, counted per process.
+
+    A batch of n waits until (sent + n) / rate seconds have passed since the start: the
+    cumulative count never runs ahead of the configured pace.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._start: float | None = None
+        self._sent = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, count: int) -> float:
+        """Block until ``count`` more messages may go; return the seconds waited."""
+        if self.rate is None:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            if self._start is None:
+                self._start = now
+            self._sent += count
+            due = self._start + self._sent / self.rate
+            wait = max(0.0, due - now)
+        if wait:
+            self._sleep(wait)
+        return wait
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did."""
+
+    batch_id: str | None
+    recipients: int = 0
+    outcome: str | None = None
+    requests: int = 0
+    error: str | None = None
+    paused: str | None = None
+
+
+@dataclass
+class RunningCounts:
+    """The phase's accepted and failed rows, kept current without re-counting the ledger."""
+
+    accepted: int = 0
+    failed: int = 0
+    bounced: int = 0
+    bounces_checked_at: float = field(default=0.0)
+
+
+class PhaseSender:
+    """Sends one phase's planned rows, batch by batch, for one worker."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        config: HeraldConfig,
+        phase: PhaseName,
+        worker: ledger.Worker,
+        transport: Transport,
+        renderer: Renderer,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.phase = phase
+        self.worker = worker
+        self.transport = transport
+        self.renderer = renderer
+        self.limiter = limiter or RateLimiter(config.campaign.sending.rate_per_second)
+        self.sending = config.campaign.sending
+        with engine.connect() as conn:
+            counts = ledger.state_counts(conn, worker.campaign, worker.message)
+        self.counts = RunningCounts(
+            accepted=counts[DeliveryState.ACCEPTED.value],
+            failed=counts[DeliveryState.FAILED.value],
+        )
+
+    def send_batch(self) -> BatchOutcome:
+        """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
+        campaign = self.worker.campaign
+        with self.engine.connect() as conn:
+            paused = ledger.paused_reason(conn, campaign, self.phase)
+        if paused:
+            return BatchOutcome(batch_id=None, paused=paused)
+        claimed = ledger.claim(self.engine, self.worker, self.sending.batch_size)
+        if claimed is None:
+            return BatchOutcome(batch_id=None)
+        try:
+            batch = self._outgoing(claimed)
+        except Exception as error:
+            ledger.release(self.engine, claimed.batch_id, f"rendering failed: {error}")
+            raise
+        self.limiter.acquire(len(batch.recipients))
+        ledger.mark_requesting(self.engine, claimed.batch_id)
+        try:
+            result = self.transport.send(batch)
+        except Exception as error:
+            # A transport bug after the request may have left: say so, never guess.
+            ledger.record(
+                self.engine,
+                claimed.batch_id,
+                "unknown",
+                requests=1,
+                error=f"transport error: {type(error).__name__}: {error}",
+            )
+            raise
+        ledger.record(
+            self.engine,
+            claimed.batch_id,
+            result.outcome,
+            requests=result.requests,
+            http_status=result.http_status,
+            provider_message_id=result.provider_message_id,
+            error=result.error,
+        )
+        if result.outcome == "accepted":
+            self.counts.accepted += len(batch.recipients)
+        elif result.outcome == "failed":
+            self.counts.failed += len(batch.recipients)
+        outcome = BatchOutcome(
+            batch_id=claimed.batch_id,
+            recipients=len(batch.recipients),
+            outcome=result.outcome,
+            requests=result.requests,
+            error=result.error,
+        )
+        tripped = self.breaker_reason()
+        if tripped:
+            ledger.set_paused(
+                self.engine, campaign, self.phase, True, tripped, who="herald circuit breaker"
+            )
+            outcome.paused = tripped
+        return outcome
+
+    def _outgoing(self, claimed: ledger.Claim) -> OutgoingBatch:
+        campaign = self.worker.campaign
+        recipients: list[Recipient] = []
+        variants: dict[Variant, Rendered] = {}
+        default_locale = self.config.campaign.locales[0]
+        for row in claimed.rows:
+            variant = Variant(self.phase, row.segment, row.role, row.locale or default_locale)
+            if variant not in variants:
+                variants[variant] = self.renderer(variant)
+            recipients.append(
+                Recipient(
+                    delivery_id=row.delivery_id,
+                    key=f"{campaign}/{self.phase}/{row.contact_id}",
+                    email=row.email,
+                    name=row.name,
+                    variant=variant,
+                    values=recipient_values(
+                        name=row.name, email=row.email, account_name=row.account_name
+                    ),
+                )
+            )
+        return OutgoingBatch(
+            batch_id=claimed.batch_id,
+            campaign=campaign,
+            message=self.phase,
+            sender=self.config.campaign.sender,
+            variants=variants,
+            recipients=recipients,
+            categories=[campaign, self.phase],
+        )
+
+    def breaker_reason(self) -> str | None:
+        """Why the phase must pause (a rate past its threshold), or None."""
+        breaker = self.sending.breaker
+        done = self.counts.accepted + self.counts.failed
+        if done >= breaker.min_sample and self.counts.failed / done > breaker.max_failure_rate:
+            return (
+                f"circuit breaker: failure rate {self.counts.failed / done:.1%} over {done} "
+                f"sends is above {breaker.max_failure_rate:.1%}"
+            )
+        accepted = self.counts.accepted
+        if accepted >= breaker.min_sample:
+            bounced = self._hard_bounces()
+            if bounced / accepted > breaker.max_hard_bounce_rate:
+                return (
+                    f"circuit breaker: hard-bounce rate {bounced / accepted:.1%} over "
+                    f"{accepted} accepted is above {breaker.max_hard_bounce_rate:.1%}"
+                )
+        return None
+
+    def _hard_bounces(self) -> int:
+        """Hard bounces reported for this phase (re-counted at most every 5 seconds)."""
+        now = time.monotonic()
+        if now - self.counts.bounces_checked_at < 5.0:
+            return self.counts.bounced
+        deliveries = ledger.deliveries
+        with self.engine.connect() as conn:
+            self.counts.bounced = conn.execute(
+                select(func.count(func.distinct(email_events.c.delivery_id)))
+                .select_from(email_events)
+                .join(deliveries, deliveries.c.id == email_events.c.delivery_id)
+                .where(
+                    and_(
+                        email_events.c.event == "bounce",
+                        deliveries.c.campaign == self.worker.campaign,
+                        deliveries.c.message == self.phase,
+                    )
+                )
+            ).scalar_one()
+        self.counts.bounces_checked_at = now
+        return self.counts.bounced

@@ -1,0 +1,230 @@
+"""SendGrid: one ``/v3/mail/send`` request per batch, built with the official Mail helpers.
+
+A batch mixes variants (segment x role x locale) but SendGrid takes one body per request,
+so each variant's rendered HTML and text travel once as a *section*, and each
+personalization points its ``-body_html-`` / ``-body_text-`` substitutions at its
+variant's sections; its own values (name, account) are substitutions too, and its ledger
+key a ``custom_args`` entry, which SendGrid echoes in every event for reconciliation.
+
+What is retried, and what is not:
+
+- 429: wait until ``X-RateLimit-Reset``, then again (SendGrid accepted nothing);
+- 5xx, and connection errors before the request was written: exponential backoff with
+  jitter, up to ``sending.max_attempts`` requests, then ``failed``;
+- any other 4xx: ``failed`` with SendGrid's error text, not retried;
+- no answer after the request was written (reset, timeout): ``unknown``, never retried
+  here: SendGrid may have accepted it, and it has no idempotency key.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.error import URLError
+
+from pydantic import SecretStr
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import (
+    Asm,
+    Category,
+    Content,
+    CustomArg,
+    From,
+    GroupId,
+    Mail,
+    MailSettings,
+    Personalization,
+    ReplyTo,
+    SandBoxMode,
+    Section,
+    Substitution,
+    To,
+)
+
+from herald.config import Sending
+from herald.messages import substitutions
+from herald.settings import Settings
+from herald.transports import BatchResult, OutgoingBatch, TransportError
+
+# The HTTP client logs request headers (the API key among them) at DEBUG: never let it.
+logging.getLogger("python_http_client").setLevel(logging.INFO)
+
+BODY_HTML = "-body_html-"
+BODY_TEXT = "-body_text-"
+
+
+class SendGridTransport:
+    """Sends batches through SendGrid's v3 Mail Send API."""
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: SecretStr,
+        host: str,
+        sending: Sending,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sending = sending
+        self._client = SendGridAPIClient(api_key=api_key.get_secret_value(), host=host)
+        # The client waits forever unless told otherwise.
+        self._client.client.timeout = sending.request_timeout_seconds
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sending: Sending) -> SendGridTransport:
+        """The transport for these settings; TransportError when the API key is missing."""
+        if settings.sendgrid_api_key is None:
+            raise TransportError(
+                "SENDGRID_API_KEY is not set: HERALD_TRANSPORT=sendgrid needs it in the "
+                "environment (or loaded from a Prefect Secret block). Nothing was sent."
+            )
+        return cls(settings.sendgrid_api_key, settings.sendgrid_api_host, sending)
+
+    def __repr__(self) -> str:  # never the key
+        return f"SendGridTransport(host={self._client.host!r})"
+
+    # ----------------------------------------------------------------------- request
+
+    def build(self, batch: OutgoingBatch) -> dict[str, Any]:
+        """The request body for a batch (the Mail helpers' JSON)."""
+        mail = Mail()
+        mail.from_email = From(batch.sender.email, batch.sender.name)
+        if batch.sender.reply_to:
+            mail.reply_to = ReplyTo(batch.sender.reply_to)
+        sections: dict[Any, tuple[str, str]] = {}
+        for index, (variant, rendered) in enumerate(batch.variants.items()):
+            html_key, text_key = f"-section_{index}_html-", f"-section_{index}_text-"
+            mail.add_section(Section(html_key, rendered.html))
+            mail.add_section(Section(text_key, rendered.text))
+            sections[variant] = (html_key, text_key)
+        mail.add_content(Content("text/plain", BODY_TEXT))
+        mail.add_content(Content("text/html", BODY_HTML))
+        for recipient in batch.recipients:
+            rendered = batch.variants[recipient.variant]
+            html_key, text_key = sections[recipient.variant]
+            personalization = Personalization()
+            personalization.add_to(To(recipient.email, recipient.name or None))
+            personalization.subject = rendered.personalize(recipient.values).subject
+            values = {BODY_HTML: html_key, BODY_TEXT: text_key, **substitutions(recipient.values)}
+            for key, value in values.items():
+                personalization.add_substitution(Substitution(key, value))
+            personalization.add_custom_arg(CustomArg("herald_key", recipient.key))
+            personalization.add_custom_arg(CustomArg("herald_batch", batch.batch_id))
+            mail.add_personalization(personalization, index=len(mail.personalizations or []))
+        for category in batch.categories:
+            mail.add_category(Category(category))
+        if self.sending.asm_group_id is not None:
+            mail.asm = Asm(GroupId(self.sending.asm_group_id))
+        if self.sending.sandbox:
+            mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
+        body: dict[str, Any] = mail.get()
+        return body
+
+    # ----------------------------------------------------------------------- sending
+
+    def send(self, batch: OutgoingBatch) -> BatchResult:
+        """One batch, one request (plus the retries that cannot duplicate anything)."""
+        body = self.build(batch)
+        requests = failures = rate_limited = 0
+        mail_send = self._client.client.mail.send
+        while True:
+            requests += 1
+            try:
+                response = mail_send.post(request_body=body)
+            except HTTPError as error:
+                status = int(error.status_code)
+                text = _error_text(status, error.body)
+                if status == 429:
+                    rate_limited += 1
+                    if rate_limited > 50:
+                        return BatchResult("failed", requests, status, error=text)
+                    self._sleep(self._until_reset(error.headers, rate_limited))
+                    continue
+                if status >= 500:
+                    failures += 1
+                    if failures >= self.sending.max_attempts:
+                        return BatchResult(
+                            "failed", requests, status, error=f"{text} (after {failures} tries)"
+                        )
+                    self._sleep(self._backoff(failures))
+                    continue
+                return BatchResult("failed", requests, status, error=text)
+            except URLError as error:
+                # The request never left (refused, unreachable, timed out connecting).
+                failures += 1
+                if failures >= self.sending.max_attempts:
+                    return BatchResult(
+                        "failed",
+                        requests,
+                        error=f"cannot connect: {error.reason} (after {failures} tries)",
+                    )
+                self._sleep(self._backoff(failures))
+                continue
+            except (OSError, http.client.HTTPException) as error:
+                return BatchResult(
+                    "unknown",
+                    requests,
+                    error=(
+                        f"no answer after the request was sent ({type(error).__name__}: "
+                        f"{error}); SendGrid may have accepted it"
+                    ),
+                )
+            status = int(response.status_code)
+            message_id = response.headers.get("X-Message-Id")
+            if 200 <= status < 300:
+                return BatchResult(
+                    "accepted",
+                    requests,
+                    status,
+                    provider_message_id=message_id or ("sandbox" if status == 200 else None),
+                )
+            return BatchResult(
+                "failed", requests, status, error=f"unexpected HTTP {status} from SendGrid"
+            )
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling: float = min(
+            self.sending.backoff_max_seconds,
+            self.sending.backoff_seconds * 2.0 ** (failures - 1),
+        )
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _until_reset(self, headers: Any, times: int) -> float:
+        """Seconds until the rate limit resets (its header is a Unix time in seconds)."""
+        reset: Any = headers.get("X-RateLimit-Reset") if headers is not None else None
+        try:
+            wait = float(reset) - self._clock()
+        except (TypeError, ValueError):
+            wait = self._backoff(times)
+        # A little past the reset, so a fleet of senders does not return in the same instant.
+        wait = max(0.0, wait) + self._rng.uniform(0, 0.25)
+        return float(min(wait, self.sending.max_rate_limit_wait_seconds))
+
+
+def _error_text(status: int, body: Any) -> str:
+    """SendGrid's own words for a refused request ("field: message; ...")."""
+    raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        errors = json.loads(raw).get("errors") or []
+        parts = [
+            f"{item['field']}: {item['message']}" if item.get("field") else str(item["message"])
+            for item in errors
+            if isinstance(item, dict) and "message" in item
+        ]
+    except (ValueError, AttributeError):
+        parts = []
+    detail = "; ".join(parts) or raw.strip()[:500] or "no detail"
+    return f"HTTP {status} from SendGrid: {detail}"[:2000]
