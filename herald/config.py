@@ -428,6 +428,56 @@ class TargetsConfig(_Strict):
     targets: dict[MetricKey, Target] = Field(min_length=1)
 
 
+# --------------------------------------------------------------------------- telemetry.yaml
+
+SourceName = Literal["adoption", "support", "survey", "performance"]
+SOURCES: tuple[SourceName, ...] = ("adoption", "support", "survey", "performance")
+
+
+class WebhookConfig(_Strict):
+    """The SendGrid Event Webhook receiver."""
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    tolerance_seconds: int = Field(
+        default=300, gt=0, description="How far a signature's timestamp may be from now."
+    )
+
+
+class RowCountCheck(_Strict):
+    """A batch's row count against the median of the source's recent loaded batches."""
+
+    recent_batches: int = Field(default=5, ge=1)
+    min_ratio: float = Field(default=0.2, ge=0)
+    max_ratio: float = Field(default=5.0, gt=0)
+
+
+class ContractsConfig(_Strict):
+    """What rejects a whole batch instead of quarantining its bad rows."""
+
+    max_bad_row_share: float = Field(default=0.05, ge=0, le=1)
+    row_count: RowCountCheck = Field(default_factory=RowCountCheck)
+
+
+class AdoptionRules(_Strict):
+    """How adoption figures move an account's migration state."""
+
+    migrated_at_pct: float = Field(
+        default=100.0, gt=0, le=100, description="At or above: the account has migrated."
+    )
+
+
+class TelemetryConfig(_Strict):
+    """``telemetry.yaml``: the webhook receiver, data-contract thresholds, adoption rules."""
+
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    contracts: ContractsConfig = Field(default_factory=ContractsConfig)
+    adoption: AdoptionRules = Field(default_factory=AdoptionRules)
+    depends_on: dict[str, list[SourceName]] = Field(
+        default_factory=dict,
+        description="Flow -> sources whose last batch must have passed its contract.",
+    )
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -440,6 +490,7 @@ class HeraldConfig:
     segments: SegmentsConfig
     evidence: EvidenceConfig
     targets: TargetsConfig
+    telemetry: TelemetryConfig
 
 
 _FILES: dict[str, type[BaseModel]] = {
@@ -447,6 +498,7 @@ _FILES: dict[str, type[BaseModel]] = {
     "segments.yaml": SegmentsConfig,
     "evidence.yaml": EvidenceConfig,
     "targets.yaml": TargetsConfig,
+    "telemetry.yaml": TelemetryConfig,
 }
 
 M = TypeVar("M", bound=BaseModel)
@@ -482,6 +534,7 @@ def load_config(directory: Path) -> HeraldConfig:
         segments=models["segments.yaml"],
         evidence=models["evidence.yaml"],
         targets=models["targets.yaml"],
+        telemetry=models["telemetry.yaml"],
     )
     problems.extend(_cross_check(config, lines))
     if problems:

@@ -14,7 +14,17 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Index,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -293,8 +303,48 @@ class EmailEvent(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
     delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="SET NULL")
     sg_message_id: str | None = Field(default=None, sa_type=String(200))
+    herald_key: str | None = Field(
+        default=None, sa_type=String(300), description="custom_args.herald_key, if Herald's."
+    )
     raw: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class WebhookBatch(SQLModel, table=True):
+    """A verified Event Webhook POST, stored raw before the 2xx: processed after, never lost."""
+
+    __tablename__ = "webhook_batch"
+    __table_args__ = (Index("ix_webhook_batch_processed", "processed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    signed_at: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), description="The signature's timestamp."
+    )
+    body: bytes = Field(sa_type=LargeBinary)
+    events: int = 0
+    processed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    error: str | None = Field(default=None, sa_type=Text)
+
+
+class TelemetryBatch(SQLModel, table=True):
+    """One file of a batch source and what its data contract said of it."""
+
+    __tablename__ = "telemetry_batch"
+    __table_args__ = (Index("ix_telemetry_batch_source_received", "source", "received_at"),)
+
+    id: str = Field(primary_key=True, sa_type=String(36))
+    source: str = Field(sa_type=String(50))
+    file: str = Field(sa_type=String(1000))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    status: str = Field(sa_type=String(16), description="loaded or rejected.")
+    rows: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    failed_check: str | None = Field(default=None, sa_type=String(200))
+    failed_column: str | None = Field(default=None, sa_type=String(200))
+    detail: str | None = Field(default=None, sa_type=Text)
+    data_docs: str | None = Field(default=None, sa_type=String(1000))
 
 
 class AdoptionEvent(SQLModel, table=True):

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         # SendGrid's own tooling reads SENDGRID_API_KEY; accept it without our prefix too.
         validation_alias=AliasChoices("SENDGRID_API_KEY", "HERALD_SENDGRID_API_KEY"),
     )
+    webhook_public_key: str | None = Field(
+        default=None,
+        description="SendGrid's Event Webhook verification key (base64 DER, P-256).",
+    )
     import_chunk_rows: int = Field(
         default=20_000, gt=0, description="Rows staged per round trip during customer import."
     )

@@ -29,6 +29,7 @@ from herald.cli.common import (
     safe_url,
     settings,
 )
+from herald.cli.webhooks import webhooks_app
 from herald.customers import ImportResult, import_customers
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ phase_app = typer.Typer(help="Communication phases: send (dry by default), pause
 deliveries_app = typer.Typer(help="The delivery ledger: unsettled sends.", no_args_is_help=True)
 app.add_typer(phase_app, name="phase", no_args_is_help=True)
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(webhooks_app, name="webhooks", no_args_is_help=True)
 
 AsOf = Annotated[
     str | None, typer.Option("--as-of", help="Day to act as of, YYYY-MM-DD (default today, UTC).")

@@ -1,0 +1,1 @@
+"""Telemetry in: SendGrid events through the signed webhook, batch files through contracts."""
