@@ -16,19 +16,16 @@ from pydantic import BaseModel, Field
 
 from herald import ledger
 from herald.config import PhaseName
-from herald.sender import PhaseSender, Renderer
 from herald.settings import get_settings
 from herald.transports import get_transport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import (
     check_templates_task,
     count_audience_task,
+    deliver,
     plan_ledger_task,
     publish_summary_task,
-    recover_task,
     sample_renders_task,
-    send_batch_task,
-    suppress_ineligible_task,
 )
 
 
@@ -40,6 +37,13 @@ class PhaseRun(BaseModel):
     send: bool = Field(default=False, description="Really send; without it the run is dry.")
     max_batches: int | None = Field(
         default=None, ge=1, description="Stop after this many batches (the rest stays planned)."
+    )
+    window: bool = Field(
+        default=True,
+        description="Send only inside recipients' delivery windows, within the frequency cap.",
+    )
+    at: datetime | None = Field(
+        default=None, description="The moment to act at (a rehearsal's simulated clock)."
     )
 
 
@@ -58,6 +62,8 @@ class PhaseSummary(BaseModel):
     suppressed_now: dict[str, int] = Field(default_factory=dict)
     recovered_unknown: int = 0
     recovered_released: int = 0
+    expired: int = 0
+    waiting: int = Field(default=0, description="Planned rows left for a later window or cap.")
     batches: int = 0
     requests: int = 0
     accepted: int = 0
@@ -104,45 +110,28 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         return summary
 
     transport = get_transport(settings, config)  # a missing key stops the run here
-    engine = database()
-    worker = ledger.start_worker(engine, config.campaign.id, phase, transport.name)
-    outcome = "failed"
-    try:
-        recovery = recover_task(config, phase, worker)
-        summary.recovered_unknown = recovery.unknown
-        summary.recovered_released = recovery.released
-        summary.planned_new = plan_ledger_task(config, phase, as_of).planned
-        summary.suppressed_now = suppress_ineligible_task(config, phase)
-        sender = PhaseSender(
-            engine=engine,
-            config=config,
-            phase=phase,
-            worker=worker,
-            transport=transport,
-            renderer=Renderer(config, settings.templates_dir),
-        )
-        while params.max_batches is None or summary.batches < params.max_batches:
-            batch = send_batch_task(sender)
-            if batch.batch_id is not None:
-                summary.batches += 1
-                summary.requests += batch.requests
-                if batch.outcome == "accepted":
-                    summary.accepted += batch.recipients
-                elif batch.outcome == "failed":
-                    summary.failed += batch.recipients
-                    logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
-                else:
-                    summary.unknown += batch.recipients
-                    logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
-            if batch.paused:
-                summary.paused = batch.paused
-                logger.warning(f"Phase {phase} paused: {batch.paused}")
-                break
-            if batch.batch_id is None:
-                break
-        outcome = "paused" if summary.paused else "finished"
-    finally:
-        ledger.finish_worker(engine, worker, outcome)
+    fixed = params.at
+
+    def clock() -> datetime:
+        return fixed if fixed is not None else datetime.now(UTC)
+
+    summary.planned_new = plan_ledger_task(config, phase, as_of).planned
+    done = deliver(
+        config,
+        phase,
+        transport,
+        clock=clock,
+        window=params.window,
+        max_batches=params.max_batches,
+    )
+    summary.recovered_unknown = done.recovered_unknown
+    summary.recovered_released = done.recovered_released
+    summary.suppressed_now = done.suppressed_now
+    summary.expired = done.expired
+    summary.batches, summary.requests = done.batches, done.requests
+    summary.accepted, summary.failed, summary.unknown = done.accepted, done.failed, done.unknown
+    summary.paused = done.paused
+    summary.waiting = 0 if summary.paused else _finish_counts(summary)
     if transport.name == "outbox":
         summary.outbox = str(settings.var_dir / "outbox" / config.campaign.id / phase)
     _finish(summary)
@@ -151,6 +140,11 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         f"{summary.requests} request(s), failed {summary.failed}, unknown {summary.unknown}."
     )
     return summary
+
+
+def _finish_counts(summary: PhaseSummary) -> int:
+    with database().connect() as conn:
+        return ledger.state_counts(conn, summary.campaign, summary.phase)["planned"]
 
 
 def _finish(summary: PhaseSummary) -> None:

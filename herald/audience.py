@@ -14,6 +14,7 @@ from datetime import date
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, case, exists, func, literal, select
 
+from herald.calendar import timezone_expression
 from herald.config import HeraldConfig, PhaseName
 from herald.models import (
     Account,
@@ -57,13 +58,21 @@ def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
 
 
 def audience(
-    config: HeraldConfig, phase: PhaseName, segmented_on: date
-) -> Select[tuple[int, str, str, str]]:
-    """The phase's audience: columns contact_id, segment, role, locale (one row per contact)."""
+    config: HeraldConfig,
+    phase: PhaseName,
+    segmented_on: date,
+    *,
+    segments: list[str] | None = None,
+) -> Select[tuple[int, str, str, str, str]]:
+    """The phase's audience: contact_id, segment, role, locale, timezone (one row per contact).
+
+    ``segments`` narrows the phase's segments (a sunset notice is per segment).
+    """
     wanted = config.campaign.audiences[phase]
+    chosen = [s for s in wanted.segments if segments is None or s in segments]
     conditions = [
         accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
-        assignments.c.segment.in_(wanted.segments),
+        assignments.c.segment.in_(chosen),
         contacts.c.role.in_(wanted.roles),
         ~exists().where(suppressions.c.email == contacts.c.email),
     ]
@@ -75,6 +84,9 @@ def audience(
             assignments.c.segment.label("segment"),
             contacts.c.role.label("role"),
             locale_expression(config).label("locale"),
+            timezone_expression(
+                config.campaign.delivery_window, contacts.c.timezone, accounts.c.region
+            ).label("timezone"),
         )
         .select_from(contacts)
         .join(accounts, accounts.c.id == contacts.c.account_id)

@@ -134,12 +134,49 @@ class Notices(_Strict):
     offsets_days: list[Annotated[int, Field(ge=0, le=365)]] = Field(
         default_factory=lambda: [90, 30, 7, 1, 0], min_length=1
     )
+    critical_offsets: list[Annotated[int, Field(ge=0, le=365)]] = Field(
+        default_factory=lambda: [1, 0],
+        description="Notices the frequency cap never holds back.",
+    )
+    thank_you: bool = Field(
+        default=True, description="Thank accounts that migrate (once), instead of notices."
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         if len(set(self.offsets_days)) != len(self.offsets_days):
             raise ValueError(f"offsets must be distinct (got {self.offsets_days})")
         return self
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class DeliveryWindow(_Strict):
+    """When messages may land, in each recipient's own time zone."""
+
+    days: list[Weekday] = Field(default_factory=lambda: ["tue", "wed", "thu"], min_length=1)  # type: ignore[arg-type]
+    start: str = Field(default="09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="17:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    region_timezones: dict[str, TimezoneName] = Field(
+        default_factory=dict,
+        description="A contact with no time zone gets their account region's.",
+    )
+    default_timezone: TimezoneName = "UTC"
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if not self.start < self.end:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+
+class FrequencyCap(_Strict):
+    """At most ``max_messages`` per contact in any ``per_days`` days (critical ones aside)."""
+
+    max_messages: int = Field(default=2, ge=1)
+    per_days: int = Field(default=7, ge=1)
 
 
 class Sender(_Strict):
@@ -222,6 +259,8 @@ class CampaignConfig(_Strict):
         description="Locales the templates are checked in (a missing translation falls back).",
     )
     sending: Sending = Field(default_factory=Sending)
+    delivery_window: DeliveryWindow = Field(default_factory=DeliveryWindow)
+    frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
 
     @model_validator(mode="after")
     def _every_phase_has_an_audience(self) -> Self:

@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     DateTime,
     Engine,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     true,
     update,
@@ -80,24 +82,46 @@ class PlanResult:
     segmented_on: date
 
 
-def plan(engine: Engine, config: HeraldConfig, phase: PhaseName, as_of: date) -> PlanResult:
-    """Insert the phase's audience as planned rows; rows already in the ledger stay as they are."""
+def plan(
+    engine: Engine,
+    config: HeraldConfig,
+    phase: PhaseName,
+    as_of: date,
+    *,
+    message: str | None = None,
+    segments: list[str] | None = None,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    critical: bool = False,
+) -> PlanResult:
+    """Insert the audience as planned rows; rows already in the ledger stay as they are.
+
+    ``message`` is the ledger's name for it (default: the phase; a notice: ``sunset-t30``);
+    ``segments`` narrows the phase's segments; ``not_before`` / ``not_after`` bound when it
+    may go (a notice is due on a day and superseded by the next one); ``critical`` exempts
+    it from the frequency cap.
+    """
     campaign = config.campaign.id
     now = utcnow()
     with engine.begin() as conn:
         day = segmentation_day(conn, as_of)
-        source = audience(config, phase, day).subquery()
+        source = audience(config, phase, day, segments=segments).subquery()
+        moment = DateTime(timezone=True)
         rows = select(
             literal(campaign, String),
-            literal(phase, String),
+            literal(message or phase, String),
             source.c.contact_id,
             source.c.segment,
             source.c.role,
             source.c.locale,
+            source.c.timezone,
+            literal(not_before, moment),
+            literal(not_after, moment),
+            literal(critical, Boolean),
             literal(DeliveryState.PLANNED.value, String),
             literal(0, Integer),
-            literal(now, DateTime(timezone=True)),
-            literal(now, DateTime(timezone=True)),
+            literal(now, moment),
+            literal(now, moment),
         ).where(true())  # SQLite reads "... ON CONFLICT" after a join as a join constraint
         statement = (
             dialect_insert(conn.dialect.name)(deliveries)
@@ -109,6 +133,10 @@ def plan(engine: Engine, config: HeraldConfig, phase: PhaseName, as_of: date) ->
                     "segment",
                     "role",
                     "locale",
+                    "timezone",
+                    "not_before",
+                    "not_after",
+                    "critical",
                     "state",
                     "attempts",
                     "planned_at",
@@ -124,14 +152,53 @@ def plan(engine: Engine, config: HeraldConfig, phase: PhaseName, as_of: date) ->
     return PlanResult(planned=max(added, 0), segmented_on=day)
 
 
-def suppress_ineligible(engine: Engine, config: HeraldConfig, phase: PhaseName) -> dict[str, int]:
+def expire(engine: Engine, campaign: str, message: str, now: datetime) -> int:
+    """Planned rows past their ``not_after`` (a later notice superseded them) expire."""
+    with engine.begin() as conn:
+        return conn.execute(
+            update(deliveries)
+            .where(
+                _phase_rows(campaign, message),
+                deliveries.c.state == DeliveryState.PLANNED.value,
+                deliveries.c.not_after.isnot(None),
+                deliveries.c.not_after <= now,
+            )
+            .values(
+                state=DeliveryState.EXPIRED.value,
+                error="expired: superseded before it could be sent",
+                updated_at=now,
+            )
+        ).rowcount
+
+
+def waiting_zones(conn: Connection, campaign: str, message: str) -> list[str]:
+    """The recipients' time zones among the phase's planned rows."""
+    return [
+        zone_name or ""
+        for zone_name in conn.execute(
+            select(deliveries.c.timezone)
+            .where(
+                _phase_rows(campaign, message),
+                deliveries.c.state == DeliveryState.PLANNED.value,
+            )
+            .distinct()
+        ).scalars()
+    ]
+
+
+def suppress_ineligible(
+    engine: Engine, config: HeraldConfig, phase: PhaseName, message: str | None = None
+) -> dict[str, int]:
     """Mark planned rows that may no longer be sent as ``suppressed``, with the reason.
 
     Run before every send: an address unsubscribed, bounced or reported spam since
     planning, an account that churned, or (where the phase says so) one that migrated.
     """
     campaign = config.campaign.id
-    planned = and_(_phase_rows(campaign, phase), deliveries.c.state == DeliveryState.PLANNED.value)
+    planned = and_(
+        _phase_rows(campaign, message or phase),
+        deliveries.c.state == DeliveryState.PLANNED.value,
+    )
     suppressed_reason = (
         select(func.min(suppressions.c.reason))
         .where(
@@ -372,10 +439,20 @@ class Claim:
     rows: list[ClaimedRow]
 
 
-def claim(engine: Engine, worker: Worker, limit: int) -> Claim | None:
+@dataclass(frozen=True)
+class Gate:
+    """What a claim may take now: due rows, in open time zones, within the frequency cap."""
+
+    now: datetime
+    zones: list[str] | None = None  # None: every zone (no delivery window applies)
+    cap_messages: int | None = None
+    cap_days: int = 7
+
+
+def claim(engine: Engine, worker: Worker, limit: int, gate: Gate | None = None) -> Claim | None:
     """Claim up to ``limit`` planned rows of the worker's phase, lowest ids first; None if none."""
     batch_id = str(uuid.uuid4())
-    now = utcnow()
+    now = gate.now if gate else utcnow()
     with engine.begin() as conn:
         conn.execute(update(workers).where(workers.c.id == worker.id).values(heartbeat_at=now))
         conn.execute(
@@ -395,6 +472,7 @@ def claim(engine: Engine, worker: Worker, limit: int) -> Claim | None:
             .where(
                 _phase_rows(worker.campaign, worker.message),
                 deliveries.c.state == DeliveryState.PLANNED.value,
+                *_gated(gate),
             )
             .order_by(deliveries.c.id)
             .limit(limit)
@@ -445,6 +523,31 @@ def claim(engine: Engine, worker: Worker, limit: int) -> Claim | None:
     return Claim(batch_id, [ClaimedRow(*row) for row in rows])
 
 
+def _gated(gate: Gate | None) -> list[Any]:
+    if gate is None:
+        return []
+    conditions: list[Any] = [
+        or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= gate.now),
+        or_(deliveries.c.not_after.is_(None), deliveries.c.not_after > gate.now),
+    ]
+    if gate.zones is not None:
+        conditions.append(deliveries.c.timezone.in_(gate.zones))
+    if gate.cap_messages is not None:
+        earlier = deliveries.alias("earlier")
+        recent = (
+            select(func.count())
+            .where(
+                earlier.c.contact_id == deliveries.c.contact_id,
+                earlier.c.state == DeliveryState.ACCEPTED.value,
+                earlier.c.sent_at > gate.now - timedelta(days=gate.cap_days),
+            )
+            .correlate(deliveries)
+            .scalar_subquery()
+        )
+        conditions.append(or_(deliveries.c.critical.is_(True), recent < gate.cap_messages))
+    return conditions
+
+
 def mark_requesting(engine: Engine, batch_id: str) -> None:
     """Commit that the batch's request is about to leave: from now on a crash means unknown."""
     with engine.begin() as conn:
@@ -486,9 +589,10 @@ def record(
     http_status: int | None = None,
     provider_message_id: str | None = None,
     error: str | None = None,
+    at: datetime | None = None,
 ) -> None:
     """Record what became of a batch's request, on the batch and on every one of its rows."""
-    now = utcnow()
+    now = at or utcnow()
     values: dict[str, Any] = {"state": outcome, "error": error, "updated_at": now}
     if outcome == "accepted":
         values.update(provider_message_id=provider_message_id, sent_at=now)
@@ -620,16 +724,20 @@ def resolve(
 # --------------------------------------------------------------------------- phase control
 
 
+CAMPAIGN_WIDE = "*"
+
+
 def paused_reason(conn: Connection, campaign: str, message: str) -> str | None:
-    """Why the phase is paused, or None when it may send."""
-    row = conn.execute(
-        select(controls.c.paused, controls.c.reason).where(
-            controls.c.campaign == campaign, controls.c.message == message
-        )
-    ).first()
-    if row is None or not row.paused:
-        return None
-    return str(row.reason or "paused")
+    """Why the phase (or the whole campaign, message ``*``) is paused; None when it may send."""
+    for name in (CAMPAIGN_WIDE, message):
+        row = conn.execute(
+            select(controls.c.paused, controls.c.reason).where(
+                controls.c.campaign == campaign, controls.c.message == name
+            )
+        ).first()
+        if row is not None and row.paused:
+            return str(row.reason or "paused")
+    return None
 
 
 def set_paused(

@@ -56,6 +56,7 @@ class Variant:
     segment: str
     role: str
     locale: str
+    notice: int | None = None  # a sunset notice's offset: days left until the deadline
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def context(config: HeraldConfig, variant: Variant) -> dict[str, Any]:
         "locale": variant.locale,
         "segment": segments[variant.segment],
         "deadline": deadline,
+        "days_left": variant.notice,
         "extended_compatibility": deadline > min(campaign.sunset.values()),
         "evidence": config.evidence.figures,
         "evidence_source": config.evidence.source_document,
@@ -206,9 +208,11 @@ def all_variants(config: HeraldConfig) -> list[Variant]:
     from herald.config import PHASES
     from herald.models import ContactRole
 
+    notices: list[int | None] = [None, *config.campaign.notices.offsets_days]
     return [
-        Variant(phase, segment, role.value, locale)
+        Variant(phase, segment, role.value, locale, notice)
         for phase in PHASES
+        for notice in (notices if phase == "sunset" else [None])
         for segment in config.segments.names
         for role in ContactRole
         for locale in config.campaign.locales

@@ -81,6 +81,7 @@ class DeliveryState(StrEnum):
                                                            been accepted: never re-sent
                                                            until settled)
     planned -> suppressed (unsubscribed, bounced, migrated or churned when its turn came)
+    planned -> expired    (a notice superseded by a later one before it could be sent)
     """
 
     PLANNED = "planned"
@@ -89,6 +90,7 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     UNKNOWN = "unknown"
+    EXPIRED = "expired"
 
 
 class BatchState(StrEnum):
@@ -215,6 +217,16 @@ class Delivery(SQLModel, table=True):
     segment: str = Field(sa_type=String(50))
     role: str = Field(sa_type=String(16))
     locale: str = Field(sa_type=String(16))
+    timezone: str | None = Field(
+        default=None, sa_type=String(64), description="Where the recipient's send window is."
+    )
+    not_before: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), description="Not sent before (due)."
+    )
+    not_after: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), description="Expires (superseded)."
+    )
+    critical: bool = Field(default=False, description="Exempt from the frequency cap.")
     state: DeliveryState = Field(default=DeliveryState.PLANNED, sa_type=String(16))
     batch_id: str | None = Field(default=None, sa_type=String(36))
     provider_message_id: str | None = Field(default=None, sa_type=String(200))

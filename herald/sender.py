@@ -11,14 +11,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, and_, func, select
 
 from herald import ledger
+from herald.calendar import open_zones
 from herald.config import HeraldConfig, PhaseName
 from herald.messages import TEMPLATES, Rendered, Variant, recipient_values, render
-from herald.models import DeliveryState, EmailEvent, table
+from herald.models import DeliveryState, EmailEvent, table, utcnow
 from herald.transports import OutgoingBatch, Recipient, Transport
 
 email_events = table(EmailEvent)
@@ -111,10 +113,17 @@ class PhaseSender:
         transport: Transport,
         renderer: Renderer,
         limiter: RateLimiter | None = None,
+        notice: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+        window: bool = True,
     ) -> None:
         self.engine = engine
         self.config = config
         self.phase = phase
+        self.message = worker.message  # the ledger's name: the phase, or e.g. sunset-t30
+        self.notice = notice
+        self.clock = clock or utcnow
+        self.window = window
         self.worker = worker
         self.transport = transport
         self.renderer = renderer
@@ -122,6 +131,8 @@ class PhaseSender:
         self.sending = config.campaign.sending
         with engine.connect() as conn:
             counts = ledger.state_counts(conn, worker.campaign, worker.message)
+            # Zones of the rows waiting now; rows planned later by another run wait for a rerun.
+            self.zones = ledger.waiting_zones(conn, worker.campaign, worker.message)
         self.counts = RunningCounts(
             accepted=counts[DeliveryState.ACCEPTED.value],
             failed=counts[DeliveryState.FAILED.value],
@@ -131,10 +142,10 @@ class PhaseSender:
         """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
         campaign = self.worker.campaign
         with self.engine.connect() as conn:
-            paused = ledger.paused_reason(conn, campaign, self.phase)
+            paused = ledger.paused_reason(conn, campaign, self.message)
         if paused:
             return BatchOutcome(batch_id=None, paused=paused)
-        claimed = ledger.claim(self.engine, self.worker, self.sending.batch_size)
+        claimed = ledger.claim(self.engine, self.worker, self.sending.batch_size, self.gate())
         if claimed is None:
             return BatchOutcome(batch_id=None)
         try:
@@ -164,6 +175,7 @@ class PhaseSender:
             http_status=result.http_status,
             provider_message_id=result.provider_message_id,
             error=result.error,
+            at=self.clock(),
         )
         if result.outcome == "accepted":
             self.counts.accepted += len(batch.recipients)
@@ -179,10 +191,23 @@ class PhaseSender:
         tripped = self.breaker_reason()
         if tripped:
             ledger.set_paused(
-                self.engine, campaign, self.phase, True, tripped, who="herald circuit breaker"
+                self.engine, campaign, self.message, True, tripped, who="herald circuit breaker"
             )
             outcome.paused = tripped
         return outcome
+
+    def gate(self) -> ledger.Gate:
+        """What may be claimed now: due, inside recipients' windows, within the cap."""
+        now = self.clock()
+        if not self.window:
+            return ledger.Gate(now=now)
+        cap = self.config.campaign.frequency_cap
+        return ledger.Gate(
+            now=now,
+            zones=open_zones(self.config.campaign.delivery_window, self.zones, now),
+            cap_messages=cap.max_messages,
+            cap_days=cap.per_days,
+        )
 
     def _outgoing(self, claimed: ledger.Claim) -> OutgoingBatch:
         campaign = self.worker.campaign
@@ -190,13 +215,15 @@ class PhaseSender:
         variants: dict[Variant, Rendered] = {}
         default_locale = self.config.campaign.locales[0]
         for row in claimed.rows:
-            variant = Variant(self.phase, row.segment, row.role, row.locale or default_locale)
+            variant = Variant(
+                self.phase, row.segment, row.role, row.locale or default_locale, self.notice
+            )
             if variant not in variants:
                 variants[variant] = self.renderer(variant)
             recipients.append(
                 Recipient(
                     delivery_id=row.delivery_id,
-                    key=f"{campaign}/{self.phase}/{row.contact_id}",
+                    key=f"{campaign}/{self.message}/{row.contact_id}",
                     email=row.email,
                     name=row.name,
                     variant=variant,
@@ -208,7 +235,7 @@ class PhaseSender:
         return OutgoingBatch(
             batch_id=claimed.batch_id,
             campaign=campaign,
-            message=self.phase,
+            message=self.message,
             sender=self.config.campaign.sender,
             variants=variants,
             recipients=recipients,
@@ -249,7 +276,7 @@ class PhaseSender:
                     and_(
                         email_events.c.event == "bounce",
                         deliveries.c.campaign == self.worker.campaign,
-                        deliveries.c.message == self.phase,
+                        deliveries.c.message == self.message,
                     )
                 )
             ).scalar_one()

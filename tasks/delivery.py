@@ -6,10 +6,12 @@ recipient: Prefect's bookkeeping stays a small share of a phase's wall time.
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -18,8 +20,9 @@ from herald.audience import AudienceCount, audience_counts
 from herald.config import HeraldConfig, PhaseName
 from herald.messages import check_templates
 from herald.preview import Sample, sample_renders
-from herald.sender import BatchOutcome, PhaseSender
+from herald.sender import BatchOutcome, PhaseSender, Renderer
 from herald.settings import get_settings
+from herald.transports import Transport
 from tasks.common import database
 
 
@@ -53,18 +56,20 @@ def plan_ledger_task(config: HeraldConfig, phase: PhaseName, as_of: date) -> led
 
 
 @task(name="suppress-ineligible", cache_policy=NO_CACHE)
-def suppress_ineligible_task(config: HeraldConfig, phase: PhaseName) -> dict[str, int]:
+def suppress_ineligible_task(
+    config: HeraldConfig, phase: PhaseName, message: str
+) -> dict[str, int]:
     """Planned rows no longer sendable (unsubscribed, bounced, churned, migrated) stop here."""
-    return ledger.suppress_ineligible(database(), config, phase)
+    return ledger.suppress_ineligible(database(), config, phase, message)
 
 
 @task(name="recover-senders", cache_policy=NO_CACHE)
-def recover_task(config: HeraldConfig, phase: PhaseName, worker: ledger.Worker) -> ledger.Recovery:
+def recover_task(config: HeraldConfig, worker: ledger.Worker) -> ledger.Recovery:
     """Settle what senders that died left behind: unrequested rows back, in-flight unknown."""
     return ledger.recover(
         database(),
         config.campaign.id,
-        phase,
+        worker.message,
         config.campaign.sending.worker_lease_seconds,
         by=worker,
     )
@@ -84,3 +89,81 @@ def publish_summary_task(phase: PhaseName, markdown: str) -> None:
         markdown=markdown,
         description=f"Herald phase {phase}: audience, ledger and what this run sent.",
     )
+
+
+@dataclass
+class Delivered:
+    """What sending one message's planned rows did."""
+
+    message: str
+    recovered_unknown: int = 0
+    recovered_released: int = 0
+    suppressed_now: dict[str, int] = field(default_factory=dict)
+    expired: int = 0
+    batches: int = 0
+    requests: int = 0
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    paused: str | None = None
+
+
+def deliver(
+    config: HeraldConfig,
+    phase: PhaseName,
+    transport: Transport,
+    *,
+    message: str | None = None,
+    notice: int | None = None,
+    clock: Callable[[], datetime],
+    window: bool = True,
+    max_batches: int | None = None,
+) -> Delivered:
+    """Send what is planned for one message: settle dead senders, drop what became ineligible
+    or expired, then one task run per batch until nothing is left, the message is paused or
+    ``max_batches`` is reached. Runs inside a flow run."""
+    logger = get_run_logger()
+    engine = database()
+    name = message or phase
+    worker = ledger.start_worker(engine, config.campaign.id, name, transport.name)
+    done = Delivered(message=name)
+    outcome = "failed"
+    try:
+        recovery = recover_task(config, worker)
+        done.recovered_unknown, done.recovered_released = recovery.unknown, recovery.released
+        done.suppressed_now = suppress_ineligible_task(config, phase, name)
+        done.expired = ledger.expire(engine, config.campaign.id, name, clock())
+        sender = PhaseSender(
+            engine=engine,
+            config=config,
+            phase=phase,
+            worker=worker,
+            transport=transport,
+            renderer=Renderer(config, get_settings().templates_dir),
+            notice=notice,
+            clock=clock,
+            window=window,
+        )
+        while max_batches is None or done.batches < max_batches:
+            batch = send_batch_task(sender)
+            if batch.batch_id is not None:
+                done.batches += 1
+                done.requests += batch.requests
+                if batch.outcome == "accepted":
+                    done.accepted += batch.recipients
+                elif batch.outcome == "failed":
+                    done.failed += batch.recipients
+                    logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
+                else:
+                    done.unknown += batch.recipients
+                    logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
+            if batch.paused:
+                done.paused = batch.paused
+                logger.warning(f"{name} paused: {batch.paused}")
+                break
+            if batch.batch_id is None:
+                break
+        outcome = "paused" if done.paused else "finished"
+    finally:
+        ledger.finish_worker(engine, worker, outcome)
+    return done

@@ -283,6 +283,7 @@ class TestPhaseControl:
             worker=worker,
             transport=transport,
             renderer=Renderer(loaded),
+            window=False,
         )
         return sender, transport
 

@@ -37,8 +37,17 @@ def append_to_block(path: Path, text: str) -> None:
 
 class TestRendering:
     def test_every_variant_renders(self, config: HeraldConfig) -> None:
-        """The shipped templates render for every phase x segment x role x locale."""
-        assert check_templates(config, ROOT / "templates") == len(all_variants(config)) == 216
+        """Every phase x segment x role x locale renders, sunset once per notice offset too."""
+        # 4 phases x 3 segments x 3 roles x 6 locales, plus 5 notice offsets of the sunset.
+        assert check_templates(config, ROOT / "templates") == len(all_variants(config)) == 486
+
+    def test_a_notice_says_how_many_days_are_left(self, config: HeraldConfig) -> None:
+        """The T-30 notice counts down; the sunset-day one says it is the last day."""
+        thirty = render(config, Variant("sunset", "standard", "technical", "en", 30))
+        assert thirty.subject.startswith("30 days left:")
+        assert "30 days left." in thirty.text and "30 days left." in thirty.html
+        today = render(config, Variant("sunset", "standard", "technical", "en", 0))
+        assert today.subject.startswith("Today:") and "Today is the last day." in today.text
 
     def test_figures_and_dates_come_from_config(self, config: HeraldConfig) -> None:
         """The evidence and the contact's own segment deadline appear as config says."""
@@ -139,4 +148,4 @@ class TestCheck:
         """`herald templates check` exits 0 on templates/ as committed."""
         result = CliRunner().invoke(app, ["templates", "check"])
         assert result.exit_code == 0, result.stderr
-        assert "216 variants" in result.output
+        assert "486 variants" in result.output

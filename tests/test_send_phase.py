@@ -40,7 +40,7 @@ class TestOutboxPhase:
         suppress(db, suppressed)
         expected = eligible(db, loaded, "announcement")
 
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         lines = index_lines(herald_env, "announcement")
         sent = Counter(str(line["email"]) for line in lines)
@@ -56,7 +56,7 @@ class TestOutboxPhase:
         assert message.get_body(("html",)) is not None
         assert message.get_body(("plain",)) is not None
 
-        rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         assert (rerun.planned_new, rerun.accepted, rerun.requests) == (0, 0, 0)
         assert len(index_lines(herald_env, "announcement")) == len(lines)
@@ -66,7 +66,7 @@ class TestOutboxPhase:
     ) -> None:
         """The demo base has churned and migrated accounts: none of their contacts is sent."""
         load_base(db, tmp_path, accounts=400)
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
         with db.engine.connect() as conn:
             from sqlalchemy import text
 
@@ -111,7 +111,7 @@ class TestOutboxPhase:
     ) -> None:
         """The preview reaches early adopters' executives and engineers only."""
         loaded = load_base(db, tmp_path)
-        send_phase(PhaseRun(phase="preview", as_of=DAY, send=True))
+        send_phase(PhaseRun(phase="preview", as_of=DAY, send=True, window=False))
         sent = {str(line["email"]) for line in index_lines(herald_env, "preview")}
         assert sent == eligible(db, loaded, "preview")
         assert {line["variant"]["segment"] for line in index_lines(herald_env, "preview")} == {  # type: ignore[index]
@@ -140,11 +140,13 @@ class TestTemplateFailures:
         assert "'migration_deadlne' is undefined" in str(raised.value)
 
         with pytest.raises(TemplateError):
-            send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+            send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
         assert db.count("delivery") == 0
         assert not (herald_env / "outbox").exists()
 
-        result = CliRunner().invoke(app, ["phase", "send", "announcement", "--send"])
+        result = CliRunner().invoke(
+            app, ["phase", "send", "announcement", "--send", "--ignore-window"]
+        )
         assert result.exit_code == 2
         assert "migration_deadlne" in result.output and "Nothing was sent" in result.output
         assert db.count("delivery") == 0
@@ -182,7 +184,7 @@ class TestPreviewCommand:
         loaded = load_base(db, tmp_path)
         suppressed = some_contacts(db, 1, offset=3)[0]
         suppress(db, [suppressed], reason="bounce")
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
         already = ledger_emails(db, "announcement", "accepted")[0]
         outsider = sorted(eligible(db, loaded, "announcement") - eligible(db, loaded, "preview"))[0]
         runner = CliRunner()
@@ -216,7 +218,8 @@ class TestPhaseCommands:
         assert "Dry run" in dry.output and db.count("delivery") == 0
 
         real = runner.invoke(
-            app, ["phase", "send", "preview", "--send", "--as-of", DAY.isoformat()]
+            app,
+            ["phase", "send", "preview", "--send", "--ignore-window", "--as-of", DAY.isoformat()],
         )
         assert real.exit_code == 0, real.output
         count = len(eligible(db, loaded, "preview"))

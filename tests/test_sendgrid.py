@@ -166,7 +166,7 @@ class TestPhaseThroughSendGrid:
         loaded = load_base(db, tmp_path, accounts=700)
         expected = eligible(db, loaded, "announcement")
 
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         accepted = fake.accepted_emails()
         assert set(accepted) == expected and set(accepted.values()) == {1}
@@ -193,7 +193,7 @@ class TestPhaseThroughSendGrid:
         set_sending(fast_config, breaker={"max_failure_rate": 1.0, "min_sample": 1})
         load_base(db, tmp_path)
 
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         assert summary.accepted == 0 and summary.failed == summary.ledger["failed"] > 0
         assert fake.request_count(401) == fake.request_count() == summary.batches
@@ -222,8 +222,10 @@ class TestPhaseThroughSendGrid:
         get_settings.cache_clear()
         load_base(db, tmp_path)
         with pytest.raises(TransportError, match="SENDGRID_API_KEY is not set"):
-            send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
-        result = CliRunner().invoke(app, ["phase", "send", "announcement", "--send"])
+            send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        result = CliRunner().invoke(
+            app, ["phase", "send", "announcement", "--send", "--ignore-window"]
+        )
         assert result.exit_code == 2 and "SENDGRID_API_KEY is not set" in result.output
         assert db.count("delivery") == 0 and sendgrid_env.request_count() == 0
 
@@ -237,8 +239,8 @@ class TestPhaseThroughSendGrid:
         loaded = load_base(db, tmp_path)
         expected = eligible(db, loaded, "announcement")
 
-        first = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
-        rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        first = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         assert first.unknown == 100 and rerun.accepted == 0
         accepted = fake.accepted_emails()
@@ -293,7 +295,7 @@ class TestCrashesAndConcurrency:
         loaded = load_base(db, tmp_path, accounts=200)
         expected = eligible(db, loaded, "announcement")
 
-        run = _herald(child_env, "phase", "send", "announcement", "--send")
+        run = _herald(child_env, "phase", "send", "announcement", "--send", "--ignore-window")
         deadline = time.monotonic() + 120
         while fake.received < 4 and time.monotonic() < deadline and run.poll() is None:
             time.sleep(0.05)
@@ -303,7 +305,7 @@ class TestCrashesAndConcurrency:
         assert run.returncode == -signal.SIGKILL
         fake.latency = 0.0
 
-        rerun = _herald(child_env, "phase", "send", "announcement", "--send")
+        rerun = _herald(child_env, "phase", "send", "announcement", "--send", "--ignore-window")
         output, _ = rerun.communicate(timeout=300)
         assert rerun.returncode in (0, 3), output
 
@@ -334,7 +336,10 @@ class TestCrashesAndConcurrency:
         expected = eligible(db, loaded, "announcement")
         ledger.plan(db.engine, loaded, "announcement", DAY)  # both runs find it planned
 
-        runs = [_herald(child_env, "phase", "send", "announcement", "--send") for _ in range(2)]
+        runs = [
+            _herald(child_env, "phase", "send", "announcement", "--send", "--ignore-window")
+            for _ in range(2)
+        ]
         outputs = [run.communicate(timeout=300)[0] for run in runs]
 
         assert [run.returncode for run in runs] == [0, 0], outputs

@@ -264,7 +264,7 @@ class TestEventsActOnTheCampaign:
         with client_for(db, signer.public) as client:
             assert client.post(PATH, content=body, headers=signer.headers(body)).status_code == 200
 
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True))
+        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         index = (herald_env / "outbox/modular-migration-2027/announcement/index.jsonl").read_text()
         sent = {json.loads(line)["email"] for line in index.splitlines()}

@@ -238,6 +238,13 @@ def phase_send(
     max_batches: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many batches.")
     ] = None,
+    ignore_window: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-window",
+            help="Send now to everyone due, outside delivery windows and the frequency cap.",
+        ),
+    ] = False,
 ) -> None:
     """Run a phase: a dry run (audience counts, sample renders) unless --send is given.
 
@@ -247,16 +254,20 @@ def phase_send(
     day = parse_day(as_of)
     with guard():
         campaign_config()
-        summary = _run_phase(name, day, send, max_batches)
+        summary = _run_phase(name, day, send, max_batches, window=not ignore_window)
     _print_phase(summary)
     if summary.failed or summary.unknown or summary.paused:
         raise typer.Exit(ExitCode.PARTIAL)
 
 
-def _run_phase(phase: Any, day: Any, send: bool, max_batches: int | None = None) -> Any:
+def _run_phase(
+    phase: Any, day: Any, send: bool, max_batches: int | None = None, window: bool = True
+) -> Any:
     from flows.send_phase import PhaseRun, send_phase
 
-    return send_phase(PhaseRun(phase=phase, as_of=day, send=send, max_batches=max_batches))
+    return send_phase(
+        PhaseRun(phase=phase, as_of=day, send=send, max_batches=max_batches, window=window)
+    )
 
 
 def _print_phase(summary: Any) -> None:
@@ -293,6 +304,11 @@ def _print_phase(summary: Any) -> None:
         console.print(
             f"[yellow]A sender had died[/]: {summary.recovered_released} unrequested row(s) "
             f"put back, {summary.recovered_unknown} in-flight row(s) now unknown."
+        )
+    if summary.waiting:
+        console.print(
+            f"{summary.waiting} planned row(s) wait for their recipients' delivery window or "
+            "the frequency cap; the next run sends them."
         )
     ledger_line = ", ".join(f"{k} {v}" for k, v in summary.ledger.items() if v)
     console.print(f"Ledger for {summary.phase}: {ledger_line or 'empty'}")
@@ -512,7 +528,8 @@ def demo(
     else:
         for phase in ("preview", "announcement"):
             with guard():
-                phase_summary = _run_phase(phase, day, send=True)
+                # Until the rehearsal lands, the demo sends at once, outside delivery windows.
+                phase_summary = _run_phase(phase, day, send=True, window=False)
             _print_phase(phase_summary)
     if result.rejected:
         raise typer.Exit(ExitCode.PARTIAL)

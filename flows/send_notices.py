@@ -1,0 +1,150 @@
+"""Flow: the daily sunset notices (phase 4), each account on its own segment's deadline.
+
+As of a day, every notice that is due and not yet superseded (see :mod:`herald.calendar`)
+is planned for the contacts of its segment's accounts that have not migrated (the sunset
+phase's audience), then everything planned for any notice is sent: inside recipients'
+windows, within the frequency cap (critical notices aside). A notice missed while Herald
+was down is planned by the next run as long as the next notice is not yet due; a notice a
+later one superseded before it could go expires unsent. Dry unless ``send``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from herald import ledger
+from herald.calendar import NOTICE_PREFIX, due_notices, start_of
+from herald.models import DeliveryState
+from herald.settings import get_settings
+from herald.transports import get_transport
+from tasks.common import database, load_campaign_config
+from tasks.delivery import check_templates_task, deliver
+
+
+class NoticeRun(BaseModel):
+    """Parameters of one run of the notices."""
+
+    as_of: date | None = Field(default=None, description="Day to act as of (default today).")
+    send: bool = Field(default=False, description="Really send; without it the run is dry.")
+    window: bool = Field(default=True, description="Only inside recipients' delivery windows.")
+    at: datetime | None = Field(default=None, description="The moment to act at (rehearsal).")
+
+
+class NoticeLine(BaseModel):
+    """One due notice of one segment."""
+
+    message: str
+    segment: str
+    due: date
+    until: date
+    planned_new: int = 0
+
+
+class NoticeSummary(BaseModel):
+    """What a run of the notices found and did."""
+
+    as_of: date
+    dry_run: bool
+    due: list[NoticeLine]
+    sent: dict[str, int] = Field(default_factory=dict)
+    expired: dict[str, int] = Field(default_factory=dict)
+    failed: int = 0
+    unknown: int = 0
+    waiting: int = 0
+    paused: str | None = None
+
+
+def planned_notice_messages(campaign: str) -> list[str]:
+    """Notice messages with rows still planned (due earlier, waiting for a window or the cap)."""
+    deliveries = ledger.deliveries
+    with database().connect() as conn:
+        return sorted(
+            conn.execute(
+                select(deliveries.c.message)
+                .where(
+                    deliveries.c.campaign == campaign,
+                    deliveries.c.message.like(f"{NOTICE_PREFIX}%"),
+                    deliveries.c.state == DeliveryState.PLANNED.value,
+                )
+                .distinct()
+            ).scalars()
+        )
+
+
+@flow(name="send-notices")
+def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
+    """Plan the notices due as of a day and send every planned notice (dry unless ``send``)."""
+    params = params or NoticeRun()
+    logger = get_run_logger()
+    as_of = params.as_of or datetime.now(UTC).date()
+    config = load_campaign_config()
+    check_templates_task(config)
+    campaign = config.campaign
+    due = due_notices(campaign, as_of)
+    summary = NoticeSummary(
+        as_of=as_of,
+        dry_run=not params.send,
+        due=[
+            NoticeLine(message=n.message, segment=n.segment, due=n.due, until=n.until) for n in due
+        ],
+    )
+    if not params.send:
+        logger.info(f"Dry run: {len(due)} notice(s) due as of {as_of}. Nothing was sent.")
+        return summary
+    transport = get_transport(get_settings(), config)
+    fixed = params.at
+
+    def clock() -> datetime:
+        return fixed if fixed is not None else datetime.now(UTC)
+
+    engine = database()
+    critical = set(campaign.notices.critical_offsets)
+    for notice, line in zip(due, summary.due, strict=True):
+        line.planned_new = ledger.plan(
+            engine,
+            config,
+            "sunset",
+            as_of,
+            message=notice.message,
+            segments=[notice.segment],
+            not_before=start_of(notice.due),
+            not_after=start_of(notice.until),
+            critical=notice.offset in critical,
+        ).planned
+    for message in planned_notice_messages(campaign.id):
+        offset = int(message.removeprefix(NOTICE_PREFIX))
+        done = deliver(
+            config,
+            "sunset",
+            transport,
+            message=message,
+            notice=offset,
+            clock=clock,
+            window=params.window,
+        )
+        summary.sent[message] = done.accepted
+        summary.expired[message] = done.expired
+        summary.failed += done.failed
+        summary.unknown += done.unknown
+        if done.paused:
+            summary.paused = done.paused
+            break
+    with engine.connect() as conn:
+        summary.waiting = sum(
+            ledger.state_counts(conn, campaign.id, m)["planned"]
+            for m in planned_notice_messages(campaign.id)
+        )
+    logger.info(
+        f"Notices as of {as_of}: {len(due)} due; sent "
+        + (", ".join(f"{m} {n}" for m, n in summary.sent.items()) or "none")
+        + f"; {summary.waiting} waiting for a window or the cap."
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    send_notices()

@@ -1,0 +1,129 @@
+"""The campaign calendar: when each message is due, and when each recipient may receive it.
+
+- A broadcast phase is due on its date in ``campaign.yaml``.
+- A sunset notice for a segment is due ``offset`` days before the segment's sunset date and
+  stays valid until the next notice is due (the sunset-day notice: for that day only). A
+  notice missed while Herald was down is planned by the next run inside that validity, and
+  never after: a later notice has superseded it.
+- A message lands only inside the delivery window (e.g. Tue-Thu 09:00-17:00) of the
+  recipient's time zone: the contact's own, else their account region's, else the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import ColumnElement, and_, case, func, literal
+
+from herald.config import WEEKDAYS, CampaignConfig, DeliveryWindow
+
+NOTICE_PREFIX = "sunset-t"
+
+
+@cache
+def zone(name: str) -> ZoneInfo | None:
+    """The IANA zone, or None when the name is not one."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _hm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def in_window(window: DeliveryWindow, timezone: str, at: datetime) -> bool:
+    """Whether ``at`` falls inside the window in ``timezone``."""
+    tz = zone(timezone) or ZoneInfo(window.default_timezone)
+    local = at.astimezone(tz)
+    if WEEKDAYS[local.weekday()] not in window.days:
+        return False
+    return _hm(window.start) <= local.time() < _hm(window.end)
+
+
+def open_zones(window: DeliveryWindow, zones: Iterable[str], at: datetime) -> list[str]:
+    """The zones among ``zones`` whose window is open at ``at``."""
+    return sorted(z for z in set(zones) if in_window(window, z, at))
+
+
+def openings(
+    window: DeliveryWindow, zones: Iterable[str], start: datetime, end: datetime
+) -> list[datetime]:
+    """Every moment in [start, end) at which some zone's window opens (UTC, sorted)."""
+    moments: set[datetime] = set()
+    opening = _hm(window.start)
+    for name in set(zones):
+        tz = zone(name) or ZoneInfo(window.default_timezone)
+        day = start.astimezone(tz).date() - timedelta(days=1)
+        while True:
+            local = datetime.combine(day, opening, tzinfo=tz)
+            moment = local.astimezone(UTC)
+            if moment >= end:
+                break
+            if moment >= start and WEEKDAYS[day.weekday()] in window.days:
+                moments.add(moment)
+            day += timedelta(days=1)
+    return sorted(moments)
+
+
+def timezone_expression(
+    window: DeliveryWindow, contact_tz: ColumnElement[str], region: ColumnElement[str]
+) -> ColumnElement[str]:
+    """SQL: the contact's time zone if set, else their region's, else the default."""
+    default = literal(window.default_timezone)
+    by_region: ColumnElement[str] = default
+    if window.region_timezones:
+        by_region = case(
+            *((region == name, literal(tz)) for name, tz in window.region_timezones.items()),
+            else_=default,
+        )
+    return case(
+        (and_(contact_tz.isnot(None), func.length(contact_tz) > 0), contact_tz),
+        else_=by_region,
+    )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One sunset notice of one segment: when it is due and until when it may still go."""
+
+    segment: str
+    offset: int
+    due: date
+    until: date  # exclusive
+
+    @property
+    def message(self) -> str:
+        """The ledger's message name, e.g. ``sunset-t30``."""
+        return f"{NOTICE_PREFIX}{self.offset}"
+
+
+def notices(campaign: CampaignConfig) -> list[Notice]:
+    """Every sunset notice of every segment, in due order."""
+    out = []
+    offsets = sorted(set(campaign.notices.offsets_days), reverse=True)
+    for segment, sunset in campaign.sunset.items():
+        for index, offset in enumerate(offsets):
+            due = sunset - timedelta(days=offset)
+            if index + 1 < len(offsets):
+                until = sunset - timedelta(days=offsets[index + 1])
+            else:
+                until = sunset + timedelta(days=1)
+            out.append(Notice(segment, offset, due, until))
+    return sorted(out, key=lambda n: (n.due, n.segment))
+
+
+def due_notices(campaign: CampaignConfig, as_of: date) -> list[Notice]:
+    """The notices a run on ``as_of`` plans: due on or before it and not yet superseded."""
+    return [n for n in notices(campaign) if n.due <= as_of < n.until]
+
+
+def start_of(day: date) -> datetime:
+    """The first instant of a calendar day, UTC."""
+    return datetime.combine(day, time(0), tzinfo=UTC)

@@ -1,0 +1,160 @@
+"""Sunset notices on a simulated clock: due dates, catch-up, expiry, windows and the cap."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from flows.send_notices import NoticeRun, send_notices
+from herald.calendar import due_notices, in_window, notices, open_zones, openings
+from herald.config import DeliveryWindow
+from tests.bases import config, eligible, load_base
+from tests.conftest import Database
+
+STANDARD_SUNSET = date(2027, 9, 30)  # config/campaign.yaml
+
+
+def sent_rows(db: Database, message: str | None = None) -> list[tuple[str, str, str, datetime]]:
+    where = "AND d.message = :message" if message else ""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.email, d.message, d.timezone, d.sent_at FROM delivery d "
+                "JOIN contact c ON c.id = d.contact_id "
+                f"WHERE d.state = 'accepted' {where} ORDER BY d.id"
+            ),
+            {"message": message},
+        ).all()
+    out = []
+    for email, name, zone_name, sent_at in rows:
+        moment = sent_at if isinstance(sent_at, datetime) else datetime.fromisoformat(sent_at)
+        out.append((email, name, zone_name, moment.replace(tzinfo=moment.tzinfo or UTC)))
+    return out
+
+
+class TestCalendar:
+    def test_each_notice_is_due_at_its_offset_and_valid_until_the_next(self) -> None:
+        """T-90 ... T-0 of the standard segment, each superseded by the next."""
+        standard = [n for n in notices(config().campaign) if n.segment == "standard"]
+        assert [(n.message, n.due, n.until) for n in standard] == [
+            ("sunset-t90", date(2027, 7, 2), date(2027, 8, 31)),
+            ("sunset-t30", date(2027, 8, 31), date(2027, 9, 23)),
+            ("sunset-t7", date(2027, 9, 23), date(2027, 9, 29)),
+            ("sunset-t1", date(2027, 9, 29), date(2027, 9, 30)),
+            ("sunset-t0", date(2027, 9, 30), date(2027, 10, 1)),
+        ]
+
+    def test_a_run_after_downtime_plans_only_the_notice_still_valid(self) -> None:
+        """Down over T-30's day: the next run still sends it; once T-7 is due, only T-7."""
+        campaign = config().campaign
+        after_t30 = {
+            n.message for n in due_notices(campaign, date(2027, 9, 10)) if n.segment == "standard"
+        }
+        after_t7 = {
+            n.message for n in due_notices(campaign, date(2027, 9, 25)) if n.segment == "standard"
+        }
+        assert after_t30 == {"sunset-t30"}
+        assert after_t7 == {"sunset-t7"}
+
+    def test_windows_are_in_each_recipients_time_zone(self) -> None:
+        """Tue 15:00 UTC: New York (11:00) is open, Singapore (23:00) is not; Fri: none."""
+        window = DeliveryWindow()
+        tuesday = datetime(2027, 8, 31, 15, 0, tzinfo=UTC)
+        assert open_zones(window, ["America/New_York", "Asia/Singapore"], tuesday) == [
+            "America/New_York"
+        ]
+        assert not in_window(window, "America/New_York", tuesday + timedelta(days=3))
+        moments = openings(window, ["Asia/Singapore"], tuesday, tuesday + timedelta(days=7))
+        # 09:00 in Singapore is 01:00 UTC: Wednesday, Thursday and the next Tuesday.
+        assert [(m.day, m.hour) for m in moments] == [(1, 1), (2, 1), (7, 1)]
+
+
+class TestNoticeRuns:
+    @pytest.mark.usefixtures("prefect_server")
+    def test_notices_go_inside_windows_once_and_catch_up_after_downtime(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """Sent in each zone's window; a missed T-30 goes late; superseded rows expire."""
+        loaded = load_base(db, tmp_path, accounts=150)
+        standard_contacts = {
+            email
+            for email in eligible(db, loaded, "sunset")
+            if email in _segment_contacts(db, "standard")
+        }
+        # Herald was down on T-30 (Aug 31); it comes back on Thursday Sep 2.
+        day = date(2027, 9, 2)
+        start = datetime(2027, 9, 2, tzinfo=UTC)
+        zones = _zones(db) or ["America/New_York"]
+        for moment in openings(
+            loaded.campaign.delivery_window, zones, start, start + timedelta(days=1)
+        ):
+            send_notices(NoticeRun(as_of=day, send=True, at=moment + timedelta(minutes=1)))
+        t30 = sent_rows(db, "sunset-t30")
+        assert {row[0] for row in t30} == standard_contacts
+        window = loaded.campaign.delivery_window
+        assert all(in_window(window, zone, at) for _, _, zone, at in t30)
+
+        # A rerun the same day sends nothing again.
+        again = send_notices(NoticeRun(as_of=day, send=True, at=start + timedelta(hours=15)))
+        assert sum(again.sent.values()) == 0
+
+        # T-7 (Thursday Sep 23): only the new notice; nothing of T-30 is left to send.
+        t7_day = datetime(2027, 9, 23, tzinfo=UTC)
+        for moment in openings(window, zones, t7_day, t7_day + timedelta(days=1)):
+            send_notices(
+                NoticeRun(as_of=t7_day.date(), send=True, at=moment + timedelta(minutes=1))
+            )
+        assert {row[0] for row in sent_rows(db, "sunset-t7")} == standard_contacts
+        assert len(sent_rows(db, "sunset-t30")) == len(t30)
+
+    @pytest.mark.usefixtures("prefect_server")
+    def test_the_cap_holds_back_ordinary_notices_but_not_critical_ones(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """Two sends in the last 7 days: T-7 waits; T-1 (critical) goes anyway."""
+        load_base(db, tmp_path, accounts=40)
+        moment = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)  # Thursday, New York 11:00
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO delivery (campaign, message, contact_id, segment, role, locale, "
+                    "state, attempts, planned_at, updated_at, sent_at, critical) "
+                    "SELECT 'modular-migration-2027', m.name, c.id, 'standard', c.role, 'en', "
+                    "'accepted', 1, :t, :t, :t, :false FROM contact c "
+                    "CROSS JOIN (SELECT 'earlier-1' AS name UNION ALL SELECT 'earlier-2') m"
+                ),
+                {"t": moment - timedelta(days=2), "false": False},
+            )
+        capped = send_notices(NoticeRun(as_of=moment.date(), send=True, at=moment, window=True))
+        assert capped.sent.get("sunset-t7", 0) == 0 and capped.waiting > 0
+        critical_day = datetime(2027, 9, 29, 15, 0, tzinfo=UTC)  # Wednesday, T-1
+        critical = send_notices(NoticeRun(as_of=critical_day.date(), send=True, at=critical_day))
+        assert critical.sent.get("sunset-t1", 0) > 0
+        assert critical.expired.get("sunset-t7", 0) > 0  # T-7 was superseded while capped
+
+
+def _segment_contacts(db: Database, segment: str) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(
+            conn.execute(
+                text(
+                    "SELECT c.email FROM contact c JOIN segment_assignment s "
+                    "ON s.account_id = c.account_id WHERE s.segment = :segment"
+                ),
+                {"segment": segment},
+            ).scalars()
+        )
+
+
+def _zones(db: Database) -> list[str]:
+    window = config().campaign.delivery_window
+    with db.engine.connect() as conn:
+        own = set(
+            conn.execute(
+                text("SELECT DISTINCT timezone FROM contact WHERE timezone <> ''")
+            ).scalars()
+        )
+    return sorted(own | set(window.region_timezones.values()) | {window.default_timezone})
