@@ -12,9 +12,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from prefect import flow, get_run_logger
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import deployment
 from pydantic import BaseModel, Field
 
-from herald import ledger
+from herald import audit, ledger
 from herald.config import PhaseName
 from herald.settings import get_settings
 from herald.transports import get_transport
@@ -44,6 +47,9 @@ class PhaseRun(BaseModel):
     )
     at: datetime | None = Field(
         default=None, description="The moment to act at (a rehearsal's simulated clock)."
+    )
+    approval_timeout_seconds: int = Field(
+        default=24 * 3600, gt=0, description="How long a deployment run waits for approval."
     )
 
 
@@ -110,6 +116,11 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         return summary
 
     transport = get_transport(settings, config)  # a missing key stops the run here
+    refused = _approval(config.campaign.id, phase, params)
+    if refused:
+        summary.paused = refused
+        _finish(summary)
+        return summary
     fixed = params.at
 
     def clock() -> datetime:
@@ -140,6 +151,52 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         f"{summary.requests} request(s), failed {summary.failed}, unknown {summary.unknown}."
     )
     return summary
+
+
+class PhaseApproval(RunInput):
+    """An operator's answer to a paused real send (Prefect UI or `prefect flow-run resume`)."""
+
+    approve: bool
+    approver: str = Field(min_length=1)
+    note: str = ""
+
+
+def _approval(campaign: str, phase: PhaseName, params: PhaseRun) -> str | None:
+    """Make sure a real send is approved; None when it may go, else why it may not.
+
+    An approval recorded beforehand (`herald approve PHASE`) lets a scheduled run send at
+    once. Otherwise a run from a deployment pauses and waits for a :class:`PhaseApproval`;
+    a run started by hand with ``--send`` is the operator's approval, recorded as such.
+    """
+    engine = database()
+    with engine.connect() as conn:
+        if ledger.approval(conn, campaign, phase) is not None:
+            return None
+    if deployment.get_id() is None:
+        ledger.approve(engine, campaign, phase, "started by hand with --send")
+        return None
+    get_run_logger().warning(
+        f"Phase {phase} waits for approval: answer this paused run with approve/approver, "
+        f"or run `herald approve {phase}` before the next scheduled run."
+    )
+    answer = pause_flow_run(
+        wait_for_input=PhaseApproval,
+        timeout=params.approval_timeout_seconds,
+        key=f"approve-{phase}",
+    )
+    if not answer.approve:
+        with engine.begin() as conn:
+            audit.record(
+                conn,
+                "phase.rejected",
+                campaign=campaign,
+                phase=phase,
+                detail={"note": answer.note},
+                who=answer.approver,
+            )
+        return f"not approved by {answer.approver}: {answer.note or 'no reason given'}"
+    ledger.approve(engine, campaign, phase, answer.note, who=answer.approver)
+    return None
 
 
 def _finish_counts(summary: PhaseSummary) -> int:

@@ -127,3 +127,26 @@ def due_notices(campaign: CampaignConfig, as_of: date) -> list[Notice]:
 def start_of(day: date) -> datetime:
     """The first instant of a calendar day, UTC."""
     return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing the calendar does on a day."""
+
+    day: date
+    message: str
+    phase: str
+    segments: list[str]
+    until: date | None = None
+
+
+def calendar(campaign: CampaignConfig, start: date, end: date) -> list[Entry]:
+    """Phases and notices due in [start, end], in date order."""
+    entries = [
+        Entry(
+            getattr(campaign.phases, phase), phase, phase, list(campaign.audiences[phase].segments)
+        )
+        for phase in ("preview", "announcement", "deprecation")
+    ]
+    entries += [Entry(n.due, n.message, "sunset", [n.segment], n.until) for n in notices(campaign)]
+    return sorted((e for e in entries if start <= e.day <= end), key=lambda e: (e.day, e.message))

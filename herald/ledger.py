@@ -774,3 +774,32 @@ def set_paused(
             detail={"reason": reason},
             who=who,
         )
+
+
+def approve(
+    engine: Engine, campaign: str, message: str, note: str = "", who: str | None = None
+) -> str:
+    """Record that ``who`` approved the real send of a phase; returns who."""
+    who = who or audit.actor()
+    with engine.begin() as conn:
+        audit.record(
+            conn, "phase.approved", campaign=campaign, phase=message, detail={"note": note}, who=who
+        )
+    return who
+
+
+def approval(conn: Connection, campaign: str, message: str) -> tuple[str, datetime] | None:
+    """Who approved the phase's real send, and when (the latest approval), if anyone did."""
+    from herald.audit import audit_log
+
+    row = conn.execute(
+        select(audit_log.c.actor, audit_log.c.at)
+        .where(
+            audit_log.c.action == "phase.approved",
+            audit_log.c.campaign == campaign,
+            audit_log.c.phase == message,
+        )
+        .order_by(audit_log.c.at.desc())
+        .limit(1)
+    ).first()
+    return (str(row.actor), row.at) if row is not None else None

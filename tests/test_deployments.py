@@ -1,12 +1,24 @@
-"""prefect.yaml: every deployment points at a real flow, with parameters that flow accepts."""
+"""prefect.yaml: every deployment points at a real flow, its schedules agree with the config,
+and `prefect deploy --all` registers them on a real `prefect server start`."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
 
+import httpx
 import yaml
 from prefect import Flow
 
+from tests.bases import config
 from tests.conftest import ROOT
 
 
@@ -15,23 +27,138 @@ def deployments() -> list[dict[str, object]]:
     return list(data["deployments"])
 
 
-class TestDeployments:
-    def test_every_entrypoint_is_a_flow_and_its_parameters_validate(self) -> None:
-        """`prefect deploy --all` would find each flow and accept each parameter set."""
+class TestDeploymentFile:
+    def test_every_entrypoint_is_a_flow_and_every_parameter_set_validates(self) -> None:
+        """Deployment defaults and each schedule's parameters are accepted by the flow."""
         for deployment in deployments():
             path, _, name = str(deployment["entrypoint"]).partition(":")
             module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
             flow = getattr(module, name)
             assert isinstance(flow, Flow), deployment["name"]
             flow.validate_parameters(dict(deployment.get("parameters") or {}))  # type: ignore[call-overload]
+            for schedule in deployment.get("schedules") or []:  # type: ignore[attr-defined]
+                flow.validate_parameters(dict(schedule.get("parameters") or {}))
 
-    def test_each_phase_has_a_dry_by_default_deployment(self) -> None:
-        """Four phase deployments of the one send-phase flow; none sends unless told to."""
+    def test_each_phase_is_dry_by_hand_and_scheduled_on_its_date(self) -> None:
+        """By hand a phase run is dry; its schedule sends, starting on the date in config."""
+        dates = config().campaign.phases
         phases = {
-            str(d["name"]): d["parameters"]["params"]  # type: ignore[index]
+            str(d["name"]): d
             for d in deployments()
             if str(d["entrypoint"]).startswith("flows/send_phase.py")
         }
         assert set(phases) == {"preview", "announcement", "deprecation", "sunset"}
-        for name, params in phases.items():
-            assert params == {"phase": name, "send": False}
+        for name, deployment in phases.items():
+            assert deployment["parameters"] == {"params": {"phase": name, "send": False}}
+            for schedule in deployment.get("schedules") or []:  # type: ignore[attr-defined]
+                start = re.search(r"DTSTART:(\d{8})", schedule["rrule"])
+                assert start is not None
+                assert date.fromisoformat(start.group(1)) == getattr(dates, name)
+                assert schedule["parameters"] == {"params": {"phase": name, "send": True}}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+LIST_DEPLOYMENTS = """
+import asyncio, json
+from prefect.client.orchestration import get_client
+
+async def main():
+    async with get_client() as client:
+        found = await client.read_deployments()
+        out = {}
+        for d in found:
+            flow = await client.read_flow(d.flow_id)
+            out[f"{flow.name}/{d.name}"] = [
+                {"schedule": s.schedule.model_dump(mode="json"), "parameters": s.parameters}
+                for s in d.schedules
+            ]
+        print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+class TestDeployAgainstAServer:
+    def test_deploy_all_registers_every_deployment_with_its_schedule(self, tmp_path: Path) -> None:
+        """`prefect server start`, then `prefect deploy --all`: every deployment, scheduled."""
+        port = free_port()
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("PREFECT_") or key == "PREFECT_SERVER_ANALYTICS_ENABLED"
+        }
+        env.update(
+            PREFECT_HOME=str(tmp_path / "prefect-home"),
+            PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+            PREFECT_SERVER_API_PORT=str(port),
+            HERALD_HOME=str(ROOT),
+        )
+        bin_dir = Path(sys.executable).parent
+        server = subprocess.Popen(
+            [str(bin_dir / "prefect"), "server", "start", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if (
+                        httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code
+                        == 200
+                    ):
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            prefect = str(bin_dir / "prefect")
+            pool = subprocess.run(
+                [prefect, "work-pool", "create", "herald", "--type", "process"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert pool.returncode == 0, pool.stdout + pool.stderr
+            deployed = subprocess.run(
+                [prefect, "--no-prompt", "deploy", "--all"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+            listed = subprocess.run(
+                [sys.executable, "-c", LIST_DEPLOYMENTS],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert listed.returncode == 0, listed.stderr
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        registered = json.loads(listed.stdout.strip().splitlines()[-1])
+        expected = {f"{_flow_name(d)}/{d['name']}" for d in deployments()}
+        assert set(registered) == expected
+        for deployment in deployments():
+            key = f"{_flow_name(deployment)}/{deployment['name']}"
+            assert len(registered[key]) == len(deployment.get("schedules") or []), key  # type: ignore[arg-type]
+        announcement = registered["send-phase/announcement"][0]
+        assert "DTSTART:20270209T090000" in announcement["schedule"]["rrule"]
+        assert announcement["parameters"] == {"params": {"phase": "announcement", "send": True}}
+
+
+def _flow_name(deployment: dict[str, object]) -> str:
+    path, _, name = str(deployment["entrypoint"]).partition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return str(getattr(module, name).name)

@@ -49,6 +49,8 @@ app.add_typer(templates_app, name="templates")
 phase_app = typer.Typer(help="Communication phases: send (dry by default), pause, resume.")
 deliveries_app = typer.Typer(help="The delivery ledger: unsettled sends.", no_args_is_help=True)
 app.add_typer(phase_app, name="phase", no_args_is_help=True)
+campaign_app = typer.Typer(help="The whole campaign: pause and resume every send.")
+app.add_typer(campaign_app, name="campaign", no_args_is_help=True)
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(webhooks_app, name="webhooks", no_args_is_help=True)
 
@@ -356,6 +358,98 @@ def phase_resume(phase: PhaseArg) -> None:
     console.print(
         f"Phase {name} resumed" + (f" (was paused: {was})." if was else " (was not paused).")
     )
+
+
+@app.command("schedule")
+def schedule(
+    days: Annotated[int, typer.Option(min=1, help="How many days ahead.")] = 90,
+    as_of: AsOf = None,
+) -> None:
+    """The campaign calendar: what goes to whom, when, with counts by segment."""
+    from datetime import timedelta
+
+    from herald.audience import audience_counts
+    from herald.calendar import calendar
+    from herald.config import WEEKDAYS
+
+    start = parse_day(as_of)
+    with guard():
+        config = campaign_config()
+        entries = calendar(config.campaign, start, start + timedelta(days=days))
+        counts: dict[str, dict[str, int]] = {}
+        with database().connect() as conn:
+            for phase in {entry.phase for entry in entries}:
+                per_segment: dict[str, int] = {}
+                for count in audience_counts(conn, config, phase, start):  # type: ignore[arg-type]
+                    per_segment[count.segment] = per_segment.get(count.segment, 0) + count.contacts
+                counts[phase] = per_segment
+    window = config.campaign.delivery_window
+    table = Table("day", "message", "to", "contacts", title=f"Calendar {start} + {days} days")
+    for entry in entries:
+        audience = counts.get(entry.phase, {})
+        contacts = sum(audience.get(segment, 0) for segment in entry.segments)
+        who = ", ".join(entry.segments) + (" (not migrated)" if entry.phase == "sunset" else "")
+        if entry.until is not None:
+            who += f"; until {entry.until}"
+        table.add_row(f"{entry.day:%a %Y-%m-%d}", entry.message, who, str(contacts))
+    console.print(table)
+    console.print(
+        f"Each lands {'/'.join(window.days)} {window.start}-{window.end} in the recipient's "
+        f"time zone, at most {config.campaign.frequency_cap.max_messages} per contact per "
+        f"{config.campaign.frequency_cap.per_days} days (critical notices aside). Counts are "
+        f"today's audience ({start})."
+    )
+    for entry in entries:
+        last = entry.until or entry.day + timedelta(days=7)
+        span = [entry.day + timedelta(days=n) for n in range((last - entry.day).days)]
+        if not any(WEEKDAYS[day.weekday()] in window.days for day in span):
+            console.print(
+                f"[bold yellow]warning:[/] {entry.message} for {', '.join(entry.segments)} is "
+                f"due {entry.day:%a %Y-%m-%d} and superseded on {last}: no delivery-window "
+                "day in between, so it cannot be sent. Move the date or widen the window.",
+                soft_wrap=True,
+            )
+    if not entries:
+        console.print("Nothing is due in this period.")
+
+
+@app.command("approve")
+def approve(
+    phase: PhaseArg,
+    note: Annotated[str, typer.Option(help="Why, or what was checked (audit log).")] = "",
+) -> None:
+    """Approve the real send of a phase: its scheduled run sends without waiting."""
+    from herald.ledger import approve as record_approval
+
+    name = parse_phase(phase)
+    with guard():
+        config = campaign_config()
+        who = record_approval(database(), config.campaign.id, name, note)
+    console.print(f"Phase {name} approved by {who}.")
+
+
+@campaign_app.command("pause")
+def campaign_pause(
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "paused by hand",
+) -> None:
+    """Stop every phase and notice of the campaign within one batch."""
+    from herald.ledger import CAMPAIGN_WIDE, set_paused
+
+    with guard():
+        config = campaign_config()
+        set_paused(database(), config.campaign.id, CAMPAIGN_WIDE, True, reason)
+    console.print(f"Campaign {config.campaign.id} paused: {reason}")
+
+
+@campaign_app.command("resume")
+def campaign_resume() -> None:
+    """Let the campaign send again (phases paused on their own stay paused)."""
+    from herald.ledger import CAMPAIGN_WIDE, set_paused
+
+    with guard():
+        config = campaign_config()
+        set_paused(database(), config.campaign.id, CAMPAIGN_WIDE, False, "resumed")
+    console.print(f"Campaign {config.campaign.id} resumed.")
 
 
 @phase_app.command("status")
