@@ -19,6 +19,7 @@ from herald.customers import ImportError_
 from herald.db import prepare_database
 from herald.messages import TemplateError
 from herald.settings import Settings, get_settings
+from herald.telemetry.health import SourceRejected
 from herald.transports import TransportError
 
 console = Console(highlight=False)
@@ -55,6 +56,9 @@ def guard() -> Iterator[None]:
         errors.print(f"[bold red]error:[/] {error}\nNothing was sent.")
         raise typer.Exit(ExitCode.INVALID) from None
     except TransportError as error:
+        errors.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except SourceRejected as error:
         errors.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(ExitCode.INVALID) from None
     except NoSegmentation as error:
