@@ -20,6 +20,7 @@ from herald import ledger
 from herald.calendar import NOTICE_PREFIX, due_notices, start_of
 from herald.models import DeliveryState
 from herald.settings import get_settings
+from herald.telemetry.health import require_healthy
 from herald.transports import get_transport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import check_templates_task, deliver
@@ -82,6 +83,7 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
     logger = get_run_logger()
     as_of = params.as_of or datetime.now(UTC).date()
     config = load_campaign_config()
+    require_healthy(database(), config, "send-notices")  # a rejected telemetry batch stops the run
     check_templates_task(config)
     campaign = config.campaign
     due = due_notices(campaign, as_of)

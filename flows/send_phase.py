@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from herald import audit, ledger
 from herald.config import PhaseName
 from herald.settings import get_settings
+from herald.telemetry.health import require_healthy
 from herald.transports import get_transport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import (
@@ -89,6 +90,7 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
     phase = params.phase
     as_of = params.as_of or datetime.now(UTC).date()
     config = load_campaign_config()
+    require_healthy(database(), config, "send-phase")  # a rejected telemetry batch stops the run
     checked = check_templates_task(config)  # a broken template stops the run here
     counts = count_audience_task(config, phase, as_of)
     summary = PhaseSummary(

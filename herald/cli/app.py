@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from herald.cli.common import (
     safe_url,
     settings,
 )
+from herald.cli.telemetry import telemetry_app
 from herald.cli.webhooks import webhooks_app
 from herald.customers import ImportResult, import_customers
 
@@ -53,6 +55,7 @@ campaign_app = typer.Typer(help="The whole campaign: pause and resume every send
 app.add_typer(campaign_app, name="campaign", no_args_is_help=True)
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(webhooks_app, name="webhooks", no_args_is_help=True)
+app.add_typer(telemetry_app, name="telemetry")
 
 AsOf = Annotated[
     str | None, typer.Option("--as-of", help="Day to act as of, YYYY-MM-DD (default today, UTC).")
@@ -593,15 +596,65 @@ def deliveries_resolve(
 # --------------------------------------------------------------------------- demo
 
 
+@app.command("rehearse")
+def rehearse_command(
+    start: Annotated[str, typer.Option("--from", help="First simulated day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Last simulated day, YYYY-MM-DD.")],
+    down_from: Annotated[
+        str | None, typer.Option(help="Simulate Herald down from this day...")
+    ] = None,
+    down_to: Annotated[str | None, typer.Option(help="...to this day, inclusive.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic telemetry.")] = 7,
+) -> None:
+    """Run the whole calendar on a simulated clock through the outbox, with synthetic telemetry.
+
+    Acts on the configured database: rehearse on a copy or a demo base, not on production.
+    """
+    first, last = parse_day(start), parse_day(end)
+    with guard():
+        campaign_config()
+        rehearsal = _run_rehearsal(
+            first,
+            last,
+            parse_day(down_from) if down_from else None,
+            parse_day(down_to) if down_to else None,
+            seed,
+        )
+    _print_rehearsal(rehearsal)
+
+
+def _run_rehearsal(start: Any, end: Any, down_from: Any, down_to: Any, seed: int) -> Any:
+    from flows.rehearse import RehearsalRun, rehearse
+
+    return rehearse(
+        RehearsalRun(start=start, end=end, down_from=down_from, down_to=down_to, seed=seed)
+    )
+
+
+def _print_rehearsal(summary: Any) -> None:
+    table = Table("message", "sent", title=f"Rehearsal {summary.start} to {summary.end}")
+    for message, count in summary.sent.items():
+        table.add_row(message, str(count))
+    table.add_row("[bold]total[/]", f"[bold]{sum(summary.sent.values())}[/]")
+    console.print(table)
+    console.print(
+        f"{summary.days_visited} simulated days with something due; {summary.migrated} "
+        f"account(s) migrated; {summary.events} synthetic SendGrid events."
+    )
+    console.print(f"Outbox: {summary.outbox}")
+    console.print(f"Ledger: {safe_url(summary.ledger)} (table delivery)")
+
+
 @app.command("demo")
 def demo(
     accounts: Annotated[int, typer.Option(min=1, help="Accounts to generate.")] = 2_000,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same base.")] = 7,
     as_of: AsOf = None,
 ) -> None:
-    """Make a deterministic synthetic base, import and segment it, send phases 1 and 2.
+    """Make a deterministic synthetic base, import and segment it, rehearse the campaign.
 
-    The phases go through the outbox (``var/outbox``), never through SendGrid.
+    The rehearsal runs the whole calendar (all four phases and every notice) on a
+    simulated clock through the outbox (``var/outbox``), never through SendGrid.
     """
     from herald.demo import write_demo_base
 
@@ -617,14 +670,12 @@ def demo(
         _print_import(result)
         summary = _run_segmentation(day)
     _print_segmentation(summary)
-    if settings().transport.value != "outbox":
-        console.print("Phases not sent: the demo sends through the outbox only.")
-    else:
-        for phase in ("preview", "announcement"):
-            with guard():
-                # Until the rehearsal lands, the demo sends at once, outside delivery windows.
-                phase_summary = _run_phase(phase, day, send=True, window=False)
-            _print_phase(phase_summary)
+    config = campaign_config()
+    start = config.campaign.phases.preview - timedelta(days=7)
+    end = max(config.campaign.sunset.values()) + timedelta(days=7)
+    with guard():
+        rehearsal = _run_rehearsal(start, end, None, None, seed)
+    _print_rehearsal(rehearsal)
     if result.rejected:
         raise typer.Exit(ExitCode.PARTIAL)
 

@@ -1,0 +1,103 @@
+"""Flow: rehearse the whole campaign calendar on a simulated clock, in one flow run.
+
+Every simulated day on which something is due (a phase's week, a notice's due day, rows
+waiting for a window, the day Herald comes back from a downtime) runs what the deployments
+would run that day, then synthetic telemetry answers. Sends go to the outbox only.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, timedelta
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from herald.config import PhaseName
+from herald.rehearsal import Behaviour, Day, due_today, plan_day, send_day, telemetry_day, waiting
+from herald.segmentation import assign_segments
+from herald.settings import get_settings
+from herald.transports.outbox import OutboxTransport
+from tasks.common import database, load_campaign_config
+from tasks.delivery import check_templates_task, deliver
+
+
+class RehearsalRun(BaseModel):
+    """Parameters of a rehearsal."""
+
+    start: date
+    end: date
+    down_from: date | None = Field(default=None, description="Herald is down from this day...")
+    down_to: date | None = Field(default=None, description="...to this day, inclusive.")
+    seed: int = 7
+
+
+class RehearsalSummary(BaseModel):
+    """What the rehearsal did, day by day."""
+
+    start: date
+    end: date
+    days_visited: int
+    sent: dict[str, int]
+    migrated: int
+    events: int
+    outbox: str
+    ledger: str
+
+
+@flow(name="rehearse")
+def rehearse(params: RehearsalRun) -> RehearsalSummary:
+    """Run the calendar from ``start`` to ``end`` on a simulated clock, against the outbox."""
+    logger = get_run_logger()
+    settings = get_settings()
+    config = load_campaign_config()
+    check_templates_task(config)
+    engine = database()
+    transport = OutboxTransport(settings.var_dir / "outbox")
+    rng = random.Random(params.seed)
+    behaviour = Behaviour()
+    assign_segments(engine=engine, config=config.segments, as_of=params.start)
+
+    def send(phase: PhaseName, message: str, notice: int | None, at: datetime) -> int:
+        done = deliver(config, phase, transport, message=message, notice=notice, clock=lambda: at)
+        return done.accepted
+
+    def down(day: date) -> bool:
+        return bool(
+            params.down_from and params.down_to and params.down_from <= day <= params.down_to
+        )
+
+    days: list[Day] = []
+    day = params.start
+    back = params.down_to + timedelta(days=1) if params.down_to else None
+    while day <= params.end:
+        if down(day) or not (
+            due_today(config, day) or day == back or waiting(engine, config.campaign.id)
+        ):
+            day += timedelta(days=1)
+            continue
+        today = Day(day=day, planned=plan_day(engine, config, day))
+        today.sent = send_day(engine, config, day, send)
+        today.events, today.migrated = telemetry_day(engine, config, day, behaviour, rng)
+        if today.sent:
+            logger.info(
+                f"{day}: sent "
+                + ", ".join(f"{m} {n}" for m, n in sorted(today.sent.items()))
+                + f"; {today.migrated} account(s) migrated"
+            )
+        days.append(today)
+        day += timedelta(days=1)
+    sent: dict[str, int] = {}
+    for visited in days:
+        for message, count in visited.sent.items():
+            sent[message] = sent.get(message, 0) + count
+    return RehearsalSummary(
+        start=params.start,
+        end=params.end,
+        days_visited=len(days),
+        sent=sent,
+        migrated=sum(d.migrated for d in days),
+        events=sum(d.events for d in days),
+        outbox=str(settings.var_dir / "outbox" / config.campaign.id),
+        ledger=settings.effective_database_url,
+    )
