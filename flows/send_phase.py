@@ -71,6 +71,9 @@ class PhaseSummary(BaseModel):
     recovered_released: int = 0
     expired: int = 0
     waiting: int = Field(default=0, description="Planned rows left for a later window or cap.")
+    timezone_fallbacks: int = Field(
+        default=0, description="Recipients without a time zone, sent in their region's window."
+    )
     batches: int = 0
     requests: int = 0
     accepted: int = 0
@@ -209,6 +212,9 @@ def _finish_counts(summary: PhaseSummary) -> int:
 def _finish(summary: PhaseSummary) -> None:
     with database().connect() as conn:
         summary.ledger = ledger.state_counts(conn, summary.campaign, summary.phase)
+        summary.timezone_fallbacks = ledger.timezone_fallbacks(
+            conn, summary.campaign, summary.phase
+        )
     publish_summary_task(summary.phase, _markdown(summary))
 
 
@@ -237,6 +243,12 @@ def _markdown(summary: PhaseSummary) -> str:
         ]
         if summary.paused:
             lines += ["", f"**Paused:** {summary.paused}"]
+    if summary.timezone_fallbacks:
+        lines += [
+            "",
+            f"{summary.timezone_fallbacks} recipient(s) have no time zone: their account "
+            "region's delivery window is used.",
+        ]
     if summary.samples:
         lines += ["", "| sample | subject |", "|---|---|"]
         lines += [f"| {s['segment']} / {s['role']} | {s['subject']} |" for s in summary.samples]

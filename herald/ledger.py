@@ -803,3 +803,18 @@ def approval(conn: Connection, campaign: str, message: str) -> tuple[str, dateti
         .limit(1)
     ).first()
     return (str(row.actor), row.at) if row is not None else None
+
+
+def timezone_fallbacks(conn: Connection, campaign: str, message: str) -> int:
+    """Rows of a message whose contact has no time zone (their region's window is used)."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(deliveries)
+            .join(contacts, contacts.c.id == deliveries.c.contact_id)
+            .where(
+                _phase_rows(campaign, message),
+                or_(contacts.c.timezone.is_(None), contacts.c.timezone == ""),
+            )
+        ).scalar_one()
+    )

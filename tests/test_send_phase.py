@@ -56,6 +56,21 @@ class TestOutboxPhase:
         assert message.get_body(("html",)) is not None
         assert message.get_body(("plain",)) is not None
 
+        # Contacts without a time zone are sent in their region's, and reported, not dropped.
+        with db.engine.connect() as conn:
+            from sqlalchemy import text
+
+            fallbacks = conn.execute(
+                text(
+                    "SELECT a.region, d.timezone FROM delivery d JOIN contact c "
+                    "ON c.id = d.contact_id JOIN account a ON a.id = c.account_id "
+                    "WHERE coalesce(c.timezone, '') = ''"
+                )
+            ).all()
+        regions = loaded.campaign.delivery_window.region_timezones
+        assert fallbacks and summary.timezone_fallbacks == len(fallbacks)
+        assert all(zone == regions[region] for region, zone in fallbacks)
+
         rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
 
         assert (rerun.planned_new, rerun.accepted, rerun.requests) == (0, 0, 0)

@@ -310,6 +310,11 @@ def _print_phase(summary: Any) -> None:
             f"[yellow]A sender had died[/]: {summary.recovered_released} unrequested row(s) "
             f"put back, {summary.recovered_unknown} in-flight row(s) now unknown."
         )
+    if summary.timezone_fallbacks:
+        console.print(
+            f"{summary.timezone_fallbacks} recipient(s) have no time zone: sent in their "
+            "account region's delivery window."
+        )
     if summary.waiting:
         console.print(
             f"{summary.waiting} planned row(s) wait for their recipients' delivery window or "
