@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from herald.config import PhaseName
+from herald.config import MessageKind
 from herald.rehearsal import Behaviour, Day, due_today, plan_day, send_day, telemetry_day, waiting
 from herald.segmentation import assign_segments
 from herald.settings import get_settings
@@ -58,7 +58,7 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     behaviour = Behaviour()
     assign_segments(engine=engine, config=config.segments, as_of=params.start)
 
-    def send(phase: PhaseName, message: str, notice: int | None, at: datetime) -> int:
+    def send(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
         done = deliver(config, phase, transport, message=message, notice=notice, clock=lambda: at)
         return done.accepted
 

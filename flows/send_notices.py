@@ -1,5 +1,8 @@
 """Flow: the daily sunset notices (phase 4), each account on its own segment's deadline.
 
+An account that has migrated gets no more notices; if ``notices.thank_you`` is on, each of
+its contacts who was mailed by the campaign gets one thank-you with next steps instead.
+
 As of a day, every notice that is due and not yet superseded (see :mod:`herald.calendar`)
 is planned for the contacts of its segment's accounts that have not migrated (the sunset
 phase's audience), then everything planned for any notice is sent: inside recipients'
@@ -14,10 +17,11 @@ from datetime import UTC, date, datetime
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from herald import ledger
-from herald.calendar import NOTICE_PREFIX, due_notices, start_of
+from herald.calendar import NOTICE_PREFIX, THANK_YOU_MESSAGE, due_notices, start_of
+from herald.config import THANK_YOU
 from herald.models import DeliveryState
 from herald.settings import get_settings
 from herald.telemetry.health import require_healthy
@@ -57,6 +61,7 @@ class NoticeSummary(BaseModel):
     unknown: int = 0
     waiting: int = 0
     paused: str | None = None
+    thank_you_planned: int = 0
 
 
 def planned_notice_messages(campaign: str) -> list[str]:
@@ -68,7 +73,10 @@ def planned_notice_messages(campaign: str) -> list[str]:
                 select(deliveries.c.message)
                 .where(
                     deliveries.c.campaign == campaign,
-                    deliveries.c.message.like(f"{NOTICE_PREFIX}%"),
+                    or_(
+                        deliveries.c.message.like(f"{NOTICE_PREFIX}%"),
+                        deliveries.c.message == THANK_YOU_MESSAGE,
+                    ),
                     deliveries.c.state == DeliveryState.PLANNED.value,
                 )
                 .distinct()
@@ -117,14 +125,16 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
             not_after=start_of(notice.until),
             critical=notice.offset in critical,
         ).planned
+    if campaign.notices.thank_you:
+        summary.thank_you_planned = ledger.plan_thank_you(engine, config, as_of)
     for message in planned_notice_messages(campaign.id):
-        offset = int(message.removeprefix(NOTICE_PREFIX))
+        thanks = message == THANK_YOU_MESSAGE
         done = deliver(
             config,
-            "sunset",
+            THANK_YOU if thanks else "sunset",
             transport,
             message=message,
-            notice=offset,
+            notice=None if thanks else int(message.removeprefix(NOTICE_PREFIX)),
             clock=clock,
             window=params.window,
         )

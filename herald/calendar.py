@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, case, func, literal
 from herald.config import WEEKDAYS, CampaignConfig, DeliveryWindow
 
 NOTICE_PREFIX = "sunset-t"
+THANK_YOU_MESSAGE = "thank-you"
 
 
 @cache

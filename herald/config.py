@@ -189,6 +189,9 @@ class Sender(_Strict):
 
 PhaseName = Literal["preview", "announcement", "deprecation", "sunset"]
 PHASES: tuple[PhaseName, ...] = ("preview", "announcement", "deprecation", "sunset")
+# What a message can be: a phase, or the thank-you an account gets when it migrates.
+MessageKind = Literal["preview", "announcement", "deprecation", "sunset", "thank_you"]
+THANK_YOU: MessageKind = "thank_you"
 RoleName = Literal["executive", "technical", "other"]
 
 

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     Boolean,
@@ -46,7 +46,7 @@ from sqlalchemy import (
 
 from herald import audit
 from herald.audience import accounts, audience, contacts, segmentation_day, suppressions
-from herald.config import HeraldConfig, PhaseName
+from herald.config import THANK_YOU, HeraldConfig, MessageKind, PhaseName
 from herald.db import dialect_insert
 from herald.models import (
     AccountLifecycle,
@@ -101,55 +101,127 @@ def plan(
     may go (a notice is due on a day and superseded by the next one); ``critical`` exempts
     it from the frequency cap.
     """
-    campaign = config.campaign.id
-    now = utcnow()
     with engine.begin() as conn:
         day = segmentation_day(conn, as_of)
         source = audience(config, phase, day, segments=segments).subquery()
-        moment = DateTime(timezone=True)
-        rows = select(
-            literal(campaign, String),
-            literal(message or phase, String),
-            source.c.contact_id,
-            source.c.segment,
-            source.c.role,
-            source.c.locale,
-            source.c.timezone,
-            literal(not_before, moment),
-            literal(not_after, moment),
-            literal(critical, Boolean),
-            literal(DeliveryState.PLANNED.value, String),
-            literal(0, Integer),
-            literal(now, moment),
-            literal(now, moment),
-        ).where(true())  # SQLite reads "... ON CONFLICT" after a join as a join constraint
-        statement = (
-            dialect_insert(conn.dialect.name)(deliveries)
-            .from_select(
-                [
-                    "campaign",
-                    "message",
-                    "contact_id",
-                    "segment",
-                    "role",
-                    "locale",
-                    "timezone",
-                    "not_before",
-                    "not_after",
-                    "critical",
-                    "state",
-                    "attempts",
-                    "planned_at",
-                    "updated_at",
-                ],
-                rows,
-            )
-            .on_conflict_do_nothing(index_elements=["campaign", "message", "contact_id"])
-            # SQLAlchemy keeps an INSERT's rowcount only when asked.
-            .execution_options(preserve_rowcount=True)
+        added = _insert_planned(
+            conn,
+            config.campaign.id,
+            message or phase,
+            source,
+            not_before=not_before,
+            not_after=not_after,
+            critical=critical,
         )
-        added = conn.execute(statement).rowcount
     return PlanResult(planned=max(added, 0), segmented_on=day)
+
+
+def _insert_planned(
+    conn: Connection,
+    campaign: str,
+    message: str,
+    source: Any,
+    *,
+    not_before: datetime | None,
+    not_after: datetime | None,
+    critical: bool,
+) -> int:
+    """INSERT ... SELECT the rows of ``source`` (contact_id, segment, role, locale, timezone)
+    as planned; a row already in the ledger stays as it is. Returns the rows added."""
+    now = utcnow()
+    moment = DateTime(timezone=True)
+    rows = select(
+        literal(campaign, String),
+        literal(message, String),
+        source.c.contact_id,
+        source.c.segment,
+        source.c.role,
+        source.c.locale,
+        source.c.timezone,
+        literal(not_before, moment),
+        literal(not_after, moment),
+        literal(critical, Boolean),
+        literal(DeliveryState.PLANNED.value, String),
+        literal(0, Integer),
+        literal(now, moment),
+        literal(now, moment),
+    ).where(true())  # SQLite reads "... ON CONFLICT" after a join as a join constraint
+    statement = (
+        dialect_insert(conn.dialect.name)(deliveries)
+        .from_select(
+            [
+                "campaign",
+                "message",
+                "contact_id",
+                "segment",
+                "role",
+                "locale",
+                "timezone",
+                "not_before",
+                "not_after",
+                "critical",
+                "state",
+                "attempts",
+                "planned_at",
+                "updated_at",
+            ],
+            rows,
+        )
+        .on_conflict_do_nothing(index_elements=["campaign", "message", "contact_id"])
+        # SQLAlchemy keeps an INSERT's rowcount only when asked.
+        .execution_options(preserve_rowcount=True)
+    )
+    return max(conn.execute(statement).rowcount, 0)
+
+
+def plan_thank_you(engine: Engine, config: HeraldConfig, as_of: date) -> int:
+    """Plan one thank-you for each contact who was mailed by the campaign and whose account
+    has migrated by ``as_of`` (active, not suppressed). Returns the rows added."""
+    from herald.audience import assignments, locale_expression
+    from herald.calendar import THANK_YOU_MESSAGE, timezone_expression
+
+    campaign = config.campaign.id
+    earlier = deliveries.alias("earlier")
+    with engine.begin() as conn:
+        day = segmentation_day(conn, as_of)
+        source = (
+            select(
+                contacts.c.id.label("contact_id"),
+                assignments.c.segment.label("segment"),
+                contacts.c.role.label("role"),
+                locale_expression(config).label("locale"),
+                timezone_expression(
+                    config.campaign.delivery_window, contacts.c.timezone, accounts.c.region
+                ).label("timezone"),
+            )
+            .select_from(contacts)
+            .join(accounts, accounts.c.id == contacts.c.account_id)
+            .join(
+                assignments,
+                and_(assignments.c.account_id == accounts.c.id, assignments.c.as_of == day),
+            )
+            .where(
+                accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
+                accounts.c.migration_state == MigrationState.MIGRATED.value,
+                accounts.c.migrated_on <= as_of,
+                ~exists().where(suppressions.c.email == contacts.c.email),
+                exists().where(
+                    earlier.c.contact_id == contacts.c.id,
+                    earlier.c.campaign == campaign,
+                    earlier.c.state == DeliveryState.ACCEPTED.value,
+                ),
+            )
+            .subquery()
+        )
+        return _insert_planned(
+            conn,
+            campaign,
+            THANK_YOU_MESSAGE,
+            source,
+            not_before=None,
+            not_after=None,
+            critical=False,
+        )
 
 
 def expire(engine: Engine, campaign: str, message: str, now: datetime) -> int:
@@ -187,7 +259,7 @@ def waiting_zones(conn: Connection, campaign: str, message: str) -> list[str]:
 
 
 def suppress_ineligible(
-    engine: Engine, config: HeraldConfig, phase: PhaseName, message: str | None = None
+    engine: Engine, config: HeraldConfig, phase: MessageKind, message: str | None = None
 ) -> dict[str, int]:
     """Mark planned rows that may no longer be sent as ``suppressed``, with the reason.
 
@@ -237,7 +309,11 @@ def suppress_ineligible(
             literal("account churned"),
         ),
     ]
-    if config.campaign.audiences[phase].exclude_migrated:
+    # A thank-you goes to migrated accounts; a phase skips them where its audience says so.
+    exclude_migrated = (
+        phase != THANK_YOU and config.campaign.audiences[cast(PhaseName, phase)].exclude_migrated
+    )
+    if exclude_migrated:
         checks.append(
             (
                 "account migrated",

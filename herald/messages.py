@@ -26,7 +26,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, Undefined, select_autoesca
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
-from herald.config import HeraldConfig, PhaseName
+from herald.config import HeraldConfig, MessageKind
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -52,7 +52,7 @@ class Placeholder:
 class Variant:
     """What a rendering depends on besides the recipient."""
 
-    phase: PhaseName
+    phase: MessageKind
     segment: str
     role: str
     locale: str
@@ -209,9 +209,12 @@ def all_variants(config: HeraldConfig) -> list[Variant]:
     from herald.models import ContactRole
 
     notices: list[int | None] = [None, *config.campaign.notices.offsets_days]
+    kinds: list[MessageKind] = [*PHASES]
+    if config.campaign.notices.thank_you:
+        kinds.append("thank_you")
     return [
         Variant(phase, segment, role.value, locale, notice)
-        for phase in PHASES
+        for phase in kinds
         for notice in (notices if phase == "sunset" else [None])
         for segment in config.segments.names
         for role in ContactRole

@@ -22,8 +22,15 @@ from sqlalchemy import Engine, func, insert, or_, select, update
 
 from herald import ledger
 from herald.audience import accounts, contacts
-from herald.calendar import NOTICE_PREFIX, due_notices, in_window, openings, start_of
-from herald.config import PHASES, HeraldConfig, PhaseName
+from herald.calendar import (
+    NOTICE_PREFIX,
+    THANK_YOU_MESSAGE,
+    due_notices,
+    in_window,
+    openings,
+    start_of,
+)
+from herald.config import PHASES, THANK_YOU, HeraldConfig, MessageKind
 from herald.models import (
     AdoptionEvent,
     DeliveryState,
@@ -97,7 +104,9 @@ def _due_messages(engine: Engine, config: HeraldConfig, at: datetime) -> list[st
     return sorted({m for m, tz in waiting if in_window(window, tz or window.default_timezone, at)})
 
 
-def _phase_of(message: str) -> tuple[PhaseName, int | None]:
+def _phase_of(message: str) -> tuple[MessageKind, int | None]:
+    if message == THANK_YOU_MESSAGE:
+        return THANK_YOU, None
     if message.startswith(NOTICE_PREFIX):
         return "sunset", int(message.removeprefix(NOTICE_PREFIX))
     for phase in PHASES:
@@ -130,6 +139,8 @@ def plan_day(engine: Engine, config: HeraldConfig, day: date) -> dict[str, int]:
             critical=notice.offset in critical,
         ).planned
         planned[notice.message] = planned.get(notice.message, 0) + count
+    if campaign.notices.thank_you:
+        planned[THANK_YOU_MESSAGE] = ledger.plan_thank_you(engine, config, day)
     return planned
 
 
@@ -151,7 +162,7 @@ def send_day(
     engine: Engine,
     config: HeraldConfig,
     day: date,
-    deliver: Callable[[PhaseName, str, int | None, datetime], int],
+    deliver: Callable[[MessageKind, str, int | None, datetime], int],
 ) -> dict[str, int]:
     """At each window opening of the day, send every message with rows due there."""
     sent: dict[str, int] = {}

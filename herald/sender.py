@@ -18,7 +18,7 @@ from sqlalchemy import Engine, and_, func, select
 
 from herald import ledger
 from herald.calendar import open_zones
-from herald.config import HeraldConfig, PhaseName
+from herald.config import HeraldConfig, MessageKind
 from herald.messages import TEMPLATES, Rendered, Variant, recipient_values, render
 from herald.models import DeliveryState, EmailEvent, table, utcnow
 from herald.transports import OutgoingBatch, Recipient, Transport
@@ -108,7 +108,7 @@ class PhaseSender:
         *,
         engine: Engine,
         config: HeraldConfig,
-        phase: PhaseName,
+        phase: MessageKind,
         worker: ledger.Worker,
         transport: Transport,
         renderer: Renderer,

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from herald import ledger
 from herald.audience import AudienceCount, audience_counts
-from herald.config import HeraldConfig, PhaseName
+from herald.config import HeraldConfig, MessageKind, PhaseName
 from herald.messages import check_templates
 from herald.preview import Sample, sample_renders
 from herald.sender import BatchOutcome, PhaseSender, Renderer
@@ -57,7 +57,7 @@ def plan_ledger_task(config: HeraldConfig, phase: PhaseName, as_of: date) -> led
 
 @task(name="suppress-ineligible", cache_policy=NO_CACHE)
 def suppress_ineligible_task(
-    config: HeraldConfig, phase: PhaseName, message: str
+    config: HeraldConfig, phase: MessageKind, message: str
 ) -> dict[str, int]:
     """Planned rows no longer sendable (unsubscribed, bounced, churned, migrated) stop here."""
     return ledger.suppress_ineligible(database(), config, phase, message)
@@ -110,7 +110,7 @@ class Delivered:
 
 def deliver(
     config: HeraldConfig,
-    phase: PhaseName,
+    phase: MessageKind,
     transport: Transport,
     *,
     message: str | None = None,

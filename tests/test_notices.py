@@ -161,3 +161,42 @@ def _zones(db: Database) -> list[str]:
             ).scalars()
         )
     return sorted(own | set(window.region_timezones.values()) | {window.default_timezone})
+
+
+class TestThankYou:
+    @pytest.mark.usefixtures("prefect_server")
+    def test_a_migrated_account_gets_one_thank_you_and_no_more_notices(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """After T-30 the account migrates: no T-7 for its contacts, one thank-you each."""
+        load_base(db, tmp_path, accounts=60)
+        t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
+        send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
+        mailed = sent_rows(db, "sunset-t30")
+        account_id = _account_of(db, mailed[0][0])
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE account SET migration_state = 'migrated', migrated_on = :day "
+                    "WHERE id = :id"
+                ),
+                {"day": date(2027, 9, 10), "id": account_id},
+            )
+        t7 = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)
+        for _ in range(2):  # a rerun plans and sends nothing more
+            send_notices(NoticeRun(as_of=t7.date(), send=True, at=t7, window=False))
+
+        moved = {email for email, *_ in mailed if _account_of(db, email) == account_id}
+        thanked = [row[0] for row in sent_rows(db, "thank-you")]
+        assert sorted(thanked) == sorted(moved)
+        assert not moved & {row[0] for row in sent_rows(db, "sunset-t7")}
+        assert len(sent_rows(db, "sunset-t7")) > 0
+
+
+def _account_of(db: Database, email: str) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT account_id FROM contact WHERE email = :email"), {"email": email}
+            ).scalar_one()
+        )

@@ -74,10 +74,15 @@ class TestFullRehearsal:
             sent_at = moment(row["sent_at"])
             # Inside the recipient's window.
             assert in_window(window, str(row["timezone"]), sent_at), row
-            # Nothing after the account migrated (a send on the migration day precedes it).
-            if row["migrated_on"] is not None:
+            # Nothing after the account migrated (a send on the migration day precedes it),
+            # except the one thank-you.
+            if row["migrated_on"] is not None and row["message"] != "thank-you":
                 assert sent_at.date() <= day_of(row["migrated_on"]), row
+            if row["message"] == "thank-you":
+                assert row["migration_state"] == "migrated", row
+                assert sent_at.date() >= day_of(row["migrated_on"]), row
         assert max(per_key.values()) == 1
+        assert any(row["message"] == "thank-you" for row in rows)
         # The frequency cap: before each ordinary send, fewer than max sends in the window.
         for history in by_contact.values():
             history.sort(key=lambda r: moment(r["sent_at"]))
