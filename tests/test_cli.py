@@ -23,6 +23,25 @@ COMMANDS = [
     ["segment"],
     ["demo"],
     ["settings"],
+    ["templates", "check"],
+    ["preview"],
+    ["phase", "send"],
+    ["phase", "pause"],
+    ["phase", "resume"],
+    ["phase", "status"],
+    ["deliveries", "unknown"],
+    ["deliveries", "resolve"],
+    ["campaign", "pause"],
+    ["campaign", "resume"],
+    ["approve"],
+    ["schedule"],
+    ["rehearse"],
+    ["webhooks", "serve"],
+    ["webhooks", "process"],
+    ["telemetry", "ingest"],
+    ["telemetry", "status"],
+    ["telemetry", "override"],
+    ["metrics", "show"],
 ]
 
 
@@ -141,6 +160,9 @@ class TestSecrets:
 
 @pytest.mark.usefixtures("prefect_server")
 class TestDemo:
+    # The whole demo end to end once, on the default database (SQLite): every step it runs
+    # is tested on both databases on its own, and the rehearsal has its own Postgres test.
+    @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
     def test_demo_prints_segment_counts_adding_up_to_active_accounts(
         self, db: Database, runner: CliRunner
     ) -> None:

@@ -324,6 +324,10 @@ class TestRejectedBatch:
         refused_send = CliRunner().invoke(app, ["phase", "send", "announcement", "--send"])
         assert refused_send.exit_code == 2
         assert "'adoption_pct'" in refused_send.output and db.count("delivery") == 0
+        refused_metrics = CliRunner().invoke(app, ["metrics", "show"])
+        assert refused_metrics.exit_code == 2
+        assert "'adoption_pct'" in refused_metrics.output
+        assert db.count("metric_snapshot") == 0
 
         # an operator override lets it run ...
         with db.engine.begin() as conn:

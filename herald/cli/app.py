@@ -30,6 +30,7 @@ from herald.cli.common import (
     safe_url,
     settings,
 )
+from herald.cli.metrics import metrics_app
 from herald.cli.telemetry import telemetry_app
 from herald.cli.webhooks import webhooks_app
 from herald.customers import ImportResult, import_customers
@@ -56,6 +57,7 @@ app.add_typer(campaign_app, name="campaign", no_args_is_help=True)
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(webhooks_app, name="webhooks", no_args_is_help=True)
 app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(metrics_app, name="metrics", no_args_is_help=True)
 
 AsOf = Annotated[
     str | None, typer.Option("--as-of", help="Day to act as of, YYYY-MM-DD (default today, UTC).")

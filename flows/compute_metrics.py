@@ -1,0 +1,52 @@
+"""Flow: the campaign's success metrics as of a day, snapshotted and published.
+
+Named ``metrics``, so ``telemetry.yaml`` ``depends_on.metrics`` applies: while a source it
+depends on has a rejected last batch, the run fails in its first task (SourceRejected, naming
+the source, the failed check and the column) and computes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from herald.metrics import FLOW_NAME, MetricsResult
+from tasks.common import load_campaign_config
+from tasks.metrics import (
+    check_health_task,
+    compute_metrics_task,
+    publish_metrics_task,
+    snapshot_metrics_task,
+)
+
+
+class MetricsRun(BaseModel):
+    """Parameters of one metrics run."""
+
+    as_of: date | None = Field(
+        default=None, description="Day the metrics hold at the end of (default: today, UTC)."
+    )
+
+
+@flow(name=FLOW_NAME)
+def compute_metrics(params: MetricsRun | None = None) -> MetricsResult:
+    """Refuse on unhealthy telemetry, compute every metric, snapshot and publish them."""
+    params = params or MetricsRun()
+    as_of = params.as_of or datetime.now(UTC).date()
+    config = load_campaign_config()
+    check_health_task(config)
+    result = compute_metrics_task(config, as_of)
+    saved = snapshot_metrics_task(result)
+    publish_metrics_task(result)
+    statuses = [value.status for value in result.overall()]
+    get_run_logger().info(
+        f"Metrics as of {as_of}: {saved} values saved; overall "
+        + ", ".join(f"{status} {statuses.count(status)}" for status in sorted(set(statuses)))
+    )
+    return result
+
+
+if __name__ == "__main__":
+    compute_metrics()
