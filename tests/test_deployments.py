@@ -15,11 +15,13 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from prefect import Flow
+from sqlalchemy import text
 
-from tests.bases import config
-from tests.conftest import ROOT
+from tests.bases import config, eligible, load_base
+from tests.conftest import ROOT, Database
 
 
 def deployments() -> list[dict[str, object]]:
@@ -83,9 +85,42 @@ asyncio.run(main())
 """
 
 
+RUN_AND_APPROVE = """
+import json, sys, time
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.flow_runs import resume_flow_run
+
+def state(run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state.type.value
+
+run = run_deployment(
+    "send-phase/preview",
+    parameters={"params": {"phase": "preview", "send": True, "window": False}},
+    timeout=0,
+)
+seen = []
+deadline = time.monotonic() + 180
+while time.monotonic() < deadline and state(run.id) != "PAUSED":
+    time.sleep(1)
+seen.append(state(run.id))
+resume_flow_run(run.id, run_input={"approve": True, "approver": "ops-lead@example.com"})
+while time.monotonic() < deadline and state(run.id) not in ("COMPLETED", "FAILED", "CRASHED"):
+    time.sleep(1)
+seen.append(state(run.id))
+print(json.dumps(seen))
+"""
+
+
 class TestDeployAgainstAServer:
-    def test_deploy_all_registers_every_deployment_with_its_schedule(self, tmp_path: Path) -> None:
-        """`prefect server start`, then `prefect deploy --all`: every deployment, scheduled."""
+    @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+    def test_deploy_all_registers_every_deployment_and_a_real_send_waits_for_approval(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """`prefect server start`, `prefect deploy --all`: every deployment with its schedule;
+        then a process worker runs the preview with send: the run pauses until approved."""
+        loaded = load_base(db, tmp_path)
         port = free_port()
         env = {
             key: value
@@ -144,9 +179,40 @@ class TestDeployAgainstAServer:
                 timeout=120,
             )
             assert listed.returncode == 0, listed.stderr
+            worker = subprocess.Popen(
+                [prefect, "worker", "start", "--pool", "herald"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                approved = subprocess.run(
+                    [sys.executable, "-c", RUN_AND_APPROVE],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
+            assert approved.returncode == 0, approved.stderr
         finally:
             server.terminate()
             server.wait(timeout=30)
+        # The real send paused for approval, sent once approved, and the audit log says who.
+        assert json.loads(approved.stdout.strip().splitlines()[-1]) == ["PAUSED", "COMPLETED"]
+        with db.engine.connect() as conn:
+            actors = list(
+                conn.execute(
+                    text("SELECT actor FROM audit_log WHERE action = 'phase.approved'")
+                ).scalars()
+            )
+        assert actors == ["ops-lead@example.com"]
+        sent = db.count("delivery WHERE state = 'accepted'")
+        assert sent == len(eligible(db, loaded, "preview"))
         registered = json.loads(listed.stdout.strip().splitlines()[-1])
         expected = {f"{_flow_name(d)}/{d['name']}" for d in deployments()}
         assert set(registered) == expected
