@@ -17,12 +17,10 @@ from datetime import UTC, date, datetime
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
 
 from herald import ledger
-from herald.calendar import NOTICE_PREFIX, THANK_YOU_MESSAGE, due_notices, start_of
+from herald.calendar import NOTICE_PREFIX, THANK_YOU_MESSAGE, due_notices
 from herald.config import THANK_YOU
-from herald.models import DeliveryState
 from herald.settings import get_settings
 from herald.telemetry.health import require_healthy
 from herald.transports import get_transport
@@ -64,24 +62,15 @@ class NoticeSummary(BaseModel):
     thank_you_planned: int = 0
 
 
-def planned_notice_messages(campaign: str) -> list[str]:
-    """Notice messages with rows still planned (due earlier, waiting for a window or the cap)."""
-    deliveries = ledger.deliveries
+def planned_notices(campaign: str) -> dict[str, int]:
+    """Notices and thank-yous with rows still planned (waiting for a window or the cap)."""
     with database().connect() as conn:
-        return sorted(
-            conn.execute(
-                select(deliveries.c.message)
-                .where(
-                    deliveries.c.campaign == campaign,
-                    or_(
-                        deliveries.c.message.like(f"{NOTICE_PREFIX}%"),
-                        deliveries.c.message == THANK_YOU_MESSAGE,
-                    ),
-                    deliveries.c.state == DeliveryState.PLANNED.value,
-                )
-                .distinct()
-            ).scalars()
-        )
+        planned = ledger.planned_rows(conn, campaign)
+    return {
+        message: count
+        for message, count in planned.items()
+        if message.startswith(NOTICE_PREFIX) or message == THANK_YOU_MESSAGE
+    }
 
 
 @flow(name="send-notices")
@@ -112,22 +101,13 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
         return fixed if fixed is not None else datetime.now(UTC)
 
     engine = database()
-    critical = set(campaign.notices.critical_offsets)
-    for notice, line in zip(due, summary.due, strict=True):
-        line.planned_new = ledger.plan(
-            engine,
-            config,
-            "sunset",
-            as_of,
-            message=notice.message,
-            segments=[notice.segment],
-            not_before=start_of(notice.due),
-            not_after=start_of(notice.until),
-            critical=notice.offset in critical,
-        ).planned
+    for line, (_, added) in zip(
+        summary.due, ledger.plan_notices(engine, config, as_of), strict=True
+    ):
+        line.planned_new = added
     if campaign.notices.thank_you:
         summary.thank_you_planned = ledger.plan_thank_you(engine, config, as_of)
-    for message in planned_notice_messages(campaign.id):
+    for message in planned_notices(campaign.id):
         thanks = message == THANK_YOU_MESSAGE
         done = deliver(
             config,
@@ -145,11 +125,7 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
         if done.paused:
             summary.paused = done.paused
             break
-    with engine.connect() as conn:
-        summary.waiting = sum(
-            ledger.state_counts(conn, campaign.id, m)["planned"]
-            for m in planned_notice_messages(campaign.id)
-        )
+    summary.waiting = sum(planned_notices(campaign.id).values())
     logger.info(
         f"Notices as of {as_of}: {len(due)} due; sent "
         + (", ".join(f"{m} {n}" for m, n in summary.sent.items()) or "none")

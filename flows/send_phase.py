@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from herald import audit, ledger
 from herald.config import PhaseName
+from herald.models import DeliveryState
 from herald.settings import get_settings
 from herald.telemetry.health import require_healthy
 from herald.transports import get_transport
@@ -110,7 +111,13 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         output = settings.var_dir / "previews" / config.campaign.id / phase
         samples = sample_renders_task(config, phase, as_of, output)
         summary.samples = [
-            {"segment": s.segment, "role": s.role, "subject": s.subject, "html": str(s.html)}
+            {
+                "segment": s.segment,
+                "role": s.role,
+                "contact": s.contact,
+                "subject": s.subject,
+                "html": str(s.html),
+            }
             for s in samples
         ]
         _finish(summary)
@@ -147,7 +154,6 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
     summary.batches, summary.requests = done.batches, done.requests
     summary.accepted, summary.failed, summary.unknown = done.accepted, done.failed, done.unknown
     summary.paused = done.paused
-    summary.waiting = 0 if summary.paused else _finish_counts(summary)
     if transport.name == "outbox":
         summary.outbox = str(settings.var_dir / "outbox" / config.campaign.id / phase)
     _finish(summary)
@@ -204,14 +210,11 @@ def _approval(campaign: str, phase: PhaseName, params: PhaseRun) -> str | None:
     return None
 
 
-def _finish_counts(summary: PhaseSummary) -> int:
-    with database().connect() as conn:
-        return ledger.state_counts(conn, summary.campaign, summary.phase)["planned"]
-
-
 def _finish(summary: PhaseSummary) -> None:
     with database().connect() as conn:
         summary.ledger = ledger.state_counts(conn, summary.campaign, summary.phase)
+        if not (summary.dry_run or summary.paused):
+            summary.waiting = summary.ledger[DeliveryState.PLANNED.value]
         summary.timezone_fallbacks = ledger.timezone_fallbacks(
             conn, summary.campaign, summary.phase
         )

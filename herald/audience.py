@@ -12,7 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, case, exists, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    select,
+)
 
 from herald.calendar import timezone_expression
 from herald.config import HeraldConfig, PhaseName
@@ -20,6 +31,7 @@ from herald.models import (
     Account,
     AccountLifecycle,
     Contact,
+    DeliveryState,
     MigrationState,
     SegmentAssignment,
     Suppression,
@@ -57,27 +69,9 @@ def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
     return case((contacts.c.locale.in_(locales), contacts.c.locale), else_=literal(locales[0]))
 
 
-def audience(
-    config: HeraldConfig,
-    phase: PhaseName,
-    segmented_on: date,
-    *,
-    segments: list[str] | None = None,
-) -> Select[tuple[int, str, str, str, str]]:
-    """The phase's audience: contact_id, segment, role, locale, timezone (one row per contact).
-
-    ``segments`` narrows the phase's segments (a sunset notice is per segment).
-    """
-    wanted = config.campaign.audiences[phase]
-    chosen = [s for s in wanted.segments if segments is None or s in segments]
-    conditions = [
-        accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
-        assignments.c.segment.in_(chosen),
-        contacts.c.role.in_(wanted.roles),
-        ~exists().where(suppressions.c.email == contacts.c.email),
-    ]
-    if wanted.exclude_migrated:
-        conditions.append(accounts.c.migration_state != MigrationState.MIGRATED.value)
+def recipients(config: HeraldConfig, segmented_on: date) -> Select[tuple[int, str, str, str, str]]:
+    """Contacts of active accounts, not suppressed, with the variant and time zone each gets:
+    contact_id, segment, role, locale, timezone. Every audience narrows this one."""
     return (
         select(
             contacts.c.id.label("contact_id"),
@@ -97,7 +91,48 @@ def audience(
                 assignments.c.as_of == segmented_on,
             ),
         )
-        .where(*conditions)
+        .where(
+            accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
+            ~exists().where(suppressions.c.email == contacts.c.email),
+        )
+    )
+
+
+def audience(
+    config: HeraldConfig,
+    phase: PhaseName,
+    segmented_on: date,
+    *,
+    segments: list[str] | None = None,
+) -> Select[tuple[int, str, str, str, str]]:
+    """The phase's audience: contact_id, segment, role, locale, timezone (one row per contact).
+
+    ``segments`` narrows the phase's segments (a sunset notice is per segment).
+    """
+    wanted = config.campaign.audiences[phase]
+    chosen = [s for s in wanted.segments if segments is None or s in segments]
+    conditions: list[ColumnElement[bool]] = [
+        assignments.c.segment.in_(chosen),
+        contacts.c.role.in_(wanted.roles),
+    ]
+    if wanted.exclude_migrated:
+        conditions.append(accounts.c.migration_state != MigrationState.MIGRATED.value)
+    return recipients(config, segmented_on).where(*conditions)
+
+
+def thank_you_audience(
+    config: HeraldConfig, segmented_on: date, as_of: date, mailed: FromClause
+) -> Select[tuple[int, str, str, str, str]]:
+    """Contacts the campaign mailed (an accepted row in ``mailed``, the ledger) whose account
+    has migrated by ``as_of``."""
+    return recipients(config, segmented_on).where(
+        accounts.c.migration_state == MigrationState.MIGRATED.value,
+        accounts.c.migrated_on <= as_of,
+        exists().where(
+            mailed.c.contact_id == contacts.c.id,
+            mailed.c.campaign == config.campaign.id,
+            mailed.c.state == DeliveryState.ACCEPTED.value,
+        ),
     )
 
 

@@ -45,7 +45,15 @@ from sqlalchemy import (
 )
 
 from herald import audit
-from herald.audience import accounts, audience, contacts, segmentation_day, suppressions
+from herald.audience import (
+    accounts,
+    audience,
+    contacts,
+    segmentation_day,
+    suppressions,
+    thank_you_audience,
+)
+from herald.calendar import THANK_YOU_MESSAGE, Notice, due_notices, start_of
 from herald.config import THANK_YOU, HeraldConfig, MessageKind, PhaseName
 from herald.db import dialect_insert
 from herald.models import (
@@ -177,51 +185,55 @@ def _insert_planned(
 def plan_thank_you(engine: Engine, config: HeraldConfig, as_of: date) -> int:
     """Plan one thank-you for each contact who was mailed by the campaign and whose account
     has migrated by ``as_of`` (active, not suppressed). Returns the rows added."""
-    from herald.audience import assignments, locale_expression
-    from herald.calendar import THANK_YOU_MESSAGE, timezone_expression
-
-    campaign = config.campaign.id
-    earlier = deliveries.alias("earlier")
     with engine.begin() as conn:
         day = segmentation_day(conn, as_of)
-        source = (
-            select(
-                contacts.c.id.label("contact_id"),
-                assignments.c.segment.label("segment"),
-                contacts.c.role.label("role"),
-                locale_expression(config).label("locale"),
-                timezone_expression(
-                    config.campaign.delivery_window, contacts.c.timezone, accounts.c.region
-                ).label("timezone"),
-            )
-            .select_from(contacts)
-            .join(accounts, accounts.c.id == contacts.c.account_id)
-            .join(
-                assignments,
-                and_(assignments.c.account_id == accounts.c.id, assignments.c.as_of == day),
-            )
-            .where(
-                accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
-                accounts.c.migration_state == MigrationState.MIGRATED.value,
-                accounts.c.migrated_on <= as_of,
-                ~exists().where(suppressions.c.email == contacts.c.email),
-                exists().where(
-                    earlier.c.contact_id == contacts.c.id,
-                    earlier.c.campaign == campaign,
-                    earlier.c.state == DeliveryState.ACCEPTED.value,
-                ),
-            )
-            .subquery()
-        )
+        source = thank_you_audience(config, day, as_of, deliveries.alias("earlier")).subquery()
         return _insert_planned(
             conn,
-            campaign,
+            config.campaign.id,
             THANK_YOU_MESSAGE,
             source,
             not_before=None,
             not_after=None,
             critical=False,
         )
+
+
+def plan_notices(engine: Engine, config: HeraldConfig, as_of: date) -> list[tuple[Notice, int]]:
+    """Plan every sunset notice due and not yet superseded as of ``as_of`` (a missed one is
+    caught up here), each for its segment, bounded by its validity; rows added per notice."""
+    critical = set(config.campaign.notices.critical_offsets)
+    return [
+        (
+            notice,
+            plan(
+                engine,
+                config,
+                "sunset",
+                as_of,
+                message=notice.message,
+                segments=[notice.segment],
+                not_before=start_of(notice.due),
+                not_after=start_of(notice.until),
+                critical=notice.offset in critical,
+            ).planned,
+        )
+        for notice in due_notices(config.campaign, as_of)
+    ]
+
+
+def planned_rows(conn: Connection, campaign: str) -> dict[str, int]:
+    """Rows still planned, per message, in message order."""
+    rows = conn.execute(
+        select(deliveries.c.message, func.count())
+        .where(
+            deliveries.c.campaign == campaign,
+            deliveries.c.state == DeliveryState.PLANNED.value,
+        )
+        .group_by(deliveries.c.message)
+        .order_by(deliveries.c.message)
+    )
+    return {str(message): int(count) for message, count in rows}
 
 
 def expire(engine: Engine, campaign: str, message: str, now: datetime) -> int:

@@ -70,11 +70,20 @@ class Rendered:
     def personalize(self, recipient: dict[str, str]) -> Rendered:
         """The message one recipient gets (tags filled the way SendGrid fills them)."""
         values = substitutions(recipient)
+        return Rendered(
+            subject=_fill(self.subject, values),
+            html=_fill(self.html, values),
+            text=_fill(self.text, values),
+        )
 
-        def fill(body: str) -> str:
-            return _TAG.sub(lambda match: values[match.group(0)], body)
+    def subject_for(self, values: dict[str, str]) -> str:
+        """Only the subject, filled with one recipient's :func:`substitutions` (the bodies
+        travel once per batch, as SendGrid sections)."""
+        return _fill(self.subject, values)
 
-        return Rendered(subject=fill(self.subject), html=fill(self.html), text=fill(self.text))
+
+def _fill(body: str, values: dict[str, str]) -> str:
+    return _TAG.sub(lambda match: values[match.group(0)], body)
 
 
 def substitutions(recipient: dict[str, str]) -> dict[str, str]:

@@ -72,21 +72,6 @@ class Day:
     events: int = 0
 
 
-def _planned_messages(engine: Engine, campaign: str) -> list[str]:
-    deliveries = ledger.deliveries
-    with engine.connect() as conn:
-        return sorted(
-            conn.execute(
-                select(deliveries.c.message)
-                .where(
-                    deliveries.c.campaign == campaign,
-                    deliveries.c.state == DeliveryState.PLANNED.value,
-                )
-                .distinct()
-            ).scalars()
-        )
-
-
 def _due_messages(engine: Engine, config: HeraldConfig, at: datetime) -> list[str]:
     """Messages with planned rows that may go at ``at``: due, unexpired, window open."""
     deliveries = ledger.deliveries
@@ -125,19 +110,7 @@ def plan_day(engine: Engine, config: HeraldConfig, day: date) -> dict[str, int]:
             planned[phase] = ledger.plan(
                 engine, config, phase, day, not_before=start_of(dated)
             ).planned
-    critical = set(campaign.notices.critical_offsets)
-    for notice in due_notices(campaign, day):
-        count = ledger.plan(
-            engine,
-            config,
-            "sunset",
-            day,
-            message=notice.message,
-            segments=[notice.segment],
-            not_before=start_of(notice.due),
-            not_after=start_of(notice.until),
-            critical=notice.offset in critical,
-        ).planned
+    for notice, count in ledger.plan_notices(engine, config, day):
         planned[notice.message] = planned.get(notice.message, 0) + count
     if campaign.notices.thank_you:
         planned[THANK_YOU_MESSAGE] = ledger.plan_thank_you(engine, config, day)
@@ -330,4 +303,5 @@ def due_today(config: HeraldConfig, day: date) -> bool:
 
 def waiting(engine: Engine, campaign: str) -> bool:
     """Whether any ledger row is planned and not yet sent."""
-    return bool(_planned_messages(engine, campaign))
+    with engine.connect() as conn:
+        return bool(ledger.planned_rows(conn, campaign))

@@ -9,6 +9,7 @@ from enum import IntEnum
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,23 +50,15 @@ def guard() -> Iterator[None]:
     """Turn Herald's known failures into a clear message and the right exit code."""
     try:
         yield
-    except ConfigError as error:
-        errors.print(f"[bold red]error:[/] {error}")
+    except (ConfigError, TransportError, SourceRejected, NoSegmentation) as error:
+        # Each says what is wrong and what to do; nothing was done.
+        errors.print(f"[bold red]error:[/] {escape(str(error))}")
         raise typer.Exit(ExitCode.INVALID) from None
     except TemplateError as error:
-        errors.print(f"[bold red]error:[/] {error}\nNothing was sent.")
-        raise typer.Exit(ExitCode.INVALID) from None
-    except TransportError as error:
-        errors.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(ExitCode.INVALID) from None
-    except SourceRejected as error:
-        errors.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(ExitCode.INVALID) from None
-    except NoSegmentation as error:
-        errors.print(f"[bold red]error:[/] {error}")
+        errors.print(f"[bold red]error:[/] {escape(str(error))}\nNothing was sent.")
         raise typer.Exit(ExitCode.INVALID) from None
     except ImportError_ as error:
-        errors.print(f"[bold red]error:[/] {error}\nNothing was imported.")
+        errors.print(f"[bold red]error:[/] {escape(str(error))}\nNothing was imported.")
         raise typer.Exit(ExitCode.INVALID) from None
     except SQLAlchemyError as error:
         url = safe_url(get_settings().effective_database_url)

@@ -116,8 +116,9 @@ class SendGridTransport:
             html_key, text_key = sections[recipient.variant]
             personalization = Personalization()
             personalization.add_to(To(recipient.email, recipient.name or None))
-            personalization.subject = rendered.personalize(recipient.values).subject
-            values = {BODY_HTML: html_key, BODY_TEXT: text_key, **substitutions(recipient.values)}
+            personal = substitutions(recipient.values)
+            personalization.subject = rendered.subject_for(personal)
+            values = {BODY_HTML: html_key, BODY_TEXT: text_key, **personal}
             for key, value in values.items():
                 personalization.add_substitution(Substitution(key, value))
             personalization.add_custom_arg(CustomArg("herald_key", recipient.key))
