@@ -2,7 +2,8 @@
 
 Every simulated day on which something is due (a phase's week, a notice's due day, rows
 waiting for a window, the day Herald comes back from a downtime) runs what the deployments
-would run that day, then synthetic telemetry answers. Sends go to the outbox only.
+would run that day, then synthetic telemetry answers. Every Monday the weekly report covers
+the week up to Sunday and goes to leadership through the outbox. Sends go to the outbox only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import date, datetime, timedelta
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.weekly_report import produce_report
 from herald.config import MessageKind
 from herald.rehearsal import Behaviour, Day, due_today, plan_day, send_day, telemetry_day, waiting
 from herald.segmentation import assign_segments
@@ -20,6 +22,8 @@ from herald.settings import get_settings
 from herald.transports.outbox import OutboxTransport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import check_templates_task, deliver
+
+REPORT_WEEKDAY = 0  # Monday, as the weekly-report deployment
 
 
 class RehearsalRun(BaseModel):
@@ -30,6 +34,9 @@ class RehearsalRun(BaseModel):
     down_from: date | None = Field(default=None, description="Herald is down from this day...")
     down_to: date | None = Field(default=None, description="...to this day, inclusive.")
     seed: int = 7
+    weekly_reports: bool = Field(
+        default=True, description="Produce (and send to the outbox) the report every Monday."
+    )
 
 
 class RehearsalSummary(BaseModel):
@@ -43,6 +50,7 @@ class RehearsalSummary(BaseModel):
     events: int
     outbox: str
     ledger: str
+    reports: list[str] = Field(default_factory=list)
 
 
 @flow(name="rehearse")
@@ -70,12 +78,21 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     days: list[Day] = []
     day = params.start
     back = params.down_to + timedelta(days=1) if params.down_to else None
+    reports: list[str] = []
     while day <= params.end:
+        report_day = (
+            params.weekly_reports and day.weekday() == REPORT_WEEKDAY and day > params.start
+        )
         if down(day) or not (
-            due_today(config, day) or day == back or waiting(engine, config.campaign.id)
+            due_today(config, day)
+            or day == back
+            or report_day
+            or waiting(engine, config.campaign.id)
         ):
             day += timedelta(days=1)
             continue
+        if report_day:  # Monday 08:00: the week up to Sunday, before the day's sends
+            reports.append(str(produce_report(config, day - timedelta(days=1), send=True).path))
         today = Day(day=day, planned=plan_day(engine, config, day))
         today.sent = send_day(engine, config, day, send)
         today.events, today.migrated = telemetry_day(engine, config, day, behaviour, rng)
@@ -100,4 +117,5 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
         events=sum(d.events for d in days),
         outbox=str(settings.var_dir / "outbox" / config.campaign.id),
         ledger=settings.effective_database_url,
+        reports=reports,
     )

@@ -8,7 +8,12 @@ is planned for the contacts of its segment's accounts that have not migrated (th
 phase's audience), then everything planned for any notice is sent: inside recipients'
 windows, within the frequency cap (critical notices aside). A notice missed while Herald
 was down is planned by the next run as long as the next notice is not yet due; a notice a
-later one superseded before it could go expires unsent. Dry unless ``send``.
+later one superseded before it could go expires unsent.
+
+Each notice's ledger name carries its deadline (``sunset-t30@2027-09-30``). When a segment's
+sunset date moves in config, the old date's notices still waiting expire, the new date's
+notices are planned on their own days, and a contact who already had a notice for an
+earlier date gets one "deadline extended" message. Dry unless ``send``.
 """
 
 from __future__ import annotations
@@ -19,8 +24,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from herald import ledger
-from herald.calendar import NOTICE_PREFIX, THANK_YOU_MESSAGE, due_notices
-from herald.config import THANK_YOU
+from herald.calendar import due_notices, parse_message
 from herald.settings import get_settings
 from herald.telemetry.health import require_healthy
 from herald.transports import get_transport
@@ -60,16 +64,19 @@ class NoticeSummary(BaseModel):
     waiting: int = 0
     paused: str | None = None
     thank_you_planned: int = 0
+    extended_planned: dict[str, int] = Field(default_factory=dict)
+    expired_for_moved_deadline: int = 0
 
 
 def planned_notices(campaign: str) -> dict[str, int]:
-    """Notices and thank-yous with rows still planned (waiting for a window or the cap)."""
+    """Notices, thank-yous and "deadline extended" messages with rows still planned (waiting
+    for a window or the cap)."""
     with database().connect() as conn:
         planned = ledger.planned_rows(conn, campaign)
     return {
         message: count
         for message, count in planned.items()
-        if message.startswith(NOTICE_PREFIX) or message == THANK_YOU_MESSAGE
+        if parse_message(message).kind in ("sunset", "thank_you", "deadline_extended")
     }
 
 
@@ -101,6 +108,9 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
         return fixed if fixed is not None else datetime.now(UTC)
 
     engine = database()
+    moved = ledger.follow_deadlines(engine, config, as_of)
+    summary.expired_for_moved_deadline = moved.expired
+    summary.extended_planned = moved.extended
     for line, (_, added) in zip(
         summary.due, ledger.plan_notices(engine, config, as_of), strict=True
     ):
@@ -108,13 +118,13 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
     if campaign.notices.thank_you:
         summary.thank_you_planned = ledger.plan_thank_you(engine, config, as_of)
     for message in planned_notices(campaign.id):
-        thanks = message == THANK_YOU_MESSAGE
+        name = parse_message(message)
         done = deliver(
             config,
-            THANK_YOU if thanks else "sunset",
+            name.kind,
             transport,
             message=message,
-            notice=None if thanks else int(message.removeprefix(NOTICE_PREFIX)),
+            notice=name.offset,
             clock=clock,
             window=params.window,
         )

@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-from herald.calendar import timezone_expression
+from herald.calendar import NOTICE_PREFIX, timezone_expression
 from herald.config import HeraldConfig, PhaseName
 from herald.models import (
     Account,
@@ -133,6 +133,25 @@ def thank_you_audience(
             mailed.c.campaign == config.campaign.id,
             mailed.c.state == DeliveryState.ACCEPTED.value,
         ),
+    )
+
+
+def extended_audience(
+    config: HeraldConfig, segmented_on: date, segment: str, mailed: FromClause
+) -> Select[tuple[int, str, str, str, str]]:
+    """The sunset audience of ``segment`` narrowed to contacts who were sent a notice (an
+    accepted row in ``mailed``) for a deadline earlier than the segment's current one."""
+    deadline = config.campaign.sunset[segment].isoformat()
+    name = mailed.c.message
+    return audience(config, "sunset", segmented_on, segments=[segment]).where(
+        exists().where(
+            mailed.c.contact_id == contacts.c.id,
+            mailed.c.campaign == config.campaign.id,
+            mailed.c.state == DeliveryState.ACCEPTED.value,
+            name.like(f"{NOTICE_PREFIX}%@%"),
+            # the name ends in the notice's deadline, an ISO date: compare it as text
+            func.substr(name, func.length(name) - 9) < deadline,
+        )
     )
 
 

@@ -5,6 +5,10 @@
   stays valid until the next notice is due (the sunset-day notice: for that day only). A
   notice missed while Herald was down is planned by the next run inside that validity, and
   never after: a later notice has superseded it.
+- A notice's ledger name carries its deadline (``sunset-t30@2027-09-30``): moving a deadline
+  in config makes new notices (sent again on the new dates), and the old deadline's notices
+  still waiting expire. A contact who already had a notice for an earlier deadline gets one
+  ``deadline-extended@<new date>`` message (if ``notices.deadline_extended``).
 - A message lands only inside the delivery window (e.g. Tue-Thu 09:00-17:00) of the
   recipient's time zone: the contact's own, else their account region's, else the default.
 """
@@ -19,10 +23,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, and_, case, func, literal
 
-from herald.config import WEEKDAYS, CampaignConfig, DeliveryWindow
+from herald.config import (
+    DEADLINE_EXTENDED,
+    PHASES,
+    THANK_YOU,
+    WEEKDAYS,
+    CampaignConfig,
+    DeliveryWindow,
+    MessageKind,
+)
 
 NOTICE_PREFIX = "sunset-t"
 THANK_YOU_MESSAGE = "thank-you"
+EXTENDED_PREFIX = "deadline-extended"
 
 
 @cache
@@ -98,11 +111,48 @@ class Notice:
     offset: int
     due: date
     until: date  # exclusive
+    deadline: date
 
     @property
     def message(self) -> str:
-        """The ledger's message name, e.g. ``sunset-t30``."""
-        return f"{NOTICE_PREFIX}{self.offset}"
+        """The ledger's message name, e.g. ``sunset-t30@2027-09-30``."""
+        return notice_message(self.offset, self.deadline)
+
+
+def notice_message(offset: int, deadline: date) -> str:
+    """The ledger's name of the notice ``offset`` days before ``deadline``."""
+    return f"{NOTICE_PREFIX}{offset}@{deadline.isoformat()}"
+
+
+def extended_message(deadline: date) -> str:
+    """The ledger's name of the "deadline extended" message for the new ``deadline``."""
+    return f"{EXTENDED_PREFIX}@{deadline.isoformat()}"
+
+
+@dataclass(frozen=True)
+class MessageName:
+    """What a ledger message name stands for: its kind and, for a notice, its offset and
+    deadline (a "deadline extended" message: the new deadline)."""
+
+    kind: MessageKind
+    offset: int | None = None
+    deadline: date | None = None
+
+
+def parse_message(message: str) -> MessageName:
+    """Read a ledger message name back (raises ValueError for one Herald does not make)."""
+    if message == THANK_YOU_MESSAGE:
+        return MessageName(THANK_YOU)
+    if message in PHASES:
+        return MessageName(message)
+    name, _, deadline = message.partition("@")
+    if name.startswith(NOTICE_PREFIX) and deadline:
+        offset = name.removeprefix(NOTICE_PREFIX)
+        if offset.isdigit():
+            return MessageName("sunset", int(offset), date.fromisoformat(deadline))
+    if name == EXTENDED_PREFIX and deadline:
+        return MessageName(DEADLINE_EXTENDED, None, date.fromisoformat(deadline))
+    raise ValueError(f"not a message name Herald makes: {message!r}")
 
 
 def notices(campaign: CampaignConfig) -> list[Notice]:
@@ -116,7 +166,7 @@ def notices(campaign: CampaignConfig) -> list[Notice]:
                 until = sunset - timedelta(days=offsets[index + 1])
             else:
                 until = sunset + timedelta(days=1)
-            out.append(Notice(segment, offset, due, until))
+            out.append(Notice(segment, offset, due, until, sunset))
     return sorted(out, key=lambda n: (n.due, n.segment))
 
 

@@ -141,6 +141,11 @@ class Notices(_Strict):
     thank_you: bool = Field(
         default=True, description="Thank accounts that migrate (once), instead of notices."
     )
+    deadline_extended: bool = Field(
+        default=True,
+        description="When a segment's sunset moves later, tell each contact who already had "
+        "a notice for the earlier date (once per new date).",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
@@ -189,9 +194,20 @@ class Sender(_Strict):
 
 PhaseName = Literal["preview", "announcement", "deprecation", "sunset"]
 PHASES: tuple[PhaseName, ...] = ("preview", "announcement", "deprecation", "sunset")
-# What a message can be: a phase, or the thank-you an account gets when it migrates.
-MessageKind = Literal["preview", "announcement", "deprecation", "sunset", "thank_you"]
+# What a message can be: a phase, the thank-you an account gets when it migrates, the
+# notice that its deadline moved later, or the weekly report to leadership.
+MessageKind = Literal[
+    "preview",
+    "announcement",
+    "deprecation",
+    "sunset",
+    "thank_you",
+    "deadline_extended",
+    "weekly_report",
+]
 THANK_YOU: MessageKind = "thank_you"
+DEADLINE_EXTENDED: MessageKind = "deadline_extended"
+WEEKLY_REPORT: MessageKind = "weekly_report"  # to leadership, not customers
 RoleName = Literal["executive", "technical", "other"]
 
 
@@ -243,6 +259,30 @@ class Sending(_Strict):
     breaker: Breaker = Field(default_factory=Breaker)
 
 
+class AtRisk(_Strict):
+    """Which accounts the weekly report lists for account teams: active, not migrated, and
+    near their deadline, or with many support tickets, or with low satisfaction."""
+
+    deadline_within_days: int = Field(default=30, ge=0)
+    min_tickets: int = Field(default=3, ge=1, description="This many tickets or more.")
+    max_average_csat: float = Field(
+        default=3.0, ge=1, le=5, description="Average survey CSAT at or below this."
+    )
+
+
+class Report(_Strict):
+    """The weekly leadership report: who receives it and what it lists."""
+
+    leadership: list[EmailStr] = Field(
+        default_factory=list, description="Who receives the weekly report."
+    )
+    trend_weeks: int = Field(default=12, ge=2, le=104, description="Weeks of trend it shows.")
+    at_risk: AtRisk = Field(default_factory=AtRisk)
+    at_risk_rows: int = Field(
+        default=50, ge=1, description="At-risk accounts shown in the e-mail (the CSV has all)."
+    )
+
+
 class CampaignConfig(_Strict):
     """``campaign.yaml``: what the campaign is about and when each part happens."""
 
@@ -264,6 +304,7 @@ class CampaignConfig(_Strict):
     sending: Sending = Field(default_factory=Sending)
     delivery_window: DeliveryWindow = Field(default_factory=DeliveryWindow)
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
+    report: Report = Field(default_factory=Report)
 
     @model_validator(mode="after")
     def _every_phase_has_an_audience(self) -> Self:

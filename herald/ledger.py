@@ -49,12 +49,20 @@ from herald.audience import (
     accounts,
     audience,
     contacts,
+    extended_audience,
     segmentation_day,
     suppressions,
     thank_you_audience,
 )
-from herald.calendar import THANK_YOU_MESSAGE, Notice, due_notices, start_of
-from herald.config import THANK_YOU, HeraldConfig, MessageKind, PhaseName
+from herald.calendar import (
+    NOTICE_PREFIX,
+    THANK_YOU_MESSAGE,
+    Notice,
+    due_notices,
+    extended_message,
+    start_of,
+)
+from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
 from herald.db import dialect_insert
 from herald.models import (
     AccountLifecycle,
@@ -222,6 +230,67 @@ def plan_notices(engine: Engine, config: HeraldConfig, as_of: date) -> list[tupl
     ]
 
 
+@dataclass(frozen=True)
+class Rescheduled:
+    """What following the configured deadlines changed: notices for a deadline that is no
+    longer the segment's expired unsent; "deadline extended" messages planned, per message."""
+
+    expired: int
+    extended: dict[str, int]
+
+
+def follow_deadlines(engine: Engine, config: HeraldConfig, as_of: date) -> Rescheduled:
+    """Bring the ledger in line with each segment's sunset date in config.
+
+    A notice still planned for another deadline than its segment's current one expires (its
+    dates no longer hold; the notices of the new deadline are planned on their own days).
+    Where ``notices.deadline_extended`` is on and the new deadline is later than one a
+    contact was already sent a notice for, that contact gets ``deadline-extended@<date>``
+    once, up to the new deadline. Run before planning and sending notices.
+    """
+    campaign = config.campaign
+    now = utcnow()
+    name = deliveries.c.message
+    with engine.begin() as conn:
+        expired = 0
+        for segment, deadline in campaign.sunset.items():
+            expired += conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.campaign == campaign.id,
+                    deliveries.c.segment == segment,
+                    deliveries.c.state == DeliveryState.PLANNED.value,
+                    name.like(f"{NOTICE_PREFIX}%@%"),
+                    func.substr(name, func.length(name) - 9) != deadline.isoformat(),
+                )
+                .values(
+                    state=DeliveryState.EXPIRED.value,
+                    error=f"expired: the {segment} deadline moved to {deadline.isoformat()}",
+                    updated_at=now,
+                )
+            ).rowcount
+        extended: dict[str, int] = {}
+        if campaign.notices.deadline_extended:
+            day = segmentation_day(conn, as_of)
+            for segment, deadline in campaign.sunset.items():
+                if as_of >= deadline:
+                    continue
+                source = extended_audience(
+                    config, day, segment, deliveries.alias("earlier")
+                ).subquery()
+                message = extended_message(deadline)
+                extended[message] = extended.get(message, 0) + _insert_planned(
+                    conn,
+                    campaign.id,
+                    message,
+                    source,
+                    not_before=None,
+                    not_after=start_of(deadline),
+                    critical=False,
+                )
+    return Rescheduled(expired=expired, extended=extended)
+
+
 def planned_rows(conn: Connection, campaign: str) -> dict[str, int]:
     """Rows still planned, per message, in message order."""
     rows = conn.execute(
@@ -322,8 +391,10 @@ def suppress_ineligible(
         ),
     ]
     # A thank-you goes to migrated accounts; a phase skips them where its audience says so.
+    audience_of = "sunset" if phase == DEADLINE_EXTENDED else phase
     exclude_migrated = (
-        phase != THANK_YOU and config.campaign.audiences[cast(PhaseName, phase)].exclude_migrated
+        phase != THANK_YOU
+        and config.campaign.audiences[cast(PhaseName, audience_of)].exclude_migrated
     )
     if exclude_migrated:
         checks.append(

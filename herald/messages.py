@@ -221,6 +221,8 @@ def all_variants(config: HeraldConfig) -> list[Variant]:
     kinds: list[MessageKind] = [*PHASES]
     if config.campaign.notices.thank_you:
         kinds.append("thank_you")
+    if config.campaign.notices.deadline_extended:
+        kinds.append("deadline_extended")
     return [
         Variant(phase, segment, role.value, locale, notice)
         for phase in kinds

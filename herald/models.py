@@ -471,6 +471,26 @@ class MetricSnapshot(SQLModel, table=True):
     computed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
+class ReportDelivery(SQLModel, table=True):
+    """One leadership recipient of one report: its own small ledger, so a report is sent to
+    each address once however often its flow runs."""
+
+    __tablename__ = "report_delivery"
+    __table_args__ = (
+        UniqueConstraint("campaign", "report", "email", name="uq_report_delivery_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(100))
+    report: str = Field(sa_type=String(100), description="e.g. weekly-2027-03-01")
+    email: str = Field(sa_type=String(320))
+    state: DeliveryState = Field(default=DeliveryState.PLANNED, sa_type=String(16))
+    path: str | None = Field(default=None, sa_type=Text, description="The saved report.")
+    error: str | None = Field(default=None, sa_type=Text)
+    planned_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
 class AuditLog(SQLModel, table=True):
     """Who did what, when, to which campaign and phase."""
 

@@ -4,7 +4,8 @@ Every test that takes ``db`` runs twice, once per backend. Postgres tests use a 
 their own, created for the session on the server at ``HERALD_TEST_POSTGRES_URL`` (default:
 127.0.0.1:5432, trust auth) and dropped afterwards. Where no Postgres answers, those tests are
 deselected and the run ends by saying so plainly; with ``HERALD_TEST_POSTGRES=required`` (as
-``.ci/run`` sets) a missing Postgres is an error instead.
+``.ci/run`` sets) a missing Postgres is an error instead. Tests marked ``chromium`` (a report
+opened in headless Chromium) are handled the same way, with ``HERALD_TEST_CHROMIUM``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ POSTGRES_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 POSTGRES_REQUIRED = os.environ.get("HERALD_TEST_POSTGRES", "") == "required"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_REQUIRED = os.environ.get("HERALD_TEST_CHROMIUM", "") == "required"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,13 +48,16 @@ def _postgres_problem() -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PROBLEM] = _postgres_problem()
     config.stash[_DESELECTED] = 0
+    config.stash[_NO_CHROMIUM] = 0
 
 
 _PROBLEM = pytest.StashKey[str | None]()
 _DESELECTED = pytest.StashKey[int]()
+_NO_CHROMIUM = pytest.StashKey[int]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _deselect_chromium(config, items)
     problem = config.stash[_PROBLEM]
     if problem is None:
         return
@@ -69,8 +75,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_DESELECTED] = len(postgres)
 
 
+def _deselect_chromium(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CHROMIUM is not None:
+        return
+    browser = [item for item in items if item.get_closest_marker("chromium")]
+    if not browser:
+        return
+    if CHROMIUM_REQUIRED:
+        raise pytest.UsageError(
+            "HERALD_TEST_CHROMIUM=required but no chromium on PATH (apt-get install chromium)"
+        )
+    items[:] = [item for item in items if not item.get_closest_marker("chromium")]
+    config.hook.pytest_deselected(items=browser)
+    config.stash[_NO_CHROMIUM] = len(browser)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     config = terminalreporter.config
+    if config.stash.get(_NO_CHROMIUM, 0):
+        terminalreporter.write_line(
+            f"CHROMIUM TESTS NOT RUN: {config.stash[_NO_CHROMIUM]} test(s) that open the "
+            "weekly report in headless Chromium were deselected: no chromium on PATH "
+            "(apt-get install chromium).",
+            red=True,
+            bold=True,
+        )
+    elif CHROMIUM is not None:
+        terminalreporter.write_line(f"Chromium tests ran with {CHROMIUM}")
     deselected = config.stash.get(_DESELECTED, 0)
     if deselected:
         terminalreporter.write_line(

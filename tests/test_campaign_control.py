@@ -30,9 +30,12 @@ class TestSchedule:
         text_ = words(result.output)
         preview_count = len(eligible(db, loaded, "preview"))
         assert f"Tue 2027-01-12 preview early_adopter {preview_count}" in text_
-        assert "Tue 2027-08-31 sunset-t30 standard (not migrated); until 2027-09-23" in text_
+        assert (
+            "Tue 2027-08-31 sunset-t30@2027-09-30 standard (not migrated); until 2027-09-23"
+            in text_
+        )
         assert text_.index("preview") < text_.index("announcement") < text_.index("deprecation")
-        assert "sunset-t0 for conservative is due Fri 2028-03-31" in text_
+        assert "sunset-t0@2028-03-31 for conservative is due Fri 2028-03-31" in text_
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -156,28 +156,3 @@ class TestSecrets:
         assert result.exit_code == ExitCode.FAILED
         assert "127.0.0.1" in result.stderr
         assert "pw123" not in result.stderr + result.output
-
-
-@pytest.mark.usefixtures("prefect_server")
-class TestDemo:
-    # The whole demo end to end once, on the default database (SQLite): every step it runs
-    # is tested on both databases on its own, and the rehearsal has its own Postgres test.
-    @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
-    def test_demo_prints_segment_counts_adding_up_to_active_accounts(
-        self, db: Database, runner: CliRunner
-    ) -> None:
-        """`herald demo` imports the base, segments it and the counts sum to the active accounts."""
-        result = runner.invoke(app, ["demo", "--accounts", "60", "--as-of", "2026-11-24"])
-        assert result.exit_code == 0, result.output + result.stderr
-        active = db.count("account WHERE lifecycle = 'active'")
-        assert db.count("account") == 60
-        assert db.count("contact") == 180
-        assert f"Assigned {active} = {active} active accounts." in result.output
-        assert "Rollout priority matrix" in result.output
-        # The rehearsal sent every phase and notice through the outbox, and says where.
-        words = " ".join(result.output.replace("│", " ").split())
-        for message in ("preview", "announcement", "deprecation", "sunset-t90", "sunset-t0"):
-            sent = db.count(f"delivery WHERE message = '{message}' AND state = 'accepted'")
-            assert sent > 0
-            assert f" {message} {sent} " in words
-        assert "Outbox: " in result.output and "Ledger: " in result.output

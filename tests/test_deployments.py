@@ -58,6 +58,16 @@ class TestDeploymentFile:
                 assert date.fromisoformat(start.group(1)) == getattr(dates, name)
                 assert schedule["parameters"] == {"params": {"phase": name, "send": True}}
 
+    def test_the_weekly_report_goes_on_monday_at_0800_in_the_campaign_time_zone(self) -> None:
+        """Scheduled runs send; a run by hand is dry."""
+        (report,) = [d for d in deployments() if d["name"] == "weekly-report"]
+        assert report["entrypoint"] == "flows/weekly_report.py:weekly_report"
+        assert report["parameters"] == {"params": {"send": False}}
+        (schedule,) = report["schedules"]  # type: ignore[misc]
+        assert schedule["cron"] == "0 8 * * 1"
+        assert schedule["timezone"] == config().campaign.timezone
+        assert schedule["parameters"] == {"params": {"send": True}}
+
 
 def free_port() -> int:
     with socket.socket() as probe:

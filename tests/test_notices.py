@@ -9,12 +9,26 @@ import pytest
 from sqlalchemy import text
 
 from flows.send_notices import NoticeRun, send_notices
-from herald.calendar import due_notices, in_window, notices, open_zones, openings
+from herald import ledger
+from herald.calendar import (
+    due_notices,
+    extended_message,
+    in_window,
+    notice_message,
+    notices,
+    open_zones,
+    openings,
+)
 from herald.config import DeliveryWindow
 from tests.bases import config, eligible, load_base
 from tests.conftest import Database
 
 STANDARD_SUNSET = date(2027, 9, 30)  # config/campaign.yaml
+
+
+def std(offset: int) -> str:
+    """The ledger name of the standard segment's notice ``offset`` days before its sunset."""
+    return notice_message(offset, STANDARD_SUNSET)
 
 
 def sent_rows(db: Database, message: str | None = None) -> list[tuple[str, str, str, datetime]]:
@@ -40,11 +54,11 @@ class TestCalendar:
         """T-90 ... T-0 of the standard segment, each superseded by the next."""
         standard = [n for n in notices(config().campaign) if n.segment == "standard"]
         assert [(n.message, n.due, n.until) for n in standard] == [
-            ("sunset-t90", date(2027, 7, 2), date(2027, 8, 31)),
-            ("sunset-t30", date(2027, 8, 31), date(2027, 9, 23)),
-            ("sunset-t7", date(2027, 9, 23), date(2027, 9, 29)),
-            ("sunset-t1", date(2027, 9, 29), date(2027, 9, 30)),
-            ("sunset-t0", date(2027, 9, 30), date(2027, 10, 1)),
+            (std(90), date(2027, 7, 2), date(2027, 8, 31)),
+            (std(30), date(2027, 8, 31), date(2027, 9, 23)),
+            (std(7), date(2027, 9, 23), date(2027, 9, 29)),
+            (std(1), date(2027, 9, 29), date(2027, 9, 30)),
+            (std(0), date(2027, 9, 30), date(2027, 10, 1)),
         ]
 
     def test_a_run_after_downtime_plans_only_the_notice_still_valid(self) -> None:
@@ -56,8 +70,8 @@ class TestCalendar:
         after_t7 = {
             n.message for n in due_notices(campaign, date(2027, 9, 25)) if n.segment == "standard"
         }
-        assert after_t30 == {"sunset-t30"}
-        assert after_t7 == {"sunset-t7"}
+        assert after_t30 == {std(30)}
+        assert after_t7 == {std(7)}
 
     def test_windows_are_in_each_recipients_time_zone(self) -> None:
         """Tue 15:00 UTC: New York (11:00) is open, Singapore (23:00) is not; Fri: none."""
@@ -87,9 +101,9 @@ class TestNoticeRuns:
         day = date(2027, 9, 2)
         at = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
         caught_up = send_notices(NoticeRun(as_of=day, send=True, at=at, window=False))
-        t30 = sent_rows(db, "sunset-t30")
+        t30 = sent_rows(db, std(30))
         assert {row[0] for row in t30} == standard_contacts
-        assert caught_up.sent == {"sunset-t30": len(standard_contacts)}
+        assert caught_up.sent == {std(30): len(standard_contacts)}
 
         # A rerun the same day sends nothing again.
         again = send_notices(NoticeRun(as_of=day, send=True, at=at, window=False))
@@ -98,8 +112,8 @@ class TestNoticeRuns:
         # T-7 (Thursday Sep 23): only the new notice; nothing of T-30 is sent again.
         t7 = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)
         send_notices(NoticeRun(as_of=t7.date(), send=True, at=t7, window=False))
-        assert {row[0] for row in sent_rows(db, "sunset-t7")} == standard_contacts
-        assert len(sent_rows(db, "sunset-t30")) == len(t30)
+        assert {row[0] for row in sent_rows(db, std(7))} == standard_contacts
+        assert len(sent_rows(db, std(30))) == len(t30)
 
     @pytest.mark.usefixtures("prefect_server")
     def test_only_open_time_zones_are_served(self, db: Database, tmp_path: Path) -> None:
@@ -107,7 +121,7 @@ class TestNoticeRuns:
         load_base(db, tmp_path, accounts=60)
         at = datetime(2027, 8, 31, 15, 0, tzinfo=UTC)
         summary = send_notices(NoticeRun(as_of=at.date(), send=True, at=at))
-        rows = sent_rows(db, "sunset-t30")
+        rows = sent_rows(db, std(30))
         window = config().campaign.delivery_window
         assert rows and all(in_window(window, zone, sent) for _, _, zone, sent in rows)
         assert "Asia/Singapore" not in {zone for _, _, zone, _ in rows}
@@ -132,11 +146,11 @@ class TestNoticeRuns:
                 {"t": moment - timedelta(days=2), "false": False},
             )
         capped = send_notices(NoticeRun(as_of=moment.date(), send=True, at=moment, window=True))
-        assert capped.sent.get("sunset-t7", 0) == 0 and capped.waiting > 0
+        assert capped.sent.get(std(7), 0) == 0 and capped.waiting > 0
         critical_day = datetime(2027, 9, 29, 15, 0, tzinfo=UTC)  # Wednesday, T-1
         critical = send_notices(NoticeRun(as_of=critical_day.date(), send=True, at=critical_day))
-        assert critical.sent.get("sunset-t1", 0) > 0
-        assert critical.expired.get("sunset-t7", 0) > 0  # T-7 was superseded while capped
+        assert critical.sent.get(std(1), 0) > 0
+        assert critical.expired.get(std(7), 0) > 0  # T-7 was superseded while capped
 
 
 def _segment_contacts(db: Database, segment: str) -> set[str]:
@@ -172,7 +186,7 @@ class TestThankYou:
         load_base(db, tmp_path, accounts=60)
         t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
         send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
-        mailed = sent_rows(db, "sunset-t30")
+        mailed = sent_rows(db, std(30))
         account_id = _account_of(db, mailed[0][0])
         with db.engine.begin() as conn:
             conn.execute(
@@ -189,8 +203,8 @@ class TestThankYou:
         moved = {email for email, *_ in mailed if _account_of(db, email) == account_id}
         thanked = [row[0] for row in sent_rows(db, "thank-you")]
         assert sorted(thanked) == sorted(moved)
-        assert not moved & {row[0] for row in sent_rows(db, "sunset-t7")}
-        assert len(sent_rows(db, "sunset-t7")) > 0
+        assert not moved & {row[0] for row in sent_rows(db, std(7))}
+        assert len(sent_rows(db, std(7))) > 0
 
 
 def _account_of(db: Database, email: str) -> int:
@@ -200,3 +214,59 @@ def _account_of(db: Database, email: str) -> int:
                 text("SELECT account_id FROM contact WHERE email = :email"), {"email": email}
             ).scalar_one()
         )
+
+
+class TestMovedDeadline:
+    @pytest.mark.usefixtures("prefect_server")
+    def test_a_later_deadline_expires_old_notices_tells_once_and_restarts_the_countdown(
+        self, db: Database, tmp_path: Path, config_dir: Path
+    ) -> None:
+        """T-30 went out for Sep 30 and T-7 is waiting; the standard sunset moves to Dec 31.
+
+        The waiting T-7 expires; every contact who had T-30 (and whose account has not
+        migrated) gets one "deadline extended"; the new date's T-90 goes out on its own day,
+        also to them; nothing is sent twice on a rerun.
+        """
+        loaded = load_base(db, tmp_path, accounts=80)
+        t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
+        send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
+        had_t30 = {row[0] for row in sent_rows(db, std(30))}
+        assert had_t30
+        migrated = sorted(had_t30)[0]
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE account SET migration_state = 'migrated', migrated_on = :day "
+                    "WHERE id = :id"
+                ),
+                {"day": date(2027, 9, 10), "id": _account_of(db, migrated)},
+            )
+        moved_with = {e for e in had_t30 if _account_of(db, e) == _account_of(db, migrated)}
+        ledger.plan_notices(db.engine, loaded, date(2027, 9, 23))  # T-7 planned, not yet sent
+        waiting_t7 = db.count(f"delivery WHERE message = '{std(7)}' AND state = 'planned'")
+        assert waiting_t7 > 0
+
+        new_sunset = date(2027, 12, 31)
+        path = config_dir / "campaign.yaml"
+        path.write_text(
+            path.read_text().replace("standard: 2027-09-30", f"standard: {new_sunset}"),
+            encoding="utf-8",
+        )
+        friday = datetime(2027, 9, 24, 15, 0, tzinfo=UTC)
+        summary = send_notices(NoticeRun(as_of=friday.date(), send=True, at=friday, window=False))
+        extended = extended_message(new_sunset)
+        assert summary.expired_for_moved_deadline == waiting_t7
+        assert db.count(f"delivery WHERE message = '{std(7)}' AND state = 'planned'") == 0
+        assert {row[0] for row in sent_rows(db, std(7))} == set()
+        told = [row[0] for row in sent_rows(db, extended)]
+        assert sorted(told) == sorted(had_t30 - moved_with)
+        assert summary.sent[extended] == len(told)  # (and the migrated account: a thank-you)
+
+        # The new date's T-90 (due Oct 2) goes to everyone not migrated, the told included.
+        tuesday = datetime(2027, 10, 5, 15, 0, tzinfo=UTC)
+        for _ in range(2):
+            send_notices(NoticeRun(as_of=tuesday.date(), send=True, at=tuesday, window=False))
+        t90 = {row[0] for row in sent_rows(db, notice_message(90, new_sunset))}
+        assert (had_t30 - moved_with) <= t90 and not t90 & moved_with
+        assert len(sent_rows(db, extended)) == len(told)  # once per contact, reruns included
+        assert len(sent_rows(db, notice_message(90, new_sunset))) == len(t90)

@@ -57,13 +57,14 @@ class TestFullRehearsal:
         """Once per notice, nothing after migrating, cap kept, windows kept, nobody missed."""
         load(db, tmp_path, accounts=30)
         start, end = date(2027, 1, 5), date(2028, 4, 7)
-        summary = rehearse(RehearsalRun(start=start, end=end, seed=3))
+        # (Weekly reports: TestDowntime here, and the demo's in test_cli and test_report.)
+        summary = rehearse(RehearsalRun(start=start, end=end, seed=3, weekly_reports=False))
         campaign = config().campaign
         window, cap = campaign.delivery_window, campaign.frequency_cap
         rows = sends(db)
         assert summary.sent and sum(summary.sent.values()) == len(rows)
         assert {"preview", "announcement", "deprecation", "sunset-t90", "sunset-t0"} <= {
-            str(r["message"]) for r in rows
+            str(r["message"]).partition("@")[0] for r in rows
         }
 
         per_key = defaultdict(int)
@@ -126,9 +127,11 @@ class TestDowntime:
     def test_a_notice_missed_while_down_goes_once_after_and_expired_ones_never(
         self, db: Database, tmp_path: Path
     ) -> None:
-        """Down Aug 27 - Sep 5: T-30 (due Aug 31) goes after; down Sep 22 - Oct 1: none."""
+        """Down Aug 27 - Sep 5: T-30 (due Aug 31) goes after; down Sep 22 - Oct 1: none.
+        A weekly report every Monday Herald is up (covering the week to Sunday), none while
+        it is down."""
         load(db, tmp_path, accounts=30)
-        rehearse(
+        summary = rehearse(
             RehearsalRun(
                 start=date(2027, 8, 20),
                 end=date(2027, 9, 12),
@@ -136,7 +139,10 @@ class TestDowntime:
                 down_to=date(2027, 9, 5),
             )
         )
-        first = [r for r in sends(db) if r["message"] == "sunset-t30"]
+        # Mondays Aug 23, (Aug 30: down), Sep 6.
+        assert [Path(p).parent.name for p in summary.reports] == ["2027-08-22", "2027-09-05"]
+        assert all(Path(p).is_file() for p in summary.reports)
+        first = [r for r in sends(db) if r["message"] == "sunset-t30@2027-09-30"]
         assert first and all(r["segment"] == "standard" for r in first)
         assert all(moment(r["sent_at"]).date() >= date(2027, 9, 6) for r in first)
         assert len({r["contact_id"] for r in first}) == len(first)
@@ -150,7 +156,7 @@ class TestDowntime:
             )
         )
         later = {str(r["message"]) for r in sends(db) if r["segment"] == "standard"}
-        assert "sunset-t30" in later
+        assert "sunset-t30@2027-09-30" in later
         # T-7 (Sep 23-28), T-1 (Sep 29) and T-0 (Sep 30) all passed while Herald was down.
-        assert not later & {"sunset-t7", "sunset-t1", "sunset-t0"}
-        assert len([r for r in sends(db) if r["message"] == "sunset-t30"]) == len(first)
+        assert not later & {"sunset-t7@2027-09-30", "sunset-t1@2027-09-30", "sunset-t0@2027-09-30"}
+        assert len([r for r in sends(db) if r["message"] == "sunset-t30@2027-09-30"]) == len(first)

@@ -31,6 +31,7 @@ from herald.cli.common import (
     settings,
 )
 from herald.cli.metrics import metrics_app
+from herald.cli.report import report_app
 from herald.cli.telemetry import telemetry_app
 from herald.cli.webhooks import webhooks_app
 from herald.customers import ImportResult, import_customers
@@ -58,6 +59,7 @@ app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(webhooks_app, name="webhooks", no_args_is_help=True)
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(metrics_app, name="metrics", no_args_is_help=True)
+app.add_typer(report_app, name="report", no_args_is_help=True)
 
 AsOf = Annotated[
     str | None, typer.Option("--as-of", help="Day to act as of, YYYY-MM-DD (default today, UTC).")
@@ -650,6 +652,9 @@ def _print_rehearsal(summary: Any) -> None:
     )
     console.print(f"Outbox: {summary.outbox}")
     console.print(f"Ledger: {safe_url(summary.ledger)} (table delivery)")
+    if summary.reports:
+        console.print(f"Weekly reports: {len(summary.reports)}; the last one:")
+        console.print(f"Report: {summary.reports[-1]}", soft_wrap=True)
 
 
 @app.command("demo")

@@ -30,6 +30,17 @@ class Recipient:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent with every message of a batch; with a ``content_id`` it is inline: the
+    HTML shows it as ``<img src="cid:<content_id>">`` (the report's charts)."""
+
+    filename: str
+    content: bytes
+    mime_type: str
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
 class OutgoingBatch:
     """What one request carries: each variant rendered once, and its recipients."""
 
@@ -40,6 +51,7 @@ class OutgoingBatch:
     variants: dict[Variant, Rendered]
     recipients: list[Recipient]
     categories: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

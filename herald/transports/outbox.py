@@ -19,6 +19,21 @@ from herald.models import utcnow
 from herald.transports import BatchResult, OutgoingBatch
 
 
+def _attach(mail: EmailMessage, batch: OutgoingBatch) -> None:
+    """Inline files go beside the HTML part (multipart/related), the others after it."""
+    html = mail.get_body(("html",))
+    for item in batch.attachments:
+        maintype, _, subtype = item.mime_type.partition("/")
+        if item.content_id is not None and html is not None:
+            html.add_related(
+                item.content, maintype, subtype, cid=f"<{item.content_id}>", filename=item.filename
+            )
+    for item in batch.attachments:
+        if item.content_id is None:
+            maintype, _, subtype = item.mime_type.partition("/")
+            mail.add_attachment(item.content, maintype, subtype, filename=item.filename)
+
+
 class OutboxTransport:
     """Writes each message to disk instead of sending it."""
 
@@ -55,6 +70,7 @@ class OutboxTransport:
                 mail["X-Herald-Category"] = category
             mail.set_content(rendered.text)
             mail.add_alternative(rendered.html, subtype="html")
+            _attach(mail, batch)
             path = folder / f"{recipient.delivery_id}.eml"
             temporary = path.with_suffix(".eml.tmp")
             temporary.write_bytes(bytes(mail))

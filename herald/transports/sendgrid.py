@@ -18,6 +18,7 @@ What is retried, and what is not:
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -32,9 +33,15 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
     Asm,
+    Attachment,
     Category,
     Content,
+    ContentId,
     CustomArg,
+    Disposition,
+    FileContent,
+    FileName,
+    FileType,
     From,
     GroupId,
     Mail,
@@ -126,6 +133,16 @@ class SendGridTransport:
             mail.add_personalization(personalization, index=len(mail.personalizations or []))
         for category in batch.categories:
             mail.add_category(Category(category))
+        for item in batch.attachments:
+            mail.add_attachment(
+                Attachment(
+                    FileContent(base64.b64encode(item.content).decode("ascii")),
+                    FileName(item.filename),
+                    FileType(item.mime_type),
+                    Disposition("inline" if item.content_id else "attachment"),
+                    ContentId(item.content_id) if item.content_id else None,
+                )
+            )
         if self.sending.asm_group_id is not None:
             mail.asm = Asm(GroupId(self.sending.asm_group_id))
         if self.sending.sandbox:

@@ -1,0 +1,105 @@
+"""Flow: the weekly leadership report (scheduled Mondays 08:00 in the campaign's time zone).
+
+It computes the success metrics as of the day (refusing, like the ``metrics`` flow, while a
+telemetry source they depend on has a rejected last batch) and snapshots them, builds the
+report (executive summary against last week, adoption curve, funnel, segments,
+deliverability trend, at-risk list), saves it under ``var/reports/<date>/``, publishes the
+digest as a Prefect markdown artifact and, with ``send``, sends it once to each address on
+the leadership list (``campaign.yaml`` ``report.leadership``). Without ``send`` it is a dry
+run: everything is saved and published, nothing is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from herald.config import HeraldConfig
+from herald.report.delivery import ReportSent
+from tasks.common import load_campaign_config
+from tasks.metrics import check_health_task, compute_metrics_task, snapshot_metrics_task
+from tasks.report import (
+    build_report_task,
+    charts_task,
+    publish_report_task,
+    save_report_task,
+    send_report_task,
+)
+
+
+class ReportRun(BaseModel):
+    """Parameters of one weekly report run."""
+
+    as_of: date | None = Field(
+        default=None,
+        description="Last day the report covers (default: yesterday, the last whole day, UTC).",
+    )
+    send: bool = Field(default=False, description="Send it to leadership; else only save it.")
+
+
+class ReportSummary(BaseModel):
+    """What a weekly report run produced."""
+
+    as_of: date
+    path: Path
+    verdict: str
+    statuses: dict[str, int]
+    weeks_of_trend: int
+    at_risk: int
+    dry_run: bool
+    sent: ReportSent | None = None
+
+
+@flow(name="weekly-report")
+def weekly_report(params: ReportRun | None = None) -> ReportSummary:
+    """Compute, snapshot, build, draw, save, publish and (with ``send``) send the report."""
+    params = params or ReportRun()
+    as_of = params.as_of or datetime.now(UTC).date() - timedelta(days=1)
+    return produce_report(load_campaign_config(), as_of, send=params.send)
+
+
+def produce_report(config: HeraldConfig, as_of: date, *, send: bool) -> ReportSummary:
+    """The report's tasks, in the calling flow run (the rehearsal calls this every week)."""
+    logger = get_run_logger()
+    check_health_task(config)
+    result = compute_metrics_task(config, as_of)
+    snapshot_metrics_task(result)
+    report = build_report_task(config, result)
+    charts = charts_task(report)
+    saved = save_report_task(report, charts)
+    publish_report_task(report, saved)
+    summary = ReportSummary(
+        as_of=as_of,
+        path=saved,
+        verdict=report.verdict,
+        statuses=report.counts(),
+        weeks_of_trend=report.weeks_of_trend,
+        at_risk=len(report.at_risk),
+        dry_run=not send,
+    )
+    if send:
+        summary.sent = send_report_task(config, report, charts, saved)
+        sent = summary.sent
+        logger.info(
+            f"Report sent to {len(sent.sent)} address(es); {len(sent.already)} had it already"
+            + (f"; {len(sent.suppressed)} suppressed" if sent.suppressed else "")
+            + (f"; {len(sent.failed)} failed ({sent.error})" if sent.failed else "")
+            + (f"; {len(sent.unknown)} unknown: check before resending" if sent.unknown else "")
+        )
+    else:
+        logger.info(
+            f"Dry run: saved, not sent ({len(config.campaign.report.leadership)} leadership "
+            "address(es) would get it with send)."
+        )
+    logger.info(
+        f"Weekly report as of {as_of}: {report.verdict}; {len(report.at_risk)} at-risk "
+        f"account(s); saved to {saved}"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    weekly_report()

@@ -1,0 +1,469 @@
+"""The weekly leadership report: at-risk list, summary against last week, trend, files,
+artifact, one-time sending, and rendering in headless Chromium.
+
+The metrics themselves are checked value by value in test_metrics; the report here is built
+on the same hand-built campaign (``tests.test_metrics.build``, as of 2027-04-11), whose
+values are known: migration 2 of 6 active accounts (33.3%), reach 5 of 6 (off track).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html as html_module
+import io
+import re
+from datetime import UTC, date, datetime, timedelta
+from email import policy
+from email.parser import BytesParser
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from prefect.artifacts import Artifact
+from pydantic import SecretStr
+from sqlalchemy import Engine, insert
+from typer.testing import CliRunner
+
+from flows.weekly_report import ReportRun, weekly_report
+from herald.cli.app import app
+from herald.metrics import ACCOUNT, ASSIGNMENT, CONTACT, RESPONSE, SNAPSHOT, TICKET
+from herald.report.at_risk import at_risk_accounts
+from herald.report.weekly import change_text
+from herald.testing.fake_sendgrid import FakeSendGrid
+from tests.bases import config, suppress
+from tests.chromium import render
+from tests.conftest import CHROMIUM, Database
+from tests.test_metrics import AS_OF, build, reject
+from tests.test_sendgrid import KEY
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+LEADERS = ["ceo@example.com", "cto@example.com", "vp-customer-success@example.com"]
+VOID = {"br", "img", "meta", "hr", "input", "link", "wbr", "source"}
+
+
+class _Sections(HTMLParser):
+    """Splits a page's text (and attribute values) into inside / outside ``id="at-risk"``."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.depth = 0  # open elements inside the at-risk element (0: outside)
+        self.inside: list[str] = []
+        self.outside: list[str] = []
+
+    def _keep(self, text: str) -> None:
+        (self.inside if self.depth else self.outside).append(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if (self.depth or values.get("id") == "at-risk") and tag not in VOID:
+            self.depth += 1
+        self._keep(" ".join(v for v in values.values() if v and not v.startswith("data:")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth and tag not in VOID:
+            self.depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        self._keep(data)
+
+
+def addresses(html: str) -> tuple[set[str], set[str]]:
+    """E-mail addresses inside the at-risk section, and outside it."""
+    parser = _Sections()
+    parser.feed(html)
+    inside = set(EMAIL.findall(" ".join(parser.inside)))
+    outside = set(EMAIL.findall(" ".join(parser.outside)))
+    return inside, outside
+
+
+# --------------------------------------------------------------------------- at-risk list
+
+RISK_DAY = date(2027, 9, 10)  # standard's sunset (Sep 30) is 20 days away
+
+
+def build_risks(engine: Engine) -> None:
+    """Eight accounts, each a case of the at-risk rules (see the test's docstring)."""
+    noon = datetime(2027, 9, 1, 12, tzinfo=UTC)
+    accounts = [
+        # id, segment, lifecycle, migration_state, migrated_on
+        (1, "standard", "active", "not_started", None),  # deadline in 20 days
+        (2, "early_adopter", "active", "in_progress", None),  # deadline passed
+        (3, "conservative", "active", "not_started", None),  # 3 tickets
+        (4, "conservative", "active", "not_started", None),  # CSAT 2.5 average
+        (5, "conservative", "active", "not_started", None),  # 2 tickets, CSAT 4: fine
+        (6, "standard", "active", "migrated", date(2027, 9, 1)),  # migrated
+        (7, "standard", "churned", "not_started", None),  # churned
+        (8, "conservative", "active", "not_started", None),  # 3rd ticket after the day
+        (9, "standard", "active", "migrated", date(2027, 9, 20)),  # migrates after the day
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ACCOUNT),
+            [
+                {
+                    "id": id_,
+                    "external_id": f"R{id_}",
+                    "name": f"Risk {id_}",
+                    "tier": "pro",
+                    "region": "emea",
+                    "lifecycle": lifecycle,
+                    "migration_state": state,
+                    "migrated_on": migrated_on,
+                    "attributes": {},
+                }
+                for id_, _, lifecycle, state, migrated_on in accounts
+            ],
+        )
+        conn.execute(
+            insert(ASSIGNMENT),
+            [
+                {
+                    "account_id": id_,
+                    "as_of": date(2027, 1, 5),
+                    "segment": segment,
+                    "rule": "test",
+                    "readiness": "ready",
+                    "readiness_rule": "test",
+                }
+                for id_, segment, *_ in accounts
+            ],
+        )
+        contacts = [
+            # account 1: an "other", a technical and an executive contact (executive first)
+            (1, "r1-other@example.com", "other"),
+            (1, "r1-tech@example.com", "technical"),
+            (1, "r1-exec@example.com", "executive"),
+            (2, "r2-tech@example.com", "technical"),
+            (3, "r3-exec@example.com", "executive"),
+            (9, "r9-exec@example.com", "executive"),
+        ]
+        conn.execute(
+            insert(CONTACT),
+            [
+                {"account_id": account, "email": email, "role": role}
+                for account, email, role in contacts
+            ],
+        )
+        tickets = [(3, noon)] * 3 + [(5, noon)] * 2 + [(8, noon)] * 2
+        tickets += [(8, datetime(2027, 9, 11, 0, 0, tzinfo=UTC))]  # after RISK_DAY
+        conn.execute(
+            insert(TICKET),
+            [
+                {"ticket_id": f"T{n}", "account_id": a, "opened_at": at, "category": "how-to"}
+                for n, (a, at) in enumerate(tickets)
+            ],
+        )
+        surveys = [(4, 2), (4, 3), (5, 4)]
+        conn.execute(
+            insert(RESPONSE),
+            [
+                {"response_id": f"S{n}", "account_id": a, "responded_at": noon, "csat": csat}
+                for n, (a, csat) in enumerate(surveys)
+            ],
+        )
+
+
+class TestAtRisk:
+    def test_the_list_holds_exactly_the_accounts_the_rules_name_most_urgent_first(
+        self, db: Database
+    ) -> None:
+        """Listed: 2 (early adopter, deadline passed), 1 (standard, 20 days), 9 (migrates
+        only later), 3 (3 tickets), 4 (CSAT 2.5). Not: 5 (2 tickets, CSAT 4), 6 (migrated),
+        7 (churned), 8 (its 3rd ticket comes after the day)."""
+        build_risks(db.engine)
+        with db.engine.connect() as conn:
+            listed = at_risk_accounts(conn, config(), RISK_DAY)
+        assert [(a.external_id, a.reasons) for a in listed] == [
+            ("R2", ["deadline passed 72 day(s) ago"]),
+            ("R1", ["deadline in 20 day(s)"]),
+            ("R9", ["deadline in 20 day(s)"]),
+            ("R3", ["3 support tickets"]),
+            ("R4", ["average CSAT 2.5"]),
+        ]
+        first = listed[1]
+        assert first.contacts == [
+            "r1-exec@example.com",
+            "r1-tech@example.com",
+            "r1-other@example.com",
+        ]
+        assert (first.deadline, first.days_left, first.segment) == (
+            date(2027, 9, 30),
+            20,
+            "standard",
+        )
+        assert listed[4].average_csat == pytest.approx(2.5) and listed[4].responses == 2
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@pytest.fixture
+def campaign(db: Database) -> Database:
+    """The hand-built campaign of test_metrics, and a snapshot of last week's migration rate
+    (25%) as if last Monday's report had run."""
+    build(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(SNAPSHOT),
+            [
+                {
+                    "as_of": AS_OF - timedelta(days=7),
+                    "metric": "migration_rate",
+                    "segment": "all",
+                    "value": 0.25,
+                    "target": 0.7,
+                    "computed_at": datetime.now(UTC),
+                }
+            ],
+        )
+    return db
+
+
+class TestWeeklyReport:
+    def test_summary_change_trend_files_and_artifact(
+        self, campaign: Database, herald_env: Path
+    ) -> None:
+        """The dry run saves and publishes everything, sends nothing."""
+        summary = weekly_report(ReportRun(as_of=AS_OF))
+        assert summary.dry_run and summary.sent is None
+        assert campaign.count("report_delivery") == 0
+        assert summary.path == herald_env / "reports" / "2027-04-11" / "weekly-report.html"
+        assert summary.verdict == "off track"  # reach 83.3% < 100%
+
+        html = summary.path.read_text(encoding="utf-8")
+        rows = _summary_rows(html)
+        # 2 of 6 migrated (33.3%) against last week's 25.0%: +8.3 points.
+        assert rows["Migration rate"] == [
+            "33.3%",
+            ">= 70% (line now 23.3%)",
+            "on track",
+            "+8.3 pts",
+        ]
+        # Last week's snapshot held only the migration rate: reach has no change to show.
+        assert rows["Active customers reached"] == ["83.3%", ">= 100%", "off track", "new"]
+        # 12 weeks back to 2027-01-24; the weeks without a snapshot were computed and saved.
+        assert summary.weeks_of_trend == 12
+        assert (
+            campaign.count("metric_snapshot WHERE metric = 'migration_rate' AND segment = 'all'")
+            == 12
+        )
+        trend = _trend_column(html, "Migrated")
+        assert trend["2027-02-14"] == "0.0%"  # nobody yet
+        assert trend["2027-02-21"] == "16.7%"  # account 5, migrated Feb 20
+        assert trend["2027-03-07"] == "33.3%"  # and account 1, Mar 1
+        assert trend["2027-04-04"] == "25.0%"  # the snapshot as it was saved
+
+        # At risk: account 3 (CSAT 3.0, not migrated). Its addresses, and only there.
+        inside, outside = addresses(html)
+        assert inside == {"c4@example.com", "c5@example.com"}
+        assert outside == set()
+        folder = summary.path.parent
+        assert sorted(p.name for p in (folder / "charts").iterdir()) == [
+            "adoption.png",
+            "deliverability.png",
+            "funnel.png",
+            "segments.png",
+        ]
+        with (folder / "at-risk.csv").open(encoding="utf-8") as handle:
+            listed = list(csv.DictReader(handle))
+        assert [(r["external_id"], r["reasons"], r["contacts"]) for r in listed] == [
+            ("A3", "average CSAT 3.0", "c4@example.com c5@example.com")
+        ]
+        artifact = Artifact.get("weekly-report")
+        assert artifact is not None
+        digest = str(artifact.data)
+        assert "week ending 2027-04-11: off track" in digest
+        assert (
+            "| Migration rate | 33.3% | >= 70% (line now 23.3%) | on track | +8.3 pts |" in digest
+        )
+        assert "Account 3 (A3, standard): average CSAT 3.0" in digest
+        assert not EMAIL.findall(digest)
+
+    def test_change_is_in_points_for_shares_and_plain_for_rates_per_100(self) -> None:
+        assert change_text("migration_rate", 0.40, 0.35) == "+5.0 pts"
+        assert change_text("support_utilization", 4.0, 5.5) == "-1.5"
+        assert change_text("migration_rate", 0.4, None) == "new"
+        assert change_text("migration_rate", None, 0.3) == "-"
+
+    @pytest.mark.usefixtures("campaign")
+    def test_a_rejected_source_stops_the_report_before_anything_is_saved(
+        self, db: Database, herald_env: Path
+    ) -> None:
+        reject(db.engine)
+        result = CliRunner().invoke(app, ["report", "weekly", "--as-of", AS_OF.isoformat()])
+        assert result.exit_code == 2, result.output
+        assert "adoption_pct" in result.output
+        assert not (herald_env / "reports").exists()
+
+    @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+    @pytest.mark.usefixtures("campaign")
+    def test_cli_prints_verdict_and_path(self, herald_env: Path) -> None:
+        result = CliRunner().invoke(
+            app, ["report", "weekly", "--as-of", AS_OF.isoformat()], env={"COLUMNS": "300"}
+        )
+        assert result.exit_code == 0, result.output
+        assert "Week ending 2027-04-11: off track" in result.output
+        assert "1 at-risk account(s)" in result.output
+        assert "Dry run: not sent (--send sends it to 3 leadership address(es))." in result.output
+        path = herald_env / "reports" / "2027-04-11" / "weekly-report.html"
+        assert f"Report: {path}" in result.output
+
+
+def _text(fragment: str) -> str:
+    return html_module.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
+
+
+def _cells(row: str) -> list[str]:
+    return [_text(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+
+def _summary_rows(html: str) -> dict[str, list[str]]:
+    table = html.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    rows = [_cells(row) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+    return {cells[0]: cells[1:] for cells in rows if cells}
+
+
+def _trend_column(html: str, label: str) -> dict[str, str]:
+    table = html.split('id="trend"', 1)[1].split("</table>", 1)[0]
+    headers = [_text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+    column = headers.index(label)
+    rows = [_cells(row) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+    return {cells[0]: cells[column] for cells in rows if cells}
+
+
+# --------------------------------------------------------------------------- sending
+
+
+@pytest.fixture
+def sendgrid(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
+    from herald.settings import get_settings
+
+    with FakeSendGrid(api_key=KEY, seed=3) as fake:
+        monkeypatch.setenv("HERALD_TRANSPORT", "sendgrid")
+        monkeypatch.setenv("HERALD_SENDGRID_API_HOST", fake.url)
+        monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+        get_settings.cache_clear()
+        yield fake
+    get_settings.cache_clear()
+
+
+class TestSending:
+    @pytest.mark.usefixtures("campaign")
+    def test_each_leader_gets_it_once_with_inline_charts_and_a_suppressed_one_never(
+        self, db: Database, sendgrid: FakeSendGrid
+    ) -> None:
+        suppress(db, ["cto@example.com"])
+        first = weekly_report(ReportRun(as_of=AS_OF, send=True))
+        again = weekly_report(ReportRun(as_of=AS_OF, send=True))
+        assert first.sent is not None and again.sent is not None
+        assert sorted(first.sent.sent) == ["ceo@example.com", "vp-customer-success@example.com"]
+        assert first.sent.suppressed == ["cto@example.com"]
+        assert again.sent.sent == [] and sorted(again.sent.already) == sorted(first.sent.sent)
+        assert dict(sendgrid.accepted_emails()) == {
+            "ceo@example.com": 1,
+            "vp-customer-success@example.com": 1,
+        }
+        assert [r.valid for r in sendgrid.requests] == [True]  # one request, schema-valid
+        assert db.count("report_delivery WHERE state = 'accepted'") == 2
+        assert db.count("audit_log WHERE action = 'report.accepted'") == 1
+
+    @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+    @pytest.mark.usefixtures("campaign")
+    def test_the_sendgrid_body_carries_every_chart_inline_under_its_cid(self) -> None:
+        from herald.config import load_config
+        from herald.db import get_engine
+        from herald.metrics import compute_metrics
+        from herald.report.charts import render_charts
+        from herald.report.delivery import LEADERSHIP
+        from herald.report.render import email_parts
+        from herald.report.weekly import build_report
+        from herald.settings import get_settings
+        from herald.transports import OutgoingBatch, Recipient
+        from herald.transports.sendgrid import SendGridTransport
+
+        settings = get_settings()
+        loaded = load_config(settings.config_dir)
+        engine = get_engine(settings.effective_database_url)
+        report = build_report(engine, loaded, compute_metrics(engine, loaded, AS_OF))
+        charts = render_charts(report)
+        subject, html, text, attachments = email_parts(report, charts)
+        from herald.messages import Rendered
+
+        batch = OutgoingBatch(
+            batch_id="b1",
+            campaign=loaded.campaign.id,
+            message="weekly-2027-04-11",
+            sender=loaded.campaign.sender,
+            variants={LEADERSHIP: Rendered(subject, html, text)},
+            recipients=[Recipient(1, "k/1", "ceo@example.com", None, LEADERSHIP, {})],
+            attachments=attachments,
+        )
+        with FakeSendGrid(api_key=KEY) as fake:
+            transport = SendGridTransport(SecretStr(KEY), fake.url, loaded.campaign.sending)
+            body = transport.build(batch)
+            assert fake.schema_errors(body) == []
+        inline = {a["content_id"]: a for a in body["attachments"] if a["disposition"] == "inline"}
+        referenced = set(re.findall(r'src="cid:([^"]+)"', html))
+        assert referenced == set(inline) and len(inline) == 4
+        for item in inline.values():
+            assert base64.b64decode(item["content"]).startswith(b"\x89PNG")
+        assert [a["filename"] for a in body["attachments"] if a["disposition"] == "attachment"] == [
+            "at-risk.csv"
+        ]
+        assert subject == "Move to the modular platform: week ending 2027-04-11: off track"
+
+
+# --------------------------------------------------------------------------- browser
+
+
+@pytest.mark.chromium
+class TestChromium:
+    @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+    @pytest.mark.usefixtures("campaign")
+    def test_every_chart_loads_and_a_broken_one_is_noticed(self, tmp_path: Path) -> None:
+        assert CHROMIUM is not None
+        summary = weekly_report(ReportRun(as_of=AS_OF))
+        page = render(CHROMIUM, summary.path)
+        assert (page.images, page.loaded, page.summary_rows) == (4, 4, 9)
+        assert page.widths == [720] * 4
+        # The probe is not blind: one chart's bytes cut short, and it is not loaded.
+        html = summary.path.read_text(encoding="utf-8")
+        start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
+        broken = tmp_path / "broken.html"
+        broken.write_text(html[:start] + "AAAA" + html[start + 400 :], encoding="utf-8")
+        assert render(CHROMIUM, broken).loaded == 3
+
+
+def test_eml_of_the_report_keeps_charts_beside_the_html(tmp_path: Path) -> None:
+    """The outbox writes the report e-mail as multipart/related: each cid resolves."""
+    from herald.messages import Rendered
+    from herald.report.delivery import LEADERSHIP
+    from herald.transports import Attachment, OutgoingBatch, Recipient
+    from herald.transports.outbox import OutboxTransport
+
+    loaded = config()
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    batch = OutgoingBatch(
+        batch_id="b1",
+        campaign=loaded.campaign.id,
+        message="weekly-2027-04-11",
+        sender=loaded.campaign.sender,
+        variants={LEADERSHIP: Rendered("s", '<img src="cid:a@herald">', "t")},
+        recipients=[Recipient(7, "k/7", "ceo@example.com", None, LEADERSHIP, {})],
+        attachments=[
+            Attachment("a.png", png, "image/png", "a@herald"),
+            Attachment("at-risk.csv", b"external_id\n", "text/csv"),
+        ],
+    )
+    OutboxTransport(tmp_path).send(batch)
+    mail = BytesParser(policy=policy.default).parse(
+        io.BytesIO((tmp_path / loaded.campaign.id / "weekly-2027-04-11" / "7.eml").read_bytes())
+    )
+    parts = {part.get("Content-ID"): part for part in mail.walk() if part.get("Content-ID")}
+    assert parts["<a@herald>"].get_content() == png
+    assert [p.get_filename() for p in mail.iter_attachments()] == ["at-risk.csv"]
