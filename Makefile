@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test lint typecheck install clean
+.PHONY: demo test bench lint typecheck install clean
 
 install: $(VENV)/.synced
 
@@ -34,13 +34,22 @@ demo: install
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/herald demo
 
-# The whole suite: lint, strict types, then every test (SQLite and, where it answers, Postgres).
+# The whole suite: lint, strict types, then every test (SQLite and, where it answers, Postgres),
+# in TEST_WORKERS processes (pytest-xdist; a test file stays in one process).
+TEST_WORKERS ?= 2
 test: install
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# Not part of `make test`: a 1M-contact phase on SQLite and Postgres against the floor and the
+# naive way (about half an hour on 2 cores). Results in bench/results/<date>.json.
+BENCH_ARGS ?=
+bench: install
+	@mkdir -p "$(PREFECT_HOME)"
+	$(BIN)/python bench/phase.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from herald.metrics import FLOW_NAME, MetricsResult
-from tasks.common import load_campaign_config
+from tasks.common import as_is, load_campaign_config
 from tasks.metrics import (
     check_health_task,
     compute_metrics_task,
@@ -38,8 +38,8 @@ def compute_metrics(params: MetricsRun | None = None) -> MetricsResult:
     config = load_campaign_config()
     check_health_task(config)
     result = compute_metrics_task(config, as_of)
-    saved = snapshot_metrics_task(result)
-    publish_metrics_task(result)
+    saved = snapshot_metrics_task(as_is(result))
+    publish_metrics_task(as_is(result))
     statuses = [value.status for value in result.overall()]
     get_run_logger().info(
         f"Metrics as of {as_of}: {saved} values saved; overall "

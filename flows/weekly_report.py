@@ -19,15 +19,9 @@ from pydantic import BaseModel, Field
 
 from herald.config import HeraldConfig
 from herald.report.delivery import ReportSent
-from tasks.common import load_campaign_config
-from tasks.metrics import check_health_task, compute_metrics_task, snapshot_metrics_task
-from tasks.report import (
-    build_report_task,
-    charts_task,
-    publish_report_task,
-    save_report_task,
-    send_report_task,
-)
+from tasks.common import as_is, load_campaign_config
+from tasks.metrics import compute_metrics_task, snapshot_metrics_task
+from tasks.report import make_report_task, send_report_task
 
 
 class ReportRun(BaseModel):
@@ -64,13 +58,10 @@ def weekly_report(params: ReportRun | None = None) -> ReportSummary:
 def produce_report(config: HeraldConfig, as_of: date, *, send: bool) -> ReportSummary:
     """The report's tasks, in the calling flow run (the rehearsal calls this every week)."""
     logger = get_run_logger()
-    check_health_task(config)
-    result = compute_metrics_task(config, as_of)
-    snapshot_metrics_task(result)
-    report = build_report_task(config, result)
-    charts = charts_task(report)
-    saved = save_report_task(report, charts)
-    publish_report_task(report, saved)
+    result = compute_metrics_task(config, as_of)  # refuses on a rejected telemetry source
+    snapshot_metrics_task(as_is(result))
+    made = make_report_task(config, as_is(result))
+    report, saved = made.report, made.saved
     summary = ReportSummary(
         as_of=as_of,
         path=saved,
@@ -81,7 +72,7 @@ def produce_report(config: HeraldConfig, as_of: date, *, send: bool) -> ReportSu
         dry_run=not send,
     )
     if send:
-        summary.sent = send_report_task(config, report, charts, saved)
+        summary.sent = send_report_task(config, as_is(report), as_is(made.charts), saved)
         sent = summary.sent
         logger.info(
             f"Report sent to {len(sent.sent)} address(es); {len(sent.already)} had it already"

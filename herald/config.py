@@ -251,6 +251,13 @@ class Sending(_Strict):
         default=900.0, gt=0, description="Longest wait for a 429's X-RateLimit-Reset."
     )
     request_timeout_seconds: float = Field(default=30.0, gt=0)
+    in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches a sender works on at once: the next is claimed and built while "
+        "one waits for SendGrid's answer.",
+    )
     worker_lease_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -137,6 +137,7 @@ class PhaseSender:
             accepted=counts[DeliveryState.ACCEPTED.value],
             failed=counts[DeliveryState.FAILED.value],
         )
+        self._counts_lock = threading.Lock()  # batches of one sender may run in threads
 
     def send_batch(self) -> BatchOutcome:
         """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
@@ -177,10 +178,12 @@ class PhaseSender:
             error=result.error,
             at=self.clock(),
         )
-        if result.outcome == "accepted":
-            self.counts.accepted += len(batch.recipients)
-        elif result.outcome == "failed":
-            self.counts.failed += len(batch.recipients)
+        with self._counts_lock:
+            if result.outcome == "accepted":
+                self.counts.accepted += len(batch.recipients)
+            elif result.outcome == "failed":
+                self.counts.failed += len(batch.recipients)
+            tripped = self.breaker_reason()
         outcome = BatchOutcome(
             batch_id=claimed.batch_id,
             recipients=len(batch.recipients),
@@ -188,7 +191,6 @@ class PhaseSender:
             requests=result.requests,
             error=result.error,
         )
-        tripped = self.breaker_reason()
         if tripped:
             ledger.set_paused(
                 self.engine, campaign, self.message, True, tripped, who="herald circuit breaker"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 from sqlalchemy import Engine
 
 from herald.config import HeraldConfig, load_config
@@ -15,6 +18,15 @@ from herald.settings import get_settings
 def load_campaign_config() -> HeraldConfig:
     """Load and validate config/*.yaml; any problem fails the run before work starts."""
     return load_config(get_settings().config_dir)
+
+
+T = TypeVar("T")
+
+
+def as_is(value: T) -> T:
+    """A large task argument (no futures inside) passed without Prefect walking through it
+    to find any: a report's metrics and charts would cost more to visit than to compute."""
+    return cast(T, quote(value))
 
 
 def database() -> Engine:

@@ -6,6 +6,7 @@ recipient: Prefect's bookkeeping stays a small share of a phase's wall time.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 
 from herald import ledger
 from herald.audience import AudienceCount, audience_counts
@@ -23,7 +25,7 @@ from herald.preview import Sample, sample_renders
 from herald.sender import BatchOutcome, PhaseSender, Renderer
 from herald.settings import get_settings
 from herald.transports import Transport
-from tasks.common import database
+from tasks.common import as_is, database
 
 
 @task(name="check-templates", cache_policy=NO_CACHE)
@@ -120,8 +122,8 @@ def deliver(
     max_batches: int | None = None,
 ) -> Delivered:
     """Send what is planned for one message: settle dead senders, drop what became ineligible
-    or expired, then one task run per batch until nothing is left, the message is paused or
-    ``max_batches`` is reached. Runs inside a flow run."""
+    or expired, then one task run per batch (``sending.in_flight`` at a time) until nothing
+    is left, the message is paused or ``max_batches`` is reached. Runs inside a flow run."""
     logger = get_run_logger()
     engine = database()
     name = message or phase
@@ -144,25 +146,52 @@ def deliver(
             clock=clock,
             window=window,
         )
-        while max_batches is None or done.batches < max_batches:
-            batch = send_batch_task(sender)
-            if batch.batch_id is not None:
-                done.batches += 1
-                done.requests += batch.requests
-                if batch.outcome == "accepted":
-                    done.accepted += batch.recipients
-                elif batch.outcome == "failed":
-                    done.failed += batch.recipients
-                    logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
+        # Up to `sending.in_flight` batches at once: the next is claimed and built while the
+        # previous one waits for SendGrid's answer (each batch is its own claim in the ledger).
+        # One at a time until a full batch shows there is more than one batch's worth.
+        in_flight: deque[PrefectFuture[BatchOutcome]] = deque()
+        width, submitted, exhausted = 1, 0, False
+
+        def may_submit() -> bool:
+            return (
+                not exhausted
+                and done.paused is None
+                and (max_batches is None or submitted < max_batches)
+            )
+
+        try:
+            while True:
+                while width > 1 and may_submit() and len(in_flight) < width:
+                    in_flight.append(send_batch_task.submit(as_is(sender)))
+                    submitted += 1
+                if in_flight:
+                    batch = in_flight.popleft().result()
+                elif may_submit():
+                    submitted += 1
+                    batch = send_batch_task(sender)  # one at a time: no thread hand-off
                 else:
-                    done.unknown += batch.recipients
-                    logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
-            if batch.paused:
-                done.paused = batch.paused
-                logger.warning(f"{name} paused: {batch.paused}")
-                break
-            if batch.batch_id is None:
-                break
+                    break
+                if batch.recipients >= config.campaign.sending.batch_size:
+                    width = config.campaign.sending.in_flight
+                if batch.batch_id is None:
+                    exhausted = True
+                else:
+                    done.batches += 1
+                    done.requests += batch.requests
+                    if batch.outcome == "accepted":
+                        done.accepted += batch.recipients
+                    elif batch.outcome == "failed":
+                        done.failed += batch.recipients
+                        logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
+                    else:
+                        done.unknown += batch.recipients
+                        logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
+                if batch.paused and done.paused is None:
+                    done.paused = batch.paused
+                    logger.warning(f"{name} paused: {batch.paused}")
+        finally:
+            for future in in_flight:  # never leave a batch half-recorded behind
+                future.wait()
         outcome = "paused" if done.paused else "finished"
     finally:
         ledger.finish_worker(engine, worker, outcome)

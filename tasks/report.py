@@ -1,7 +1,8 @@
-"""Weekly report tasks: build it, draw its charts, save it, publish it, send it once."""
+"""Weekly report tasks: make it (build, draw, save, publish), send it once."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -25,36 +26,31 @@ def reports_dir() -> Path:
     return get_settings().var_dir / "reports"
 
 
-@task(name="build-weekly-report", cache_policy=NO_CACHE)
-def build_report_task(config: HeraldConfig, result: MetricsResult) -> WeeklyReport:
-    """Summary, trend (snapshotting any missing week), adoption curve and at-risk list."""
-    return build_report(database(), config, result)
+@dataclass(frozen=True)
+class MadeReport:
+    """A report built, drawn, saved and published."""
+
+    report: WeeklyReport
+    charts: dict[str, bytes]
+    saved: Path
 
 
-@task(name="draw-report-charts", cache_policy=NO_CACHE)
-def charts_task(report: WeeklyReport) -> dict[str, bytes]:
-    """The four charts as PNG."""
+@task(name="make-weekly-report", cache_policy=NO_CACHE)
+def make_report_task(config: HeraldConfig, result: MetricsResult) -> MadeReport:
+    """Build it (summary against last week, trend, adoption curve, at-risk list), draw its
+    charts, save it under var/reports/<date>/ and publish the digest as an artifact."""
     from herald.report.charts import render_charts
 
-    return render_charts(report)
-
-
-@task(name="save-weekly-report", cache_policy=NO_CACHE)
-def save_report_task(report: WeeklyReport, charts: dict[str, bytes]) -> Path:
-    """Write the HTML, charts, CSV and digest under var/reports/<date>/."""
-    return render.save(report, charts, reports_dir(), get_settings().templates_dir)
-
-
-@task(name="publish-weekly-report", cache_policy=NO_CACHE)
-def publish_report_task(report: WeeklyReport, saved: Path) -> str:
-    """The digest (no e-mail addresses) as a Prefect markdown artifact."""
-    text = render.markdown(report, saved)
+    settings = get_settings()
+    report = build_report(database(), config, result)
+    charts = render_charts(report)
+    saved = render.save(report, charts, reports_dir(), settings.templates_dir)
     create_markdown_artifact(
         key=ARTIFACT_KEY,
-        markdown=text,
+        markdown=render.markdown(report, saved),
         description=f"Weekly report of {report.campaign_id}, week ending {report.as_of}",
     )
-    return text
+    return MadeReport(report, charts, saved)
 
 
 @task(name="send-weekly-report", cache_policy=NO_CACHE)

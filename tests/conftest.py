@@ -49,6 +49,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PROBLEM] = _postgres_problem()
     config.stash[_DESELECTED] = 0
     config.stash[_NO_CHROMIUM] = 0
+    if POSTGRES_REQUIRED and config.stash[_PROBLEM] is not None:
+        raise pytest.UsageError(
+            f"HERALD_TEST_POSTGRES=required but Postgres at "
+            f"{make_url(POSTGRES_URL).render_as_string(hide_password=True)} is not reachable: "
+            f"{config.stash[_PROBLEM]}"
+        )
+    if CHROMIUM_REQUIRED and CHROMIUM is None:
+        raise pytest.UsageError(
+            "HERALD_TEST_CHROMIUM=required but no chromium on PATH (apt-get install chromium)"
+        )
 
 
 _PROBLEM = pytest.StashKey[str | None]()
@@ -91,31 +101,28 @@ def _deselect_chromium(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Under pytest-xdist the workers deselect; this process knows only whether they had to.
     config = terminalreporter.config
-    if config.stash.get(_NO_CHROMIUM, 0):
+    if CHROMIUM is None:
         terminalreporter.write_line(
-            f"CHROMIUM TESTS NOT RUN: {config.stash[_NO_CHROMIUM]} test(s) that open the "
-            "weekly report in headless Chromium were deselected: no chromium on PATH "
-            "(apt-get install chromium).",
+            "CHROMIUM TESTS NOT RUN: the tests that open the weekly report in headless "
+            "Chromium were deselected: no chromium on PATH (apt-get install chromium).",
             red=True,
             bold=True,
         )
-    elif CHROMIUM is not None:
+    else:
         terminalreporter.write_line(f"Chromium tests ran with {CHROMIUM}")
-    deselected = config.stash.get(_DESELECTED, 0)
-    if deselected:
+    problem = config.stash.get(_PROBLEM, None)
+    where = make_url(POSTGRES_URL).render_as_string(hide_password=True)
+    if problem is not None:
         terminalreporter.write_line(
-            f"POSTGRES SUITE NOT RUN: {deselected} Postgres test(s) were deselected because "
-            f"{make_url(POSTGRES_URL).render_as_string(hide_password=True)} is not reachable "
-            f"({config.stash[_PROBLEM]}). Only SQLite was tested.",
+            f"POSTGRES SUITE NOT RUN: the Postgres tests were deselected because {where} is "
+            f"not reachable ({problem}). Only SQLite was tested.",
             red=True,
             bold=True,
         )
-    elif config.stash.get(_PROBLEM, "x") is None:
-        terminalreporter.write_line(
-            "Postgres suite ran against "
-            + make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        )
+    else:
+        terminalreporter.write_line(f"Postgres suite ran against {where}")
 
 
 # --------------------------------------------------------------------------- databases

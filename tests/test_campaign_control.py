@@ -9,6 +9,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from herald.cli.app import app
+from herald.cli.common import console
 from tests.bases import DAY, eligible, load_base
 from tests.conftest import Database
 
@@ -19,13 +20,13 @@ def words(output: str) -> str:
 
 class TestSchedule:
     def test_the_calendar_lists_phases_and_notices_with_counts_and_warns(
-        self, db: Database, tmp_path: Path
+        self, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Every phase and notice in order, audience counts, and a notice that cannot land."""
         loaded = load_base(db, tmp_path)
-        result = CliRunner().invoke(
-            app, ["schedule", "--as-of", DAY.isoformat(), "--days", "500"], env={"COLUMNS": "200"}
-        )
+        # Wide enough for every cell on one line, whatever COLUMNS was when Rich started.
+        monkeypatch.setattr(console, "width", 200)
+        result = CliRunner().invoke(app, ["schedule", "--as-of", DAY.isoformat(), "--days", "500"])
         assert result.exit_code == 0, result.output
         text_ = words(result.output)
         preview_count = len(eligible(db, loaded, "preview"))

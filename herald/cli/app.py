@@ -396,7 +396,11 @@ def schedule(
                     per_segment[count.segment] = per_segment.get(count.segment, 0) + count.contacts
                 counts[phase] = per_segment
     window = config.campaign.delivery_window
-    table = Table("day", "message", "to", "contacts", title=f"Calendar {start} + {days} days")
+    table = Table(title=f"Calendar {start} + {days} days")
+    table.add_column("day", no_wrap=True)
+    table.add_column("message", no_wrap=True)
+    table.add_column("to")
+    table.add_column("contacts", justify="right", no_wrap=True)
     for entry in entries:
         audience = counts.get(entry.phase, {})
         contacts = sum(audience.get(segment, 0) for segment in entry.segments)

@@ -348,11 +348,14 @@ def _substitute(text: str, values: Mapping[str, str]) -> str:
     return pattern.sub(lambda match: values[match.group(0)], text)
 
 
-def _accepted(body: dict[str, Any], message_id: str, request_no: int) -> list[Accepted]:
+def _accepted(
+    body: dict[str, Any], message_id: str, request_no: int, *, expand: bool = True
+) -> list[Accepted]:
     """The records of a valid, accepted body: one per ``to`` of each personalization.
 
     A substitution whose value names a key of the top-level ``sections`` stands for that
     section, itself with the personalization's substitutions applied (one level deep).
+    With ``expand`` False (benchmarks) the subject and bodies are not rebuilt: None.
     """
     sections: dict[str, str] = body.get("sections") or {}
     bodies: dict[str, str] = {}
@@ -363,6 +366,23 @@ def _accepted(body: dict[str, Any], message_id: str, request_no: int) -> list[Ac
     categories = list(body.get("categories") or [])
     records: list[Accepted] = []
     for personalization in body["personalizations"]:
+        if not expand:
+            records += [
+                Accepted(
+                    email=to["email"],
+                    name=to.get("name"),
+                    subject=None,
+                    text=None,
+                    html=None,
+                    custom_args=dict(personalization.get("custom_args") or {}),
+                    categories=categories,
+                    message_id=message_id,
+                    request_no=request_no,
+                    asm_group_id=asm_group_id,
+                )
+                for to in personalization["to"]
+            ]
+            continue
         own: dict[str, str] = personalization.get("substitutions") or {}
         values = {
             key: _substitute(sections[value], own) if value in sections else value
@@ -450,6 +470,7 @@ class FakeSendGrid:
         seed: int | None = None,
         record_path: Path | None = None,
         port: int = 0,
+        expand: bool = True,
     ) -> None:
         if latency < 0 or jitter < 0:
             raise ValueError("latency and jitter must not be negative")
@@ -459,6 +480,7 @@ class FakeSendGrid:
         self.max_body_bytes = max_body_bytes
         self.faults = faults or Faults()
         self.record_path = record_path
+        self.expand = expand  # False: records carry no subject or bodies (benchmarks)
         self._port = port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -771,7 +793,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         sandbox = _sandbox(body)
         message_id = secrets.token_urlsafe(16)
-        records = [] if sandbox else _accepted(body, message_id, no)
+        records = [] if sandbox else _accepted(body, message_id, no, expand=fake.expand)
         status = RESET_STATUS if kind == "reset" else 200 if sandbox else 202
         fake._log(RequestLog(no, status, recipients, length, True, [], at), records)
         if kind == "reset":
@@ -859,6 +881,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jitter", type=float, default=0.0, help="extra 0..JITTER seconds")
     parser.add_argument("--max-body-bytes", type=int, default=30 * 1024 * 1024)
     parser.add_argument("--record", type=Path, help="append accepted recipients as JSON lines")
+    parser.add_argument(
+        "--no-expand",
+        action="store_true",
+        help="record recipients without rebuilding their subject and bodies (benchmarks)",
+    )
     parser.add_argument("--rate-limited", type=float, default=0.0, help="probability of 429")
     parser.add_argument("--reset-after", type=float, default=1.0, help="429's reset, seconds")
     parser.add_argument("--server-error", type=float, default=0.0, help="probability of 500")
@@ -897,6 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         record_path=args.record,
         port=args.port,
+        expand=not args.no_expand,
     )
     with fake:
         sys.stdout.write(f"listening on {fake.url}\n")

@@ -1,0 +1,604 @@
+"""Benchmark: one phase end to end over N contacts, against the floor and the naive way.
+
+    make bench                                   # 1,000,000 contacts, SQLite and Postgres
+    .venv/bin/python bench/phase.py [--contacts N] [--small N] [--db sqlite|postgres|both]
+                                    [--latency SECONDS] [--naive N] [--postgres URL]
+
+Three ways to get the same phase out, in one process tree and one run, each part in a child
+process of its own (so each peak RSS is its own):
+
+- **herald**: the `send-phase` flow (announcement, `send`, windows off) on a synthetic base
+  of N contacts: audience, ledger planning, rendering, requests to the project's fake
+  SendGrid on 127.0.0.1 (its own process; a response latency of 50 ms by default), results
+  recorded. Then the same flow again: nothing is left to send (the rerun).
+- **floor**: the same ledger rows written and the same request bodies built (the same
+  transport code, serialized to JSON) in a tight loop: no claims, no Prefect, no network.
+- **naive**: one Prefect task and one official-client ``send()`` per recipient against the
+  same fake, on ``--naive`` contacts (2,000), extrapolated as recipients per second.
+
+Herald also runs at ``--small`` contacts (100,000) to show memory flat as N grows. Prefect's
+share of Herald's wall time is measured by timing every task and the flow body from inside
+(the rest of the wall time is Prefect's machinery). Results: ``bench/results/<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KEY = "SG.bench-key"
+AS_OF = date(2027, 2, 9)  # the announcement's day
+PHASE = "announcement"
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------- the base
+
+
+def seed(url: str, contacts: int) -> None:
+    """N contacts on N/2 active accounts (an executive and a technical contact each), then
+    the segmentation as of the announcement."""
+    from sqlalchemy import insert
+
+    from herald.config import load_config
+    from herald.db import get_engine, upgrade
+    from herald.metrics import ACCOUNT, CONTACT
+    from herald.segmentation import assign_segments
+
+    upgrade(url)
+    engine = get_engine(url)
+    rng = random.Random(5)
+    accounts = contacts // 2
+    now = datetime.now(UTC)
+    chunk = 50_000
+    industries = ["software", "retail", "banking", "media", "logistics", "healthcare"]
+    with engine.begin() as conn:
+        for start in range(0, accounts, chunk):
+            conn.execute(
+                insert(ACCOUNT),
+                [
+                    {
+                        "id": i + 1,
+                        "external_id": f"B{i + 1:07d}",
+                        "name": f"Bench Account {i + 1}",
+                        "tier": rng.choice(["starter", "pro", "enterprise"]),
+                        "region": rng.choice(["na", "emea", "apac", "latam"]),
+                        "industry": rng.choice(industries),
+                        "lifecycle": "active",
+                        "migration_state": "not_started",
+                        "attributes": {
+                            "performance_focused": rng.random() < 0.2,
+                            "change_policy": rng.choice(["standard", "conservative"]),
+                            "legacy_version": rng.choice([3.9, 4.1, 4.2, 4.5]),
+                        },
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(start, min(start + chunk, accounts))
+                ],
+            )
+        for start in range(0, contacts, chunk):
+            conn.execute(
+                insert(CONTACT),
+                [
+                    {
+                        "id": i + 1,
+                        "account_id": i // 2 + 1,
+                        "email": f"person{i + 1}@bench{i // 2 % 997}.example.com",
+                        "name": f"Person {i + 1}",
+                        "role": "executive" if i % 2 == 0 else "technical",
+                        "timezone": "America/New_York",
+                        "locale": rng.choice(["en", "en", "en", "de", "fr", "ja"]),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(start, min(start + chunk, contacts))
+                ],
+            )
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    assign_segments(engine=engine, config=load_config(ROOT / "config").segments, as_of=AS_OF)
+
+
+def reset_ledger(url: str) -> None:
+    """Empty what a run wrote (ledger, batches, workers, approvals) before the next part."""
+    from sqlalchemy import text
+
+    from herald.db import get_engine
+
+    with get_engine(url).begin() as conn:
+        for name in ("delivery", "send_batch", "send_worker", "phase_control", "audit_log"):
+            conn.execute(text(f"DELETE FROM {name}"))
+
+
+def bench_config(directory: Path) -> Path:
+    """The repository's config with no pace limit (the fake answers as fast as it can)."""
+    import yaml
+
+    target = directory / "config"
+    shutil.copytree(ROOT / "config", target)
+    path = target / "campaign.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["sending"]["rate_per_second"] = None
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return target
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def part_floor(url: str, config_dir: str) -> dict[str, Any]:
+    """The same rows and bodies with nothing around them."""
+    from sqlalchemy import select, update
+
+    from herald import ledger
+    from herald.config import load_config
+    from herald.db import get_engine
+    from herald.messages import Variant, recipient_values
+    from herald.metrics import ACCOUNT, CONTACT
+    from herald.models import DeliveryState
+    from herald.sender import Renderer
+    from herald.transports import OutgoingBatch, Recipient
+    from herald.transports.sendgrid import SendGridTransport
+
+    config = load_config(Path(config_dir))
+    engine = get_engine(url)
+    from pydantic import SecretStr
+
+    transport = SendGridTransport(SecretStr(KEY), "http://127.0.0.1:9", config.campaign.sending)
+    renderer = Renderer(config, ROOT / "templates")
+    d = ledger.deliveries
+    started = time.perf_counter()
+    planned = ledger.plan(engine, config, PHASE, AS_OF).planned
+    plan_seconds = time.perf_counter() - started
+    size = config.campaign.sending.batch_size
+    campaign = config.campaign.id
+    variants: dict[Variant, Any] = {}
+    last, sent, requests, body_bytes = 0, 0, 0, 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(
+                    d.c.id,
+                    d.c.contact_id,
+                    d.c.segment,
+                    d.c.role,
+                    d.c.locale,
+                    CONTACT.c.email,
+                    CONTACT.c.name,
+                    ACCOUNT.c.name.label("account_name"),
+                )
+                .join(CONTACT, CONTACT.c.id == d.c.contact_id)
+                .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
+                .where(d.c.campaign == campaign, d.c.message == PHASE, d.c.id > last)
+                .order_by(d.c.id)
+                .limit(size)
+            ).all()
+            if not rows:
+                break
+            recipients = []
+            for row in rows:
+                variant = Variant(PHASE, row.segment, row.role, row.locale)
+                if variant not in variants:
+                    variants[variant] = renderer(variant)
+                recipients.append(
+                    Recipient(
+                        row.id,
+                        f"{campaign}/{PHASE}/{row.contact_id}",
+                        row.email,
+                        row.name,
+                        variant,
+                        recipient_values(
+                            name=row.name, email=row.email, account_name=row.account_name
+                        ),
+                    )
+                )
+            used = {r.variant for r in recipients}
+            batch = OutgoingBatch(
+                batch_id=f"floor-{requests}",
+                campaign=campaign,
+                message=PHASE,
+                sender=config.campaign.sender,
+                variants={v: variants[v] for v in used},
+                recipients=recipients,
+                categories=[campaign, PHASE],
+            )
+            body_bytes += len(json.dumps(transport.build(batch)).encode("utf-8"))
+            conn.execute(
+                update(d)
+                .where(d.c.id.in_([row.id for row in rows]))
+                .values(state=DeliveryState.ACCEPTED.value, sent_at=datetime.now(UTC))
+            )
+            last = rows[-1].id
+            sent += len(rows)
+            requests += 1
+    wall = time.perf_counter() - started
+    return {
+        "wall_s": wall,
+        "recipients": sent,
+        "planned": planned,
+        "rps": sent / wall,
+        "requests": requests,
+        "request_mb": body_bytes / 1e6,
+        "plan_s": plan_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+class _Clock:
+    """Prefect's machinery, timed from inside a flow run.
+
+    Every task's function and Prefect's ``run_task_sync`` (which runs each task run, called
+    directly or in the task runner's threads) are wrapped: a task run's overhead is its wall
+    time minus its function's, in the same thread. The flow's own overhead is the call's wall
+    time minus its function's. Overheads of task runs in parallel threads are added as if
+    they were serial: the share is an upper bound.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.fn_time: dict[str, float] = {}
+        self.task_overhead = 0.0
+        self.task_runs = 0
+
+    def wrap_fn(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - started
+                self.local.fn = getattr(self.local, "fn", 0.0) + spent
+                with self.lock:
+                    self.fn_time[name] = self.fn_time.get(name, 0.0) + spent
+
+        return timed
+
+    def wrap_run(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.local.fn = 0.0
+            started = time.perf_counter()
+            try:
+                return run(*args, **kwargs)
+            finally:
+                overhead = time.perf_counter() - started - self.local.fn
+                with self.lock:
+                    self.task_overhead += overhead
+                    self.task_runs += 1
+
+        return timed
+
+
+def part_herald(url: str, fake_url: str, config_dir: str) -> dict[str, Any]:
+    """The send-phase flow, timed from outside and from inside."""
+    os.environ.update(
+        {
+            "HERALD_DATABASE_URL": url,
+            "HERALD_CONFIG_DIR": config_dir,
+            "HERALD_TRANSPORT": "sendgrid",
+            "HERALD_SENDGRID_API_HOST": fake_url,
+            "SENDGRID_API_KEY": KEY,
+        }
+    )
+    import prefect.task_engine
+    import prefect.tasks
+    from prefect import flow
+
+    import flows.send_phase as module
+    import tasks.common
+    import tasks.delivery
+    from flows.send_phase import PhaseRun
+
+    @flow(name="bench-warm-up")
+    def warm_up() -> None:  # starts the ephemeral server before anything is timed
+        return None
+
+    warm_up()
+    clock = _Clock()
+    for owner in (tasks.delivery, tasks.common, module):
+        for name, value in vars(owner).items():
+            if isinstance(value, prefect.tasks.Task) and not getattr(value, "_bench", False):
+                value.fn = clock.wrap_fn(f"task:{name}", value.fn)
+                value._bench = True  # type: ignore[attr-defined]
+    prefect.task_engine.run_task_sync = clock.wrap_run(prefect.task_engine.run_task_sync)  # type: ignore[assignment]
+    send_phase = module.send_phase
+    body = send_phase.fn
+    flow_fn = {"s": 0.0}
+
+    def timed_body(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return body(*args, **kwargs)
+        finally:
+            flow_fn["s"] += time.perf_counter() - started
+
+    send_phase.fn = timed_body
+    params = PhaseRun(phase=PHASE, as_of=AS_OF, send=True, window=False)
+
+    started = time.perf_counter()
+    summary = send_phase(params)
+    wall = time.perf_counter() - started
+    prefect_s = (wall - flow_fn["s"]) + clock.task_overhead
+    plan_s = clock.fn_time.get("task:plan_ledger_task", 0.0)
+    task_runs = clock.task_runs
+
+    started = time.perf_counter()
+    rerun = send_phase(params)
+    rerun_wall = time.perf_counter() - started
+    return {
+        "wall_s": wall,
+        "recipients": summary.accepted,
+        "planned": summary.planned_new,
+        "rps": summary.accepted / wall,
+        "requests": summary.requests,
+        "failed": summary.failed,
+        "unknown": summary.unknown,
+        "plan_s": plan_s,
+        "prefect_share": prefect_s / wall,
+        "prefect_s": prefect_s,
+        "task_runs": task_runs,
+        "rerun_s": rerun_wall,
+        "rerun_sent": rerun.accepted,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def part_naive(url: str, fake_url: str, config_dir: str, contacts: int) -> dict[str, Any]:
+    """One task and one official-client send() per recipient, rendered per recipient."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import Mail
+    from sqlalchemy import select
+
+    from herald.audience import audience
+    from herald.config import load_config
+    from herald.db import get_engine
+    from herald.messages import Variant, recipient_values, render
+    from herald.metrics import ACCOUNT, CONTACT
+
+    config = load_config(Path(config_dir))
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        chosen = audience(config, PHASE, AS_OF).limit(contacts).subquery()
+        rows = conn.execute(
+            select(chosen, CONTACT.c.email, CONTACT.c.name, ACCOUNT.c.name.label("account"))
+            .join(CONTACT, CONTACT.c.id == chosen.c.contact_id)
+            .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
+        ).all()
+    client = SendGridAPIClient(api_key=KEY, host=fake_url)
+    client.client.timeout = 30
+
+    @task(cache_policy=NO_CACHE)
+    def send_one(row: Any) -> int:
+        rendered = render(config, Variant(PHASE, row.segment, row.role, row.locale)).personalize(
+            recipient_values(name=row.name, email=row.email, account_name=row.account)
+        )
+        mail = Mail(
+            from_email=config.campaign.sender.email,
+            to_emails=row.email,
+            subject=rendered.subject,
+            plain_text_content=rendered.text,
+            html_content=rendered.html,
+        )
+        return int(client.send(mail).status_code)
+
+    @flow(name="bench-naive")
+    def naive() -> int:
+        return sum(1 for row in rows if 200 <= send_one(row) < 300)
+
+    started = time.perf_counter()
+    sent = naive()
+    wall = time.perf_counter() - started
+    return {
+        "wall_s": wall,
+        "recipients": sent,
+        "rps": sent / wall,
+        "requests": len(rows),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def child(part: str, *args: str) -> dict[str, Any]:
+    """Run one part in a process of its own; its last stdout line is its JSON result."""
+    env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="herald-bench-prefect-"))
+    env.update({"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    done = subprocess.run(
+        [sys.executable, __file__, "--part", part, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"part {part} failed:\n{done.stderr[-4000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+class Fake:
+    """The fake SendGrid in a process of its own."""
+
+    def __init__(self, latency: float) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "herald.testing.fake_sendgrid",
+                "--api-key",
+                KEY,
+                "--latency",
+                str(latency),
+                "--no-expand",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.url = line.strip().removeprefix("listening on ")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=60)
+        return out.strip()
+
+
+def database(kind: str, work: Path, server: str) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{work / 'bench.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run_db(kind: str, args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"db": kind}
+    for label, contacts in (("small", args.small), ("large", args.contacts)):
+        work = Path(tempfile.mkdtemp(prefix="herald-bench-"))
+        for url in database(kind, work, args.postgres):
+            say(f"[{kind}] seeding {contacts:,} contacts")
+            child("seed", url, str(contacts))
+            fake = Fake(args.latency)
+            try:
+                if label == "large":
+                    say(f"[{kind}] floor")
+                    result["floor"] = child("floor", url, str(config_dir))
+                    reset_ledger(url)
+                say(f"[{kind}] herald at {contacts:,}")
+                result[f"herald_{label}"] = child("herald", url, fake.url, str(config_dir))
+                if label == "large" and args.naive and kind == args.naive_db:
+                    say(f"[{kind}] naive on {args.naive:,}")
+                    result["naive"] = child(
+                        "naive", url, fake.url, str(config_dir), str(args.naive)
+                    )
+            finally:
+                result.setdefault("fake", []).append(fake.stop())
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def summarize(run: dict[str, Any], contacts: int, naive: dict[str, Any] | None) -> dict[str, Any]:
+    herald, floor = run["herald_large"], run["floor"]
+    out = {
+        "db": run["db"],
+        "contacts": contacts,
+        "herald_rps": round(herald["rps"]),
+        "floor_rps": round(floor["rps"]),
+        "naive_rps": round(naive["rps"], 1) if naive else None,
+        "herald_peak_rss_mb": round(herald["peak_rss_mb"], 1),
+        "herald_peak_rss_mb_small": round(run["herald_small"]["peak_rss_mb"], 1),
+        "requests": herald["requests"],
+        "prefect_share": round(herald["prefect_share"], 4),
+        "herald_vs_floor": round(herald["rps"] / floor["rps"], 3),
+        "herald_vs_naive": round(herald["rps"] / naive["rps"], 1) if naive else None,
+        "plan_s": round(herald["plan_s"], 2),
+        "rerun_s": round(herald["rerun_s"], 2),
+        "wall_s": round(herald["wall_s"], 1),
+        "floor_wall_s": round(floor["wall_s"], 1),
+    }
+    out["detail"] = run
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--postgres", default=os.environ.get("HERALD_BENCH_POSTGRES", POSTGRES))
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--naive", type=int, default=2_000)
+    parser.add_argument("--naive-db", default="sqlite", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    if args.part:
+        parts: dict[str, Callable[..., Any]] = {
+            "seed": lambda url, n: seed(url, int(n)) or {},
+            "floor": part_floor,
+            "herald": part_herald,
+            "naive": lambda url, fake, cfg, n: part_naive(url, fake, cfg, int(n)),
+        }
+        say(json.dumps(parts[args.part](*args.rest)))
+        return
+
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    args.naive_db = kinds[0]
+    config_dir = bench_config(Path(tempfile.mkdtemp(prefix="herald-bench-config-")))
+    runs = [run_db(kind, args, config_dir) for kind in kinds]
+    naive = next((run["naive"] for run in runs if "naive" in run), None)
+    results = [summarize(run, args.contacts, naive) for run in runs]
+    document = {
+        "date": date.today().isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "latency_s": args.latency,
+        "small_contacts": args.small,
+        "naive_contacts": args.naive,
+        **{k: v for k, v in results[0].items() if k != "detail"},
+        "runs": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{date.today().isoformat()}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    say(
+        f"\n{'db':<9}{'contacts':>10}{'herald r/s':>12}{'floor r/s':>11}{'naive r/s':>11}"
+        f"{'vs floor':>10}{'vs naive':>10}{'RSS MB':>9}{'Prefect':>9}{'plan s':>8}{'rerun s':>9}"
+    )
+    for r in results:
+        say(
+            f"{r['db']:<9}{r['contacts']:>10,}{r['herald_rps']:>12,}{r['floor_rps']:>11,}"
+            f"{r['naive_rps'] or 0:>11}{r['herald_vs_floor']:>10.0%}"
+            f"{r['herald_vs_naive'] or 0:>9}x{r['herald_peak_rss_mb']:>9}"
+            f"{r['prefect_share']:>9.1%}{r['plan_s']:>8}{r['rerun_s']:>9}"
+        )
+    say(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
