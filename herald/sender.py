@@ -138,6 +138,7 @@ class PhaseSender:
             failed=counts[DeliveryState.FAILED.value],
         )
         self._counts_lock = threading.Lock()  # batches of one sender may run in threads
+        self._after = 0  # the highest id this sender claimed: the next claim starts above it
 
     def send_batch(self) -> BatchOutcome:
         """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
@@ -146,9 +147,18 @@ class PhaseSender:
             paused = ledger.paused_reason(conn, campaign, self.message)
         if paused:
             return BatchOutcome(batch_id=None, paused=paused)
-        claimed = ledger.claim(self.engine, self.worker, self.sending.batch_size, self.gate())
+        after = self._after
+        claimed = ledger.claim(
+            self.engine, self.worker, self.sending.batch_size, self.gate(), after=after
+        )
+        if claimed is None and after:
+            # Rows below the watermark may be planned again (released by a recovery, or
+            # outside a window that has opened since): one pass from the start.
+            claimed = ledger.claim(self.engine, self.worker, self.sending.batch_size, self.gate())
         if claimed is None:
             return BatchOutcome(batch_id=None)
+        with self._counts_lock:
+            self._after = max(self._after, max(row.delivery_id for row in claimed.rows))
         try:
             batch = self._outgoing(claimed)
         except Exception as error:

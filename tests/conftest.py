@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from herald.db import get_engine, upgrade
 from herald.models import metadata
 from herald.settings import get_settings
+from herald.testing.fake_sendgrid import FakeSendGrid
 
 POSTGRES_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -244,3 +246,40 @@ def prefect_server() -> Iterator[None]:
     setup_logging()
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# --------------------------------------------------------------------------- fake SendGrid
+
+KEY = "SG.test-key-never-printed"
+
+
+@pytest.fixture
+def fast_config(config_dir: Path) -> Path:
+    """The campaign config with quick retries and no pace limit (tests wait for nothing)."""
+    path = config_dir / "campaign.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["sending"].update(
+        {"backoff_seconds": 0.01, "backoff_max_seconds": 0.05, "rate_per_second": None}
+    )
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return config_dir
+
+
+def set_sending(config_dir: Path, **values: object) -> None:
+    """Change keys of campaign.yaml's ``sending`` section."""
+    path = config_dir / "campaign.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["sending"].update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+@pytest.fixture
+def sendgrid_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]:
+    """A fake SendGrid, and Herald pointed at it with the sendgrid transport."""
+    with FakeSendGrid(api_key=KEY, seed=11) as fake:
+        monkeypatch.setenv("HERALD_TRANSPORT", "sendgrid")
+        monkeypatch.setenv("HERALD_SENDGRID_API_HOST", fake.url)
+        monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+        get_settings.cache_clear()
+        yield fake
+    get_settings.cache_clear()

@@ -33,9 +33,8 @@ from herald.report.weekly import change_text
 from herald.testing.fake_sendgrid import FakeSendGrid
 from tests.bases import config, suppress
 from tests.chromium import render
-from tests.conftest import CHROMIUM, Database
+from tests.conftest import CHROMIUM, KEY, Database
 from tests.test_metrics import AS_OF, build, reject
-from tests.test_sendgrid import KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -337,23 +336,10 @@ def _trend_column(html: str, label: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- sending
 
 
-@pytest.fixture
-def sendgrid(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
-    from herald.settings import get_settings
-
-    with FakeSendGrid(api_key=KEY, seed=3) as fake:
-        monkeypatch.setenv("HERALD_TRANSPORT", "sendgrid")
-        monkeypatch.setenv("HERALD_SENDGRID_API_HOST", fake.url)
-        monkeypatch.setenv("SENDGRID_API_KEY", KEY)
-        get_settings.cache_clear()
-        yield fake
-    get_settings.cache_clear()
-
-
 class TestSending:
     @pytest.mark.usefixtures("campaign")
     def test_each_leader_gets_it_once_with_inline_charts_and_a_suppressed_one_never(
-        self, db: Database, sendgrid: FakeSendGrid
+        self, db: Database, sendgrid_env: FakeSendGrid
     ) -> None:
         suppress(db, ["cto@example.com"])
         first = weekly_report(ReportRun(as_of=AS_OF, send=True))
@@ -362,11 +348,11 @@ class TestSending:
         assert sorted(first.sent.sent) == ["ceo@example.com", "vp-customer-success@example.com"]
         assert first.sent.suppressed == ["cto@example.com"]
         assert again.sent.sent == [] and sorted(again.sent.already) == sorted(first.sent.sent)
-        assert dict(sendgrid.accepted_emails()) == {
+        assert dict(sendgrid_env.accepted_emails()) == {
             "ceo@example.com": 1,
             "vp-customer-success@example.com": 1,
         }
-        assert [r.valid for r in sendgrid.requests] == [True]  # one request, schema-valid
+        assert [r.valid for r in sendgrid_env.requests] == [True]  # one request, schema-valid
         assert db.count("report_delivery WHERE state = 'accepted'") == 2
         assert db.count("audit_log WHERE action = 'report.accepted'") == 1
 

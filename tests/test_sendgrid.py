@@ -13,11 +13,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -32,42 +30,9 @@ from herald.testing.fake_sendgrid import FakeSendGrid, Faults
 from herald.transports import OutgoingBatch, Recipient, TransportError
 from herald.transports.sendgrid import SendGridTransport
 from tests.bases import DAY, eligible, ledger_emails, load_base
-from tests.conftest import Database
+from tests.conftest import KEY, Database, set_sending
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-KEY = "SG.test-key-never-printed"
-
-
-@pytest.fixture
-def fast_config(config_dir: Path) -> Path:
-    """The campaign config with quick retries and no pace limit (tests wait for nothing)."""
-    path = config_dir / "campaign.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["sending"].update(
-        {"backoff_seconds": 0.01, "backoff_max_seconds": 0.05, "rate_per_second": None}
-    )
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return config_dir
-
-
-def set_sending(config_dir: Path, **values: object) -> None:
-    """Change keys of campaign.yaml's ``sending`` section."""
-    path = config_dir / "campaign.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["sending"].update(values)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
-
-@pytest.fixture
-def sendgrid_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]:
-    """A fake SendGrid, and Herald pointed at it with the sendgrid transport."""
-    with FakeSendGrid(api_key=KEY, seed=11) as fake:
-        monkeypatch.setenv("HERALD_TRANSPORT", "sendgrid")
-        monkeypatch.setenv("HERALD_SENDGRID_API_HOST", fake.url)
-        monkeypatch.setenv("SENDGRID_API_KEY", KEY)
-        get_settings.cache_clear()
-        yield fake
-    get_settings.cache_clear()
 
 
 def all_valid(fake: FakeSendGrid) -> bool:
