@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test bench lint typecheck install clean
+.PHONY: demo test bench chaos lint typecheck install clean
 
 install: $(VENV)/.synced
 
@@ -50,6 +50,17 @@ BENCH_ARGS ?=
 bench: install
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/python bench/phase.py $(BENCH_ARGS)
+
+# Not part of `make test` (which runs each of these in short): the ledger's state machine over
+# 1,000 Hypothesis examples, the bad-input corpus, then the chaos run: a phase over 50,000
+# contacts killed with SIGKILL 3 times in each of 20 trials (plus 5 trials without webhook
+# evidence), on SQLite and Postgres. Ends with one `chaos:` line per database.
+CHAOS_ARGS ?=
+chaos: install
+	@mkdir -p "$(PREFECT_HOME)"
+	HERALD_MODEL_EXAMPLES=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_ledger_model.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_bad_inputs.py
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

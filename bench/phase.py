@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import shutil
 import subprocess
@@ -34,8 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,8 @@ AS_OF = date(2027, 2, 9)  # the announcement's day
 PHASE = "announcement"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
+from herald.testing.synthetic import copy_config, reset_sends, seed_base, temporary_database  # noqa: E402
+
 
 def say(text: str) -> None:
     sys.stdout.write(text + "\n")
@@ -59,96 +59,6 @@ def peak_rss_mb() -> float:
 
 
 # --------------------------------------------------------------------------- the base
-
-
-def seed(url: str, contacts: int) -> None:
-    """N contacts on N/2 active accounts (an executive and a technical contact each), then
-    the segmentation as of the announcement."""
-    from sqlalchemy import insert
-
-    from herald.config import load_config
-    from herald.db import get_engine, upgrade
-    from herald.metrics import ACCOUNT, CONTACT
-    from herald.segmentation import assign_segments
-
-    upgrade(url)
-    engine = get_engine(url)
-    rng = random.Random(5)
-    accounts = contacts // 2
-    now = datetime.now(UTC)
-    chunk = 50_000
-    industries = ["software", "retail", "banking", "media", "logistics", "healthcare"]
-    with engine.begin() as conn:
-        for start in range(0, accounts, chunk):
-            conn.execute(
-                insert(ACCOUNT),
-                [
-                    {
-                        "id": i + 1,
-                        "external_id": f"B{i + 1:07d}",
-                        "name": f"Bench Account {i + 1}",
-                        "tier": rng.choice(["starter", "pro", "enterprise"]),
-                        "region": rng.choice(["na", "emea", "apac", "latam"]),
-                        "industry": rng.choice(industries),
-                        "lifecycle": "active",
-                        "migration_state": "not_started",
-                        "attributes": {
-                            "performance_focused": rng.random() < 0.2,
-                            "change_policy": rng.choice(["standard", "conservative"]),
-                            "legacy_version": rng.choice([3.9, 4.1, 4.2, 4.5]),
-                        },
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in range(start, min(start + chunk, accounts))
-                ],
-            )
-        for start in range(0, contacts, chunk):
-            conn.execute(
-                insert(CONTACT),
-                [
-                    {
-                        "id": i + 1,
-                        "account_id": i // 2 + 1,
-                        "email": f"person{i + 1}@bench{i // 2 % 997}.example.com",
-                        "name": f"Person {i + 1}",
-                        "role": "executive" if i % 2 == 0 else "technical",
-                        "timezone": "America/New_York",
-                        "locale": rng.choice(["en", "en", "en", "de", "fr", "ja"]),
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in range(start, min(start + chunk, contacts))
-                ],
-            )
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
-    assign_segments(engine=engine, config=load_config(ROOT / "config").segments, as_of=AS_OF)
-
-
-def reset_ledger(url: str) -> None:
-    """Empty what a run wrote (ledger, batches, workers, approvals) before the next part."""
-    from sqlalchemy import text
-
-    from herald.db import get_engine
-
-    with get_engine(url).begin() as conn:
-        for name in ("delivery", "send_batch", "send_worker", "phase_control", "audit_log"):
-            conn.execute(text(f"DELETE FROM {name}"))
-
-
-def bench_config(directory: Path) -> Path:
-    """The repository's config with no pace limit (the fake answers as fast as it can)."""
-    import yaml
-
-    target = directory / "config"
-    shutil.copytree(ROOT / "config", target)
-    path = target / "campaign.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["sending"]["rate_per_second"] = None
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return target
 
 
 # --------------------------------------------------------------------------- parts
@@ -487,30 +397,11 @@ class Fake:
         return out.strip()
 
 
-def database(kind: str, work: Path, server: str) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{work / 'bench.db'}"
-        return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"herald_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def run_db(kind: str, args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"db": kind}
     for label, contacts in (("small", args.small), ("large", args.contacts)):
         work = Path(tempfile.mkdtemp(prefix="herald-bench-"))
-        for url in database(kind, work, args.postgres):
+        with temporary_database(kind, work, args.postgres) as url:
             say(f"[{kind}] seeding {contacts:,} contacts")
             child("seed", url, str(contacts))
             fake = Fake(args.latency)
@@ -518,7 +409,7 @@ def run_db(kind: str, args: argparse.Namespace, config_dir: Path) -> dict[str, A
                 if label == "large":
                     say(f"[{kind}] floor")
                     result["floor"] = child("floor", url, str(config_dir))
-                    reset_ledger(url)
+                    reset_sends(url)
                 say(f"[{kind}] herald at {contacts:,}")
                 result[f"herald_{label}"] = child("herald", url, fake.url, str(config_dir))
                 if label == "large" and args.naive and kind == args.naive_db:
@@ -571,7 +462,7 @@ def main() -> None:
 
     if args.part:
         parts: dict[str, Callable[..., Any]] = {
-            "seed": lambda url, n: seed(url, int(n)) or {},
+            "seed": lambda url, n: seed_base(url, int(n), AS_OF, ROOT / "config") or {},
             "floor": part_floor,
             "herald": part_herald,
             "naive": lambda url, fake, cfg, n: part_naive(url, fake, cfg, int(n)),
@@ -581,7 +472,9 @@ def main() -> None:
 
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     args.naive_db = kinds[0]
-    config_dir = bench_config(Path(tempfile.mkdtemp(prefix="herald-bench-config-")))
+    # The repository's config with no pace limit (the fake answers as fast as it can).
+    work = Path(tempfile.mkdtemp(prefix="herald-bench-config-"))
+    config_dir = copy_config(ROOT / "config", work / "config", rate_per_second=None)
     runs = [run_db(kind, args, config_dir) for kind in kinds]
     naive = next((run["naive"] for run in runs if "naive" in run), None)
     results = [summarize(run, args.contacts, naive) for run in runs]

@@ -73,13 +73,7 @@ def produce_report(config: HeraldConfig, as_of: date, *, send: bool) -> ReportSu
     )
     if send:
         summary.sent = send_report_task(config, as_is(report), as_is(made.charts), saved)
-        sent = summary.sent
-        logger.info(
-            f"Report sent to {len(sent.sent)} address(es); {len(sent.already)} had it already"
-            + (f"; {len(sent.suppressed)} suppressed" if sent.suppressed else "")
-            + (f"; {len(sent.failed)} failed ({sent.error})" if sent.failed else "")
-            + (f"; {len(sent.unknown)} unknown: check before resending" if sent.unknown else "")
-        )
+        logger.info(f"Report: {summary.sent.describe()}")
     else:
         logger.info(
             f"Dry run: saved, not sent ({len(config.campaign.report.leadership)} leadership "

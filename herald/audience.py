@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-from herald.calendar import NOTICE_PREFIX, timezone_expression
+from herald.calendar import is_notice, notice_deadline, timezone_expression
 from herald.config import HeraldConfig, PhaseName
 from herald.models import (
     Account,
@@ -148,9 +148,8 @@ def extended_audience(
             mailed.c.contact_id == contacts.c.id,
             mailed.c.campaign == config.campaign.id,
             mailed.c.state == DeliveryState.ACCEPTED.value,
-            name.like(f"{NOTICE_PREFIX}%@%"),
-            # the name ends in the notice's deadline, an ISO date: compare it as text
-            func.substr(name, func.length(name) - 9) < deadline,
+            is_notice(name),
+            notice_deadline(name) < deadline,
         )
     )
 

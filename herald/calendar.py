@@ -124,6 +124,17 @@ def notice_message(offset: int, deadline: date) -> str:
     return f"{NOTICE_PREFIX}{offset}@{deadline.isoformat()}"
 
 
+def is_notice(name: ColumnElement[str]) -> ColumnElement[bool]:
+    """SQL: the ledger message ``name`` is a notice (made by :func:`notice_message`)."""
+    return name.like(f"{NOTICE_PREFIX}%@%")
+
+
+def notice_deadline(name: ColumnElement[str]) -> ColumnElement[str]:
+    """SQL: the deadline a notice's ledger ``name`` ends in, as ISO text (comparable as
+    text: ISO dates sort as they read)."""
+    return func.substr(name, func.length(name) - 9)
+
+
 def extended_message(deadline: date) -> str:
     """The ledger's name of the "deadline extended" message for the new ``deadline``."""
     return f"{EXTENDED_PREFIX}@{deadline.isoformat()}"

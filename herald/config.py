@@ -653,6 +653,18 @@ def _load_file(
         problems.append(ConfigProblem(path, "", f"not valid YAML: {reason}", line))
         return None
     line_map = dict(_node_lines(node, ())) if node is not None else {}
+    duplicates = list(_duplicate_keys(node, ())) if node is not None else []
+    for key_path, first, again in duplicates:
+        problems.append(
+            ConfigProblem(
+                path,
+                _dotted(key_path),
+                f"key given twice (lines {first} and {again}): YAML would keep only the last",
+                again,
+            )
+        )
+    if duplicates:
+        return None
     if not isinstance(data, dict):
         problems.append(ConfigProblem(path, "", "expected a mapping of keys at the top level", 1))
         return None
@@ -770,6 +782,23 @@ def _node_lines(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield from _node_lines(item, (*path, index))
+
+
+def _duplicate_keys(
+    node: yaml.Node, path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], int, int]]:
+    """(key path, first line, repeated line) of every key a mapping gives twice."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name, line = str(key.value), key.start_mark.line + 1
+            if name in seen:
+                yield (*path, name), seen[name], line
+            seen.setdefault(name, line)
+            yield from _duplicate_keys(value, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, index))
 
 
 def _line_for(line_map: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:

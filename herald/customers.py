@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -224,6 +225,12 @@ def _read_header(
 ) -> _Header:
     if not path.is_file():
         raise ImportError_(f"{path}: file not found")
+    with path.open("rb") as probe:
+        start = probe.read(4)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in start:
+        raise ImportError_(
+            f"{path}:1: the file is UTF-16 or binary, not text in UTF-8: save it as CSV UTF-8"
+        )
     with _open_text(path, None) as handle:
         try:
             header = next(csv.reader(handle))
@@ -259,29 +266,77 @@ def _read_header(
     return _Header(columns=columns, attributes=attributes)
 
 
+class _Lines:
+    """The physical lines of a file for ``csv.reader``, numbered; the lines of a record that
+    failed can be put back, all but its first, so one stray quote costs one line, not the
+    rest of the file."""
+
+    def __init__(self, handle: io.TextIOWrapper) -> None:
+        self._handle = handle
+        self._back: deque[str] = deque()
+        self._taken: list[str] = []
+        self.next_line = 1  # the number of the line the next record starts on
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._back.popleft() if self._back else next(self._handle)
+        self._taken.append(line)
+        return line
+
+    def record_done(self) -> int:
+        """Close the record just read; the line it started on."""
+        first = self.next_line
+        self.next_line += len(self._taken)
+        self._taken = []
+        return first
+
+    def put_back_all_but_first(self) -> int:
+        """The record just read failed: reread its lines after the first. How many."""
+        rest = self._taken[1:]
+        self._back.extendleft(reversed(rest))
+        self._taken = self._taken[:1]
+        return len(rest)
+
+
 def _rows(
     path: Path, header: _Header, on_bytes: ProgressCallback | None
 ) -> Iterator[tuple[int, list[str] | None, str]]:
-    """Yield (line, fields or None, error) for every non-blank data row; line is 1-based."""
+    """Yield (line, fields or None, error) for every non-blank data row; line is 1-based.
+
+    A record that fails and spans several lines (a quote opened and never closed where it
+    should be) is reported on its first line, and the lines after it are read again.
+    """
     with _open_text(path, on_bytes) as handle:
-        reader = csv.reader(handle, strict=True)
+        lines = _Lines(handle)
+        reader = csv.reader(lines, strict=True)
         next(reader)  # header, checked already
+        lines.record_done()
         width = len(header.columns)
         while True:
-            line = reader.line_num + 1
             try:
-                fields = next(reader)
+                fields: list[str] | None = next(reader)
+                error = ""
             except StopIteration:
                 return
-            except csv.Error as error:
-                yield line, None, f"malformed CSV: {error}"
+            except csv.Error as problem:
+                fields, error = None, f"malformed CSV: {problem}"
+            if fields is not None and not error:
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    lines.record_done()
+                    continue  # a blank line is not a row
+                if len(fields) != width:
+                    error = f"expected {width} fields, found {len(fields)}"
+            if error:
+                reread = lines.put_back_all_but_first()
+                line = lines.record_done()
+                if reread:
+                    error += f" (a quote opened on line {line} is not closed on it)"
+                    fields = None
+                yield line, fields, error
                 continue
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # a blank line is not a row
-            if len(fields) != width:
-                yield line, fields, f"expected {width} fields, found {len(fields)}"
-                continue
-            yield line, fields, ""
+            yield lines.record_done(), fields, ""
 
 
 def _raw(fields: list[str] | None) -> str:
@@ -610,24 +665,32 @@ def _bulk_insert(conn: Connection, stage: Table, rows: list[dict[str, Any]]) -> 
 def _reject_duplicates(
     conn: Connection, stage: Table, rejects: Table, result: FileResult, key: str
 ) -> None:
-    """Reject every row whose key already appeared on an earlier line of the same file."""
-    first = select(
+    """Reject every row whose key appears more than once in the file: the file contradicts
+    itself, so none of them is imported (the stored row, if any, stays as it was)."""
+    by_key = stage.c[key]
+    counted = select(
         stage.c.line,
         stage.c.raw,
         stage.c[key].label("key"),
-        func.min(stage.c.line).over(partition_by=stage.c[key]).label("first_line"),
+        func.count().over(partition_by=by_key).label("copies"),
+        func.min(stage.c.line).over(partition_by=by_key).label("first_line"),
+        func.max(stage.c.line).over(partition_by=by_key).label("last_line"),
     ).subquery()
     duplicates = select(
         literal(result.part),
         literal(result.file),
-        first.c.line,
+        counted.c.line,
         literal(f"duplicate {key} ")
-        + first.c.key
-        + literal(" (first on line ")
-        + cast(first.c.first_line, String)
-        + literal(")"),
-        first.c.raw,
-    ).where(first.c.line != first.c.first_line)
+        + counted.c.key
+        + literal(": ")
+        + cast(counted.c.copies, String)
+        + literal(" rows, lines ")
+        + cast(counted.c.first_line, String)
+        + literal(" to ")
+        + cast(counted.c.last_line, String)
+        + literal("; none imported"),
+        counted.c.raw,
+    ).where(counted.c.copies > 1)
     added = conn.execute(
         insert(rejects).from_select(["part", "file", "line", "reason", "raw"], duplicates)
     ).rowcount

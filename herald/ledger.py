@@ -55,11 +55,12 @@ from herald.audience import (
     thank_you_audience,
 )
 from herald.calendar import (
-    NOTICE_PREFIX,
     THANK_YOU_MESSAGE,
     Notice,
     due_notices,
     extended_message,
+    is_notice,
+    notice_deadline,
     start_of,
 )
 from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
@@ -80,10 +81,12 @@ from herald.models import (
 
 deliveries = table(Delivery)
 email_events = table(EmailEvent)
-BULK_PLAN_ROWS = 10_000  # a plan this large refreshes the planner's statistics (Postgres)
 batches = table(SendBatch)
 workers = table(SendWorker)
 controls = table(PhaseControl)
+
+BULK_PLAN_ROWS = 10_000  # a plan this large refreshes the planner's statistics (Postgres)
+SETTLED_BY_EVENTS = "settled: SendGrid reported an event for it"
 
 
 def _phase_rows(campaign: str, message: str) -> Any:
@@ -268,8 +271,8 @@ def follow_deadlines(engine: Engine, config: HeraldConfig, as_of: date) -> Resch
                     deliveries.c.campaign == campaign.id,
                     deliveries.c.segment == segment,
                     deliveries.c.state == DeliveryState.PLANNED.value,
-                    name.like(f"{NOTICE_PREFIX}%@%"),
-                    func.substr(name, func.length(name) - 9) != deadline.isoformat(),
+                    is_notice(name),
+                    notice_deadline(name) != deadline.isoformat(),
                 )
                 .values(
                     state=DeliveryState.EXPIRED.value,
@@ -807,7 +810,7 @@ def settle_proven(conn: Connection, *where: Any) -> int:
             .where(*where, deliveries.c.state == DeliveryState.UNKNOWN.value, proven)
             .values(
                 state=DeliveryState.ACCEPTED.value,
-                error="settled: SendGrid reported an event for it",
+                error=SETTLED_BY_EVENTS,
                 sent_at=deliveries.c.claimed_at,
                 updated_at=utcnow(),
             )

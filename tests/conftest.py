@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -26,6 +24,7 @@ from herald.db import get_engine, upgrade
 from herald.models import metadata
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid
+from herald.testing.synthetic import set_sending, temporary_database
 
 POSTGRES_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -49,8 +48,6 @@ def _postgres_problem() -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PROBLEM] = _postgres_problem()
-    config.stash[_DESELECTED] = 0
-    config.stash[_NO_CHROMIUM] = 0
     if POSTGRES_REQUIRED and config.stash[_PROBLEM] is not None:
         raise pytest.UsageError(
             f"HERALD_TEST_POSTGRES=required but Postgres at "
@@ -64,42 +61,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _PROBLEM = pytest.StashKey[str | None]()
-_DESELECTED = pytest.StashKey[int]()
-_NO_CHROMIUM = pytest.StashKey[int]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _deselect_chromium(config, items)
-    problem = config.stash[_PROBLEM]
-    if problem is None:
-        return
-    postgres = [item for item in items if item.get_closest_marker("postgres")]
-    if not postgres:
-        return
-    if POSTGRES_REQUIRED:
-        raise pytest.UsageError(
-            f"HERALD_TEST_POSTGRES=required but Postgres at "
-            f"{make_url(POSTGRES_URL).render_as_string(hide_password=True)} is not reachable: "
-            f"{problem}"
-        )
-    items[:] = [item for item in items if not item.get_closest_marker("postgres")]
-    config.hook.pytest_deselected(items=postgres)
-    config.stash[_DESELECTED] = len(postgres)
+    # (Where either is required, pytest_configure has stopped the run already.)
+    if CHROMIUM is None:
+        _deselect(config, items, "chromium")
+    if config.stash[_PROBLEM] is not None:
+        _deselect(config, items, "postgres")
 
 
-def _deselect_chromium(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if CHROMIUM is not None:
-        return
-    browser = [item for item in items if item.get_closest_marker("chromium")]
-    if not browser:
-        return
-    if CHROMIUM_REQUIRED:
-        raise pytest.UsageError(
-            "HERALD_TEST_CHROMIUM=required but no chromium on PATH (apt-get install chromium)"
-        )
-    items[:] = [item for item in items if not item.get_closest_marker("chromium")]
-    config.hook.pytest_deselected(items=browser)
-    config.stash[_NO_CHROMIUM] = len(browser)
+def _deselect(config: pytest.Config, items: list[pytest.Item], marker: str) -> None:
+    """Leave out the tests marked ``marker`` (the terminal summary says so, in red)."""
+    dropped = [item for item in items if item.get_closest_marker(marker)]
+    if dropped:
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
+        config.hook.pytest_deselected(items=dropped)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -157,18 +134,11 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _postgres_database() -> Iterator[str]:
-    name = f"herald_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def _postgres_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with temporary_database("postgres", tmp_path_factory.mktemp("pg"), POSTGRES_URL) as url:
+        upgrade(url)
+        yield url
+        get_engine(url).dispose()
 
 
 def _empty_postgres(url: str) -> None:
@@ -256,21 +226,8 @@ KEY = "SG.test-key-never-printed"
 @pytest.fixture
 def fast_config(config_dir: Path) -> Path:
     """The campaign config with quick retries and no pace limit (tests wait for nothing)."""
-    path = config_dir / "campaign.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["sending"].update(
-        {"backoff_seconds": 0.01, "backoff_max_seconds": 0.05, "rate_per_second": None}
-    )
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    set_sending(config_dir, backoff_seconds=0.01, backoff_max_seconds=0.05, rate_per_second=None)
     return config_dir
-
-
-def set_sending(config_dir: Path, **values: object) -> None:
-    """Change keys of campaign.yaml's ``sending`` section."""
-    path = config_dir / "campaign.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["sending"].update(values)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ class TestMalformedRows:
     def test_five_bad_contacts_among_1000_are_rejected_with_their_lines(
         self, db: Database, tmp_path: Path
     ) -> None:
-        """995 contacts land; the 5 bad ones are reported with file, line number and reason."""
+        """994 contacts land; the 5 bad ones, and the row the duplicate repeats, are reported
+        with file, line number and reason."""
         accounts = write_csv(
             tmp_path / "accounts.csv", ACCOUNT_HEADER, [account(n) for n in range(1, 101)]
         )
@@ -66,20 +67,21 @@ class TestMalformedRows:
         result = run_import(db, tmp_path, accounts, contacts, chunk_rows=128)
 
         assert result.contacts.rows == 1000
-        assert result.contacts.inserted == 995
-        assert result.contacts.rejected == 5
-        assert db.count("contact") == 995
-        rejects = read_rejects(result.rejects_path)
+        assert result.contacts.inserted == 994
+        assert result.contacts.rejected == 6
+        assert db.count("contact") == 994
+        rejects = sorted(read_rejects(result.rejects_path), key=lambda r: int(r["line"]))
         assert [(r["file"], int(r["line"])) for r in rejects] == [
-            (str(contacts), line) for line in (11, 201, 401, 601, 801)
+            (str(contacts), line) for line in (6, 11, 201, 401, 601, 801)
         ]
         reasons = [r["reason"] for r in rejects]
-        assert reasons[0].startswith("invalid e-mail 'not-an-email'")
-        assert reasons[1] == "unknown account A00999"
-        assert reasons[2].startswith("unknown role 'ceo'")
-        assert reasons[3].startswith("unknown timezone 'Mars/Olympus_Mons'")
-        assert reasons[4] == f"duplicate email {rows[4][1]} (first on line 6)"
-        assert rejects[2]["row"].split(",")[3] == "ceo"
+        duplicate = f"duplicate email {rows[4][1]}: 2 rows, lines 6 to 801; none imported"
+        assert reasons[0] == reasons[5] == duplicate
+        assert reasons[1].startswith("invalid e-mail 'not-an-email'")
+        assert reasons[2] == "unknown account A00999"
+        assert reasons[3].startswith("unknown role 'ceo'")
+        assert reasons[4].startswith("unknown timezone 'Mars/Olympus_Mons'")
+        assert rejects[3]["row"].split(",")[3] == "ceo"
 
     def test_five_bad_accounts_among_1000_are_rejected_with_their_lines(
         self, db: Database, tmp_path: Path
@@ -95,16 +97,17 @@ class TestMalformedRows:
 
         result = run_import(db, tmp_path, path)
 
-        assert (result.accounts.inserted, result.accounts.rejected) == (995, 5)
-        assert db.count("account") == 995
-        rejects = read_rejects(result.rejects_path)
-        assert [int(r["line"]) for r in rejects] == [101, 301, 501, 701, 901]
+        assert (result.accounts.inserted, result.accounts.rejected) == (994, 6)
+        assert db.count("account") == 994
+        rejects = sorted(read_rejects(result.rejects_path), key=lambda r: int(r["line"]))
+        assert [int(r["line"]) for r in rejects] == [4, 101, 301, 501, 701, 901]
         assert [r["reason"] for r in rejects] == [
+            "duplicate external_id A00003: 2 rows, lines 4 to 901; none imported",
             "unknown lifecycle 'zombie' (expected one of active, churned)",
             "name is empty",
             "migrated_on '2026-02-30' is not a date (YYYY-MM-DD)",
             "expected 10 fields, found 9",
-            "duplicate external_id A00003 (first on line 4)",
+            "duplicate external_id A00003: 2 rows, lines 4 to 901; none imported",
         ]
 
     def test_invalid_utf8_rejects_only_that_row(self, db: Database, tmp_path: Path) -> None:
@@ -215,7 +218,8 @@ class TestFileFormats:
     def test_emails_are_normalised_and_deduplicated_case_insensitively(
         self, db: Database, tmp_path: Path
     ) -> None:
-        """Upper-case and internationalised addresses are stored in one canonical form."""
+        """Upper-case and internationalised addresses are compared in one canonical form: two
+        rows that differ only in case are the same contact twice, and neither is imported."""
         accounts = write_csv(tmp_path / "a.csv", ACCOUNT_HEADER, [account(1)])
         contacts = write_csv(
             tmp_path / "c.csv",
@@ -227,16 +231,15 @@ class TestFileFormats:
             ],
         )
         result = run_import(db, tmp_path, accounts, contacts)
-        assert result.contacts.inserted == 2
+        assert (result.contacts.inserted, result.contacts.rejected) == (1, 2)
         with db.engine.connect() as conn:
             stored = conn.execute(
                 select(CONTACT_TABLE.c.email, CONTACT_TABLE.c.locale).order_by(CONTACT_TABLE.c.id)
             ).all()
-        assert [tuple(r) for r in stored] == [
-            ("jane.doe@example.com", "de"),
-            ("josé@bücher.de", "pt-BR"),
-        ]
-        assert read_rejects(result.rejects_path)[0]["reason"].startswith("duplicate email")
+        assert [tuple(r) for r in stored] == [("josé@bücher.de", "pt-BR")]
+        assert [r["reason"] for r in read_rejects(result.rejects_path)] == [
+            "duplicate email jane.doe@example.com: 2 rows, lines 2 to 3; none imported"
+        ] * 2
 
 
 class TestHeaders:

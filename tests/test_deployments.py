@@ -7,19 +7,17 @@ import importlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from prefect import Flow
 from sqlalchemy import text
 
+from herald.testing.processes import free_port, served, stop
 from tests.bases import config, eligible, load_base
 from tests.conftest import ROOT, Database
 
@@ -67,12 +65,6 @@ class TestDeploymentFile:
         assert schedule["cron"] == "0 8 * * 1"
         assert schedule["timezone"] == config().campaign.timezone
         assert schedule["parameters"] == {"params": {"send": True}}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 LIST_DEPLOYMENTS = """
@@ -143,25 +135,13 @@ class TestDeployAgainstAServer:
             PREFECT_SERVER_API_PORT=str(port),
             HERALD_HOME=str(ROOT),
         )
-        bin_dir = Path(sys.executable).parent
-        server = subprocess.Popen(
-            [str(bin_dir / "prefect"), "server", "start", "--port", str(port)],
+        prefect = str(Path(sys.executable).parent / "prefect")
+        with served(
+            [prefect, "server", "start", "--port", str(port)],
+            health=f"http://127.0.0.1:{port}/api/health",
+            what="prefect server",
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if (
-                        httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code
-                        == 200
-                    ):
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            prefect = str(bin_dir / "prefect")
+        ):
             pool = subprocess.run(
                 [prefect, "work-pool", "create", "herald", "--type", "process"],
                 env=env,
@@ -206,12 +186,8 @@ class TestDeployAgainstAServer:
                     timeout=300,
                 )
             finally:
-                worker.terminate()
-                worker.wait(timeout=30)
+                stop(worker)
             assert approved.returncode == 0, approved.stderr
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         # The real send paused for approval, sent once approved, and the audit log says who.
         assert json.loads(approved.stdout.strip().splitlines()[-1]) == ["PAUSED", "COMPLETED"]
         with db.engine.connect() as conn:

@@ -27,10 +27,11 @@ from herald.config import load_config
 from herald.messages import Variant, recipient_values, render
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid, Faults
+from herald.testing.synthetic import set_sending
 from herald.transports import OutgoingBatch, Recipient, TransportError
 from herald.transports.sendgrid import SendGridTransport
 from tests.bases import DAY, eligible, ledger_emails, load_base
-from tests.conftest import KEY, Database, set_sending
+from tests.conftest import KEY, Database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from flows.send_phase import PhaseRun, send_phase
@@ -27,6 +23,8 @@ from herald import ledger
 from herald.config import WebhookConfig
 from herald.telemetry.events import process_pending
 from herald.telemetry.webhook import PATH, SIGNATURE_HEADER, TIMESTAMP_HEADER, create_app
+from herald.testing import event_webhook
+from herald.testing.processes import free_port, served
 from tests.bases import DAY, config, ledger_emails, load_base, some_contacts
 from tests.conftest import Database
 
@@ -38,23 +36,11 @@ SAMPLE = json.loads(
 NOW = 1_790_000_000
 
 
-class Signer:
-    """A key pair standing in for SendGrid's, signing bodies the way SendGrid does."""
+class Signer(event_webhook.Signer):
+    """SendGrid's signature, made at the tests' fixed clock unless told otherwise."""
 
-    def __init__(self) -> None:
-        self.private = ec.generate_private_key(ec.SECP256R1())
-        der = self.private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self.public = base64.b64encode(der).decode()
-
-    def headers(self, body: bytes, timestamp: int = NOW) -> dict[str, str]:
-        signature = self.private.sign(str(timestamp).encode() + body, ec.ECDSA(hashes.SHA256()))
-        return {
-            SIGNATURE_HEADER: base64.b64encode(signature).decode(),
-            TIMESTAMP_HEADER: str(timestamp),
-            "Content-Type": "application/json",
-        }
+    def headers(self, body: bytes, timestamp: int | None = NOW) -> dict[str, str]:
+        return super().headers(body, timestamp)
 
 
 def event(kind: str, email: str, number: int, **extra: Any) -> dict[str, Any]:
@@ -186,45 +172,30 @@ class TestOnceAndDurable:
         assert process_pending(db.engine) == []
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def served(db: Database, signer: Signer) -> Iterator[str]:  # noqa: ARG001 (db: the env)
+def served_receiver(db: Database, signer: Signer) -> Iterator[str]:  # noqa: ARG001 (db: the env)
     """`herald webhooks serve` in its own process, on a free port."""
     port = free_port()
-    env = dict(os.environ, HERALD_WEBHOOK_PUBLIC_KEY=signer.public)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "herald.cli", "webhooks", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.communicate(timeout=20)
+    with served(
+        [sys.executable, "-m", "herald.cli", "webhooks", "serve", "--port", str(port)],
+        health=f"{url}/health",
+        what="the webhook receiver",
+        env=dict(os.environ, HERALD_WEBHOOK_PUBLIC_KEY=signer.public),
+        timeout=60,
+    ):
+        yield url
 
 
 class TestServedReceiver:
     def test_the_served_receiver_accepts_a_signed_batch_over_http(
-        self, db: Database, signer: Signer, served: str
+        self, db: Database, signer: Signer, served_receiver: str
     ) -> None:
         """A real uvicorn server: a signed batch is stored and processed."""
         now = int(time.time())
         body = json.dumps([event("spamreport", "angry@x.example", 9, timestamp=now)]).encode()
         response = httpx.post(
-            f"{served}{PATH}", content=body, headers=signer.headers(body, now), timeout=10
+            f"{served_receiver}{PATH}", content=body, headers=signer.headers(body, now), timeout=10
         )
         assert response.status_code == 200
         deadline = time.monotonic() + 10

@@ -51,21 +51,8 @@ def weekly(
     )
     if summary.sent is not None:
         sent = summary.sent
-        console.print(
-            f"Sent to {len(sent.sent)} address(es); {len(sent.already)} had it already"
-            + (f"; {len(sent.suppressed)} suppressed" if sent.suppressed else "")
-            + (
-                f"; [red]{len(sent.failed)} failed[/]: {escape(sent.error or '')}"
-                if sent.failed
-                else ""
-            )
-            + (
-                f"; [yellow]{len(sent.unknown)} unknown[/] (may have been accepted: check "
-                "before resending)"
-                if sent.unknown
-                else ""
-            )
-        )
+        style = "red" if sent.failed else "yellow" if sent.unknown else "default"
+        console.print(escape(sent.describe()), style=style)
     else:
         leaders = len(config.campaign.report.leadership)
         console.print(f"Dry run: not sent (--send sends it to {leaders} leadership address(es)).")

@@ -46,6 +46,19 @@ class ReportSent:
     unknown: list[str] = field(default_factory=list)
     error: str | None = None
 
+    def describe(self) -> str:
+        """One line for people: sent, already had it, suppressed, failed, unknown."""
+        return (
+            f"Sent to {len(self.sent)} address(es); {len(self.already)} had it already"
+            + (f"; {len(self.suppressed)} suppressed" if self.suppressed else "")
+            + (f"; {len(self.failed)} failed: {self.error or ''}" if self.failed else "")
+            + (
+                f"; {len(self.unknown)} unknown (may have been accepted: check before resending)"
+                if self.unknown
+                else ""
+            )
+        )
+
 
 def report_name(report: WeeklyReport) -> str:
     """The report's ledger name, e.g. ``weekly-2027-03-01``."""

@@ -26,7 +26,6 @@ from sqlalchemy import Connection, Engine, select, tuple_, update
 
 from herald.db import dialect_insert
 from herald.models import (
-    DeliveryState,
     EmailEvent,
     Suppression,
     SuppressionReason,
@@ -115,7 +114,7 @@ class Processed:
 
 def apply_events(conn: Connection, events: Iterable[dict[str, Any]]) -> Processed:
     """Store events once and act on them, in the caller's transaction."""
-    from herald.ledger import deliveries
+    from herald.ledger import deliveries, settle_proven
 
     rows: dict[str, dict[str, Any]] = {}
     keys: dict[str, tuple[str, str, int]] = {}
@@ -188,22 +187,12 @@ def apply_events(conn: Connection, events: Iterable[dict[str, Any]]) -> Processe
             list(suppress_rows.values()),
         ).rowcount
 
-    settled = 0
+    # The events are stored (with their delivery) by now: the rows they prove settle.
     proven = sorted({row["delivery_id"] for row in rows.values() if row["delivery_id"]})
-    for start in range(0, len(proven), 500):
-        settled += conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.id.in_(proven[start : start + 500]),
-                deliveries.c.state == DeliveryState.UNKNOWN.value,
-            )
-            .values(
-                state=DeliveryState.ACCEPTED.value,
-                error="settled: SendGrid reported an event for it",
-                sent_at=deliveries.c.claimed_at,
-                updated_at=utcnow(),
-            )
-        ).rowcount
+    settled = sum(
+        settle_proven(conn, deliveries.c.id.in_(proven[start : start + 500]))
+        for start in range(0, len(proven), 500)
+    )
     return Processed(len(rows), max(stored, 0), max(suppressed, 0), settled)
 
 

@@ -21,6 +21,8 @@ Faults apply only to requests that are authenticated and valid: a scripted queue
 :class:`Faults` probabilities: 429 with rate-limit headers, 500, or a connection reset
 *after* the request was accepted and recorded (what the client cannot tell apart from a
 lost request). Every request, whatever became of it, is logged as a :class:`RequestLog`.
+Given an :class:`~herald.testing.event_webhook.EventPoster`, the fake also reports each
+accepted recipient's events to a webhook receiver, signed, as SendGrid's Event Webhook does.
 
 Run it on its own with ``python -m herald.testing.fake_sendgrid --port 0 --api-key KEY``.
 """
@@ -54,6 +56,8 @@ from urllib.parse import urlsplit
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
+
+from herald.testing.event_webhook import EventPoster
 
 SCHEMA_FILE: Final = Path(__file__).with_name("sendgrid-mail-v3.openapi.json")
 """The vendored copy of SendGrid's Mail Send OpenAPI document."""
@@ -366,45 +370,34 @@ def _accepted(
     categories = list(body.get("categories") or [])
     records: list[Accepted] = []
     for personalization in body["personalizations"]:
-        if not expand:
-            records += [
-                Accepted(
-                    email=to["email"],
-                    name=to.get("name"),
-                    subject=None,
-                    text=None,
-                    html=None,
-                    custom_args=dict(personalization.get("custom_args") or {}),
-                    categories=categories,
-                    message_id=message_id,
-                    request_no=request_no,
-                    asm_group_id=asm_group_id,
-                )
-                for to in personalization["to"]
-            ]
-            continue
-        own: dict[str, str] = personalization.get("substitutions") or {}
-        values = {
-            key: _substitute(sections[value], own) if value in sections else value
-            for key, value in own.items()
-        }
-        subject = personalization.get("subject", body.get("subject"))
-        text, html = bodies.get("text/plain"), bodies.get("text/html")
-        for to in personalization["to"]:
-            records.append(
-                Accepted(
-                    email=to["email"],
-                    name=to.get("name"),
-                    subject=None if subject is None else _substitute(subject, values),
-                    text=None if text is None else _substitute(text, values),
-                    html=None if html is None else _substitute(html, values),
-                    custom_args=dict(personalization.get("custom_args") or {}),
-                    categories=list(categories),
-                    message_id=message_id,
-                    request_no=request_no,
-                    asm_group_id=asm_group_id,
-                )
+        subject = text = html = None
+        if expand:  # once per personalization, whatever its number of recipients
+            own: dict[str, str] = personalization.get("substitutions") or {}
+            values = {
+                key: _substitute(sections[value], own) if value in sections else value
+                for key, value in own.items()
+            }
+
+            def fill(template: str | None, values: dict[str, str] = values) -> str | None:
+                return None if template is None else _substitute(template, values)
+
+            subject = fill(personalization.get("subject", body.get("subject")))
+            text, html = fill(bodies.get("text/plain")), fill(bodies.get("text/html"))
+        records += [
+            Accepted(
+                email=to["email"],
+                name=to.get("name"),
+                subject=subject,
+                text=text,
+                html=html,
+                custom_args=dict(personalization.get("custom_args") or {}),
+                categories=list(categories),
+                message_id=message_id,
+                request_no=request_no,
+                asm_group_id=asm_group_id,
             )
+            for to in personalization["to"]
+        ]
     return records
 
 
@@ -471,6 +464,7 @@ class FakeSendGrid:
         record_path: Path | None = None,
         port: int = 0,
         expand: bool = True,
+        events: EventPoster | None = None,
     ) -> None:
         if latency < 0 or jitter < 0:
             raise ValueError("latency and jitter must not be negative")
@@ -481,6 +475,7 @@ class FakeSendGrid:
         self.faults = faults or Faults()
         self.record_path = record_path
         self.expand = expand  # False: records carry no subject or bodies (benchmarks)
+        self.events = events  # given: the accepted recipients' events go to a webhook
         self._port = port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -630,6 +625,8 @@ class FakeSendGrid:
             if self.record_path is not None:
                 with self.record_path.open("a", encoding="utf-8") as out:
                     out.writelines(record.to_json() + "\n" for record in records)
+        if self.events is not None:
+            self.events.accepted(records)
 
     def _draw(self) -> tuple[OutcomeKind, float]:
         """The outcome for an authenticated, valid request, and its extra delay."""

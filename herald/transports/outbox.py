@@ -28,9 +28,7 @@ def _attach(mail: EmailMessage, batch: OutgoingBatch) -> None:
             html.add_related(
                 item.content, maintype, subtype, cid=f"<{item.content_id}>", filename=item.filename
             )
-    for item in batch.attachments:
-        if item.content_id is None:
-            maintype, _, subtype = item.mime_type.partition("/")
+        else:
             mail.add_attachment(item.content, maintype, subtype, filename=item.filename)
 
 

@@ -1,0 +1,149 @@
+"""What a test run, a benchmark or the chaos run stands on: a throwaway database, a synthetic
+customer base of any size, a copy of the campaign config with its sending tuned, and a way to
+empty what sending wrote between runs.
+
+The base: N contacts on N/2 active accounts (an executive and a technical contact each),
+segmented as of a date, written with bulk Core inserts. Every contact is eligible for a phase
+that goes to every segment.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import yaml
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+from herald.config import load_config
+from herald.db import get_engine, upgrade
+from herald.metrics import ACCOUNT, CONTACT
+from herald.segmentation import assign_segments
+
+CHUNK = 50_000
+SENT_TABLES = (  # what sending a phase writes, children first
+    "email_event",
+    "webhook_batch",
+    "suppression",
+    "delivery",
+    "send_batch",
+    "send_worker",
+    "phase_control",
+    "audit_log",
+)
+INDUSTRIES = ("software", "retail", "banking", "media", "logistics", "healthcare")
+
+
+def seed_base(url: str, contacts: int, as_of: date, config_dir: Path, seed: int = 5) -> None:
+    """Migrate the database at ``url``, write the base, and segment it as of ``as_of``."""
+    upgrade(url)
+    engine = get_engine(url)
+    rng = random.Random(seed)
+    accounts = contacts // 2
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for start in range(0, accounts, CHUNK):
+            conn.execute(
+                insert(ACCOUNT),
+                [
+                    {
+                        "id": i + 1,
+                        "external_id": f"B{i + 1:07d}",
+                        "name": f"Bench Account {i + 1}",
+                        "tier": rng.choice(["starter", "pro", "enterprise"]),
+                        "region": rng.choice(["na", "emea", "apac", "latam"]),
+                        "industry": rng.choice(INDUSTRIES),
+                        "lifecycle": "active",
+                        "migration_state": "not_started",
+                        "attributes": {
+                            "performance_focused": rng.random() < 0.2,
+                            "change_policy": rng.choice(["standard", "conservative"]),
+                            "legacy_version": rng.choice([3.9, 4.1, 4.2, 4.5]),
+                        },
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(start, min(start + CHUNK, accounts))
+                ],
+            )
+        for start in range(0, contacts, CHUNK):
+            conn.execute(
+                insert(CONTACT),
+                [
+                    {
+                        "id": i + 1,
+                        "account_id": i // 2 + 1,
+                        "email": contact_email(i + 1),
+                        "name": f"Person {i + 1}",
+                        "role": "executive" if i % 2 == 0 else "technical",
+                        "timezone": "America/New_York",
+                        "locale": rng.choice(["en", "en", "en", "de", "fr", "ja"]),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(start, min(start + CHUNK, contacts))
+                ],
+            )
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    assign_segments(engine=engine, config=load_config(config_dir).segments, as_of=as_of)
+
+
+def contact_email(contact_id: int) -> str:
+    """The address of synthetic contact ``contact_id`` (1-based)."""
+    return f"person{contact_id}@bench{(contact_id - 1) // 2 % 997}.example.com"
+
+
+def all_emails(url: str) -> set[str]:
+    """Every contact's address, lower-cased (the audience of a phase to every segment)."""
+    with get_engine(url).connect() as conn:
+        return {email.lower() for (email,) in conn.execute(select(CONTACT.c.email))}
+
+
+@contextmanager
+def temporary_database(kind: str, work: Path, server: str) -> Iterator[str]:
+    """A new, empty database: a SQLite file under ``work``, or a Postgres database created
+    on ``server`` (an admin URL) and dropped on the way out. Yields its URL."""
+    if kind == "sqlite":
+        yield f"sqlite:///{work / 'herald.db'}"
+        return
+    name = f"herald_tmp_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def set_sending(config_dir: Path, **values: object) -> None:
+    """Change keys of ``campaign.yaml``'s ``sending`` section in ``config_dir``."""
+    path = config_dir / "campaign.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["sending"].update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def copy_config(source: Path, target: Path, **sending: object) -> Path:
+    """A copy of the config folder ``source`` at ``target``, with ``sending`` keys changed."""
+    shutil.copytree(source, target)
+    set_sending(target, **sending)
+    return target
+
+
+def reset_sends(url: str) -> None:
+    """Empty what sending wrote (ledger, batches, workers, controls, audit, events), keeping
+    the base, so the next run sends the phase from scratch."""
+    with get_engine(url).begin() as conn:
+        for name in SENT_TABLES:
+            conn.execute(text(f"DELETE FROM {name}"))
