@@ -13,12 +13,9 @@ database). Results go to bench/results/<date>-webhook-<db>.json.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -35,14 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from herald.db import get_engine, upgrade  # noqa: E402
-from herald.telemetry.events import parse_events  # noqa: E402
-from herald.telemetry.webhook import (  # noqa: E402
-    PATH,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    public_key,
-    verify,
-)
+from herald.telemetry.events import parse_events, unprocessed_batches  # noqa: E402
+from herald.telemetry.webhook import PATH, SIGNATURE_HEADER, public_key, verify  # noqa: E402
+from herald.testing.event_webhook import Signer  # noqa: E402
+from herald.testing.processes import free_port, served  # noqa: E402
 
 KINDS = ("processed", "delivered", "open", "click", "deferred", "bounce", "unsubscribe")
 
@@ -81,83 +72,52 @@ def main() -> None:
         conn.execute(text("DELETE FROM email_event"))
         conn.execute(text("DELETE FROM webhook_batch"))
         conn.execute(text("DELETE FROM suppression"))
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = base64.b64encode(
-        private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    ).decode()
-    bodies = batches(args.batches, args.events)
-    stamp = str(int(time.time()))
-    signed = [
-        (
-            body,
-            base64.b64encode(
-                private.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-            ).decode(),
-        )
-        for body in bodies
-    ]
+    signer = Signer()
+    now = int(time.time())
+    signed = [(body, signer.headers(body, now)) for body in batches(args.batches, args.events)]
+    stamp = str(now)
     total = args.batches * args.events
 
     # Baseline: verify and parse only, one core, this process.
     os.sched_setaffinity(0, {0})
-    key = public_key(public)
+    key = public_key(signer.public)
     started = time.perf_counter()
-    for body, signature in signed:
-        assert verify(key, body, signature, stamp)
+    for body, headers in signed:
+        assert verify(key, body, headers[SIGNATURE_HEADER], stamp)
         parse_events(body)
     floor_seconds = time.perf_counter() - started
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {0} or {0})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = dict(
         os.environ,
         HERALD_DATABASE_URL=url,
-        HERALD_WEBHOOK_PUBLIC_KEY=public,
+        HERALD_WEBHOOK_PUBLIC_KEY=signer.public,
         HERALD_VAR_DIR=str(workdir),
         HERALD_CONFIG_DIR=str(ROOT / "config"),
     )
     herald = [sys.executable, "-m", "herald.cli", "webhooks", "serve", "--port", str(port)]
     taskset = shutil.which("taskset")
-    server = subprocess.Popen(
-        [taskset, "-c", "0", *herald] if taskset else herald, env=env, cwd=ROOT
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with served(
+        [taskset, "-c", "0", *herald] if taskset else herald,
+        health=f"{base}/health",
+        what="the webhook receiver",
+        env=env,
+        cwd=ROOT,
+        output=None,  # its log on this terminal
+    ):
         engine = get_engine(url)
         with httpx.Client(base_url=base, timeout=60) as client:
             started = time.perf_counter()
-            for body, signature in signed:
-                response = client.post(
-                    PATH,
-                    content=body,
-                    headers={SIGNATURE_HEADER: signature, TIMESTAMP_HEADER: stamp},
-                )
-                response.raise_for_status()
+            for body, headers in signed:
+                client.post(PATH, content=body, headers=headers).raise_for_status()
             answered = time.perf_counter() - started
-            while True:
-                with engine.connect() as conn:
-                    pending = conn.execute(
-                        text("SELECT count(*) FROM webhook_batch WHERE processed_at IS NULL")
-                    ).scalar_one()
-                if not pending:
-                    break
+            while unprocessed_batches(engine):
                 time.sleep(0.02)
             processed = time.perf_counter() - started
         with engine.connect() as conn:
             stored = conn.execute(text("SELECT count(*) FROM email_event")).scalar_one()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert stored == total, f"stored {stored} of {total}"
     result = {
         "date": datetime.now(UTC).date().isoformat(),

@@ -322,7 +322,7 @@ def _rows(
                 return
             except csv.Error as problem:
                 fields, error = None, f"malformed CSV: {problem}"
-            if fields is not None and not error:
+            if fields is not None:
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     lines.record_done()
                     continue  # a blank line is not a row
@@ -671,7 +671,7 @@ def _reject_duplicates(
     counted = select(
         stage.c.line,
         stage.c.raw,
-        stage.c[key].label("key"),
+        by_key.label("key"),
         func.count().over(partition_by=by_key).label("copies"),
         func.min(stage.c.line).over(partition_by=by_key).label("first_line"),
         func.max(stage.c.line).over(partition_by=by_key).label("last_line"),

@@ -41,12 +41,13 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 
 from herald import ledger
 from herald.config import load_config
 from herald.db import get_engine
 from herald.models import BatchState, DeliveryState
+from herald.telemetry.events import unprocessed_batches
 from herald.testing.event_webhook import EventPoster, Signer
 from herald.testing.fake_sendgrid import RESET_STATUS, FakeSendGrid, Faults
 from herald.testing.processes import free_port, served
@@ -254,15 +255,6 @@ def settled_by_events(engine: Engine) -> int:
                 select(func.count()).where(
                     d.c.message == PHASE, d.c.error == ledger.SETTLED_BY_EVENTS
                 )
-            ).scalar_one()
-        )
-
-
-def unprocessed_batches(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT count(*) FROM webhook_batch WHERE processed_at IS NULL")
             ).scalar_one()
         )
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, tuple_, update
+from sqlalchemy import Connection, Engine, func, select, tuple_, update
 
 from herald.db import dialect_insert
 from herald.models import (
@@ -232,6 +232,16 @@ def process_batch(engine: Engine, batch_id: int) -> Processed | None:
             .values(processed_at=utcnow())
         )
     return result
+
+
+def unprocessed_batches(engine: Engine) -> int:
+    """Stored batches not yet processed (0: every event taken in has been acted on)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(webhook_batches.c.processed_at.is_(None))
+            ).scalar_one()
+        )
 
 
 def process_pending(engine: Engine, limit: int | None = None) -> list[Processed]:
