@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test bench chaos lint typecheck install clean
+.PHONY: demo test test-load bench chaos lint typecheck install clean
 
 install: $(VENV)/.synced
 
@@ -43,6 +43,12 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# `make test` while another process keeps every core busy (tests/load.py: one busy loop per
+# core, normal priority, started before the suite and always stopped after it, on failure or
+# Ctrl-C too): nothing in the suite may depend on timing. Its exit status is the suite's.
+test-load: install
+	$(BIN)/python -m tests.load -- $(MAKE) --no-print-directory test
 
 # Not part of `make test`: a 1M-contact phase on SQLite and Postgres against the floor and the
 # naive way (about half an hour on 2 cores). Results in bench/results/<date>.json.

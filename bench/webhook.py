@@ -49,7 +49,7 @@ def batches(count: int, size: int) -> list[bytes]:
                 "sg_event_id": f"bench-{b}-{n}",
                 "sg_message_id": f"m{b}.filter{n}",
                 "timestamp": now,
-                "herald_key": f"bench/announcement/{b * size + n}",
+                "herald_key": f"bench/announcement/{b * size + n + 1}",
                 "category": ["bench", "announcement"],
             }
             for n in range(size)

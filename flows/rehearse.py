@@ -8,15 +8,24 @@ the week up to Sunday and goes to leadership through the outbox. Sends go to the
 
 from __future__ import annotations
 
-import random
 from datetime import date, datetime, timedelta
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.weekly_report import produce_report
+from herald import ledger
 from herald.config import MessageKind
-from herald.rehearsal import Behaviour, Day, due_today, plan_day, send_day, telemetry_day, waiting
+from herald.rehearsal import (
+    Behaviour,
+    Day,
+    Draws,
+    due_today,
+    plan_day,
+    send_day,
+    telemetry_day,
+    waiting,
+)
 from herald.segmentation import assign_segments
 from herald.settings import get_settings
 from herald.transports.outbox import OutboxTransport
@@ -45,7 +54,11 @@ class RehearsalSummary(BaseModel):
     start: date
     end: date
     days_visited: int
-    sent: dict[str, int]
+    sent: dict[str, int] = Field(description="Messages sent by this run, per message.")
+    accepted: dict[str, int] = Field(
+        default_factory=dict,
+        description="Every message the campaign's ledger holds as sent (this run and earlier).",
+    )
     migrated: int
     events: int
     outbox: str
@@ -62,7 +75,7 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     check_templates_task(config)
     engine = database()
     transport = OutboxTransport(settings.var_dir / "outbox")
-    rng = random.Random(params.seed)
+    draw = Draws(params.seed)
     behaviour = Behaviour()
     assign_segments(engine=engine, config=config.segments, as_of=params.start)
 
@@ -95,7 +108,7 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
             reports.append(str(produce_report(config, day - timedelta(days=1), send=True).path))
         today = Day(day=day, planned=plan_day(engine, config, day))
         today.sent = send_day(engine, config, day, send)
-        today.events, today.migrated = telemetry_day(engine, config, day, behaviour, rng)
+        today.events, today.migrated = telemetry_day(engine, config, day, behaviour, draw)
         if today.sent:
             logger.info(
                 f"{day}: sent "
@@ -108,11 +121,14 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     for visited in days:
         for message, count in visited.sent.items():
             sent[message] = sent.get(message, 0) + count
+    with engine.connect() as conn:
+        accepted = ledger.accepted_rows(conn, config.campaign.id)
     return RehearsalSummary(
         start=params.start,
         end=params.end,
         days_visited=len(days),
         sent=sent,
+        accepted=accepted,
         migrated=sum(d.migrated for d in days),
         events=sum(d.events for d in days),
         outbox=str(settings.var_dir / "outbox" / config.campaign.id),

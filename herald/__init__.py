@@ -1,16 +1,20 @@
 """Herald: customer rollout communication campaigns.
 
-Importing the package turns off Prefect's and Great Expectations' usage analytics
-(unless the operator set them explicitly), before either library is imported.
+Importing the package turns off Prefect's and Great Expectations' usage analytics and
+gives Prefect's temporary server time to start on a loaded machine (unless the operator
+set these explicitly), before either library is imported.
 """
 
 import os
 
-# Nothing calls out but the configured SendGrid host: analytics stay off by default.
 for _name, _value in {
+    # Nothing calls out but the configured SendGrid host: analytics stay off by default.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+    # Prefect's temporary server gives up after 20 s by default; on a 2-core machine under
+    # load its start takes longer. (With PREFECT_API_URL set, no temporary server starts.)
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
 }.items():
     os.environ.setdefault(_name, _value)
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
 
 from herald.calendar import is_notice, notice_deadline, timezone_expression
 from herald.config import HeraldConfig, PhaseName
+from herald.errors import HeraldError
 from herald.models import (
     Account,
     AccountLifecycle,
@@ -44,7 +45,7 @@ assignments = table(SegmentAssignment)
 suppressions = table(Suppression)
 
 
-class NoSegmentation(Exception):
+class NoSegmentation(HeraldError):
     """No segmentation exists on or before the day: the audience cannot be chosen."""
 
     def __init__(self, as_of: date) -> None:

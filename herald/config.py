@@ -22,12 +22,13 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     HttpUrl,
     ValidationError,
     model_validator,
 )
+
+from herald.errors import HeraldError
 
 # --------------------------------------------------------------------------- errors
 
@@ -46,7 +47,7 @@ class ConfigProblem:
         return f"{where}: {self.path or '(top level)'}: {self.reason}"
 
 
-class ConfigError(Exception):
+class ConfigError(HeraldError):
     """The configuration is invalid; nothing may run until every problem is fixed."""
 
     def __init__(self, problems: list[ConfigProblem]) -> None:
@@ -86,7 +87,26 @@ def _attribute_key(value: str) -> str:
     return value
 
 
+def _address(value: str) -> str:
+    from herald.addresses import BadAddress, canonical_email
+
+    try:
+        return canonical_email(value)
+    except BadAddress as error:
+        raise ValueError(f"not an address Herald can send to: {error}") from None
+
+
+def _header_text(value: str) -> str:
+    from herald.addresses import check_header_text
+
+    return check_header_text(value, "the text")
+
+
 Slug = Annotated[str, AfterValidator(_slug)]
+# An e-mail address in its canonical form (lower-case ASCII, A-label domain).
+Address = Annotated[str, AfterValidator(_address)]
+# Text that goes into a mail header: no line break, control or bidi override.
+HeaderText = Annotated[str, AfterValidator(_header_text)]
 TimezoneName = Annotated[str, AfterValidator(_timezone)]
 AttributeKey = Annotated[str, AfterValidator(_attribute_key)]
 Scalar = bool | int | float | str
@@ -187,9 +207,9 @@ class FrequencyCap(_Strict):
 class Sender(_Strict):
     """The From and Reply-To of every message."""
 
-    email: EmailStr
-    name: str = Field(min_length=1)
-    reply_to: EmailStr | None = None
+    email: Address
+    name: HeaderText = Field(min_length=1)
+    reply_to: Address | None = None
 
 
 PhaseName = Literal["preview", "announcement", "deprecation", "sunset"]
@@ -280,7 +300,7 @@ class AtRisk(_Strict):
 class Report(_Strict):
     """The weekly leadership report: who receives it and what it lists."""
 
-    leadership: list[EmailStr] = Field(
+    leadership: list[Address] = Field(
         default_factory=list, description="Who receives the weekly report."
     )
     trend_weeks: int = Field(default=12, ge=2, le=104, description="Weeks of trend it shows.")
@@ -294,7 +314,7 @@ class CampaignConfig(_Strict):
     """``campaign.yaml``: what the campaign is about and when each part happens."""
 
     id: Slug
-    name: str = Field(min_length=1)
+    name: HeaderText = Field(min_length=1)
     timezone: TimezoneName = "UTC"
     products: Products
     links: Links

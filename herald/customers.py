@@ -7,6 +7,16 @@ accounts) then run as SQL over the staging table, and one ``INSERT ... SELECT ..
 DO UPDATE`` per table upserts what is left, touching only rows whose values changed. Every
 rejected row goes to the rejects file with its file, line and reason. The whole import is one
 transaction: it lands completely or not at all.
+
+Values that may reach a mail header follow :mod:`herald.addresses`: in names (and
+attribute values) a line break or tab becomes a space, any other control character or a
+bidirectional override rejects the row; identifiers, tier, region and industry take no
+control or line-breaking character at all. E-mail addresses are stored in their canonical
+ASCII form (an internationalised domain as its A-label); a non-ASCII local part is rejected.
+
+Which source wins an account's migration state: telemetry. A re-import records the CRM's
+state in ``crm_migration_state`` / ``crm_migrated_on`` and changes ``migration_state`` only
+for accounts whose state no adoption telemetry has set (``migration_source`` says which).
 """
 
 from __future__ import annotations
@@ -24,7 +34,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import available_timezones
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import (
     JSON,
     Column,
@@ -36,6 +45,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    case,
     cast,
     delete,
     func,
@@ -48,12 +59,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from herald.addresses import (
+    BadAddress,
+    UnsafeText,
+    canonical_email,
+    clean_text,
+    describe,
+    unsafe_char,
+)
 from herald.db import dialect_insert
+from herald.errors import HeraldError
 from herald.models import (
     Account,
     AccountLifecycle,
     Contact,
     ContactRole,
+    MigrationSource,
     MigrationState,
     table,
     utcnow,
@@ -77,7 +98,7 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 ProgressCallback = Callable[[int], None]
 
 
-class ImportError_(Exception):
+class ImportError_(HeraldError):
     """The import cannot start (a file is missing, or its header is wrong); nothing changed."""
 
 
@@ -145,8 +166,8 @@ def _staging_tables() -> tuple[Table, Table, Table]:
         Column("region", String(50), nullable=False),
         Column("industry", String(100)),
         Column("lifecycle", String(16), nullable=False),
-        Column("migration_state", String(16), nullable=False),
-        Column("migrated_on", Date),
+        Column("crm_migration_state", String(16), nullable=False),
+        Column("crm_migrated_on", Date),
         Column("attributes", _json_type(), nullable=False),
         prefixes=temporary,
     )
@@ -339,12 +360,22 @@ def _rows(
             yield lines.record_done(), fields, ""
 
 
+_RAW_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+    if chr(code) not in "\t\n\r"
+}
+
+
 def _raw(fields: list[str] | None) -> str:
+    """The row as CSV text for the rejects file: undecodable bytes and control characters
+    written as escapes (a NUL cannot be stored in Postgres text, nor read in a report)."""
     if fields is None:
         return ""
     buffer = io.StringIO()
     csv.writer(buffer).writerow(fields)
-    return buffer.getvalue().rstrip("\r\n").encode("utf-8", "backslashreplace").decode("utf-8")
+    text = buffer.getvalue().rstrip("\r\n").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_RAW_ESCAPES)
 
 
 # --------------------------------------------------------------------------- row checks
@@ -354,8 +385,20 @@ class _RowError(ValueError):
     pass
 
 
-def _text(value: str, column: str, *, limit: int, required: bool) -> str | None:
-    value = value.strip()
+def _text(
+    value: str, column: str, *, limit: int, required: bool, display: bool = False
+) -> str | None:
+    """A text field, trimmed. ``display`` (names): line breaks become spaces and other
+    controls reject the row; otherwise any control or line-breaking character rejects it."""
+    if display:
+        try:
+            value = clean_text(value, column)
+        except UnsafeText as error:
+            raise _RowError(str(error)) from None
+    else:
+        value = value.strip()
+        if (char := unsafe_char(value)) is not None:
+            raise _RowError(f"{column} contains {describe(char)}")
     if not value:
         if required:
             raise _RowError(f"{column} is empty")
@@ -375,8 +418,11 @@ def _choice(value: str, column: str, allowed: type[Any], default: Any) -> str:
     return value
 
 
-def _attribute(value: str) -> bool | int | float | str | None:
-    value = value.strip()
+def _attribute(value: str, column: str) -> bool | int | float | str | None:
+    try:
+        value = clean_text(value, column)
+    except UnsafeText as error:
+        raise _RowError(str(error)) from None
     if not value:
         return None
     lowered = value.lower()
@@ -417,12 +463,12 @@ def _account_row(line: int, fields: list[str], header: _Header) -> dict[str, Any
     attributes = {
         key: parsed
         for index, key in sorted(header.attributes.items(), key=lambda item: item[1])
-        if (parsed := _attribute(fields[index])) is not None
+        if (parsed := _attribute(fields[index], f"{ATTRIBUTE_PREFIX}{key}")) is not None
     }
     return {
         "line": line,
         "external_id": _text(values["external_id"], "external_id", limit=100, required=True),
-        "name": _text(values["name"], "name", limit=300, required=True),
+        "name": _text(values["name"], "name", limit=300, required=True, display=True),
         "tier": (_text(values["tier"], "tier", limit=50, required=True) or "").lower(),
         "region": (_text(values["region"], "region", limit=50, required=True) or "").lower(),
         "industry": (
@@ -432,19 +478,16 @@ def _account_row(line: int, fields: list[str], header: _Header) -> dict[str, Any
         "lifecycle": _choice(
             values.get("lifecycle", ""), "lifecycle", AccountLifecycle, AccountLifecycle.ACTIVE
         ),
-        "migration_state": state,
-        "migrated_on": migrated_on,
+        "crm_migration_state": state,
+        "crm_migrated_on": migrated_on,
         "attributes": attributes,
     }
 
 
 def normalize_email(value: str) -> str:
-    """The canonical (lower-case, IDNA-normalised) form of an e-mail address, or ValueError."""
-    try:
-        checked = validate_email(value.strip(), check_deliverability=False)
-    except EmailNotValidError as error:
-        raise ValueError(str(error)) from None
-    return checked.normalized.lower()
+    """The canonical form of an e-mail address (see :func:`herald.addresses.canonical_email`),
+    or ValueError (BadAddress) saying why there is none."""
+    return canonical_email(value)
 
 
 def _contact_row(line: int, fields: list[str], header: _Header) -> dict[str, Any]:
@@ -453,9 +496,14 @@ def _contact_row(line: int, fields: list[str], header: _Header) -> dict[str, Any
     if not raw_email:
         raise _RowError("email is empty")
     try:
-        email = normalize_email(raw_email)
-    except ValueError as error:
-        raise _RowError(f"invalid e-mail {raw_email!r}: {error}") from None
+        email = canonical_email(raw_email)
+    except BadAddress as error:
+        shown = (
+            raw_email.encode("unicode_escape").decode("ascii")
+            if unsafe_char(raw_email)
+            else raw_email
+        )
+        raise _RowError(f"invalid e-mail {shown!r}: {error}") from None
     timezone = values.get("timezone", "").strip() or None
     if timezone is not None and timezone not in _timezones():
         raise _RowError(f"unknown timezone {timezone!r} (expected an IANA name like Europe/Paris)")
@@ -472,7 +520,7 @@ def _contact_row(line: int, fields: list[str], header: _Header) -> dict[str, Any
             values["account_external_id"], "account_external_id", limit=100, required=True
         ),
         "email": email,
-        "name": _text(values.get("name", ""), "name", limit=300, required=False),
+        "name": _text(values.get("name", ""), "name", limit=300, required=False, display=True),
         "role": _choice(values.get("role", ""), "role", ContactRole, ContactRole.OTHER),
         "timezone": timezone,
         "locale": locale,
@@ -511,8 +559,8 @@ ACCOUNTS = _Kind(
         "region",
         "industry",
         "lifecycle",
-        "migration_state",
-        "migrated_on",
+        "crm_migration_state",
+        "crm_migrated_on",
         "attributes",
     ),
 )
@@ -736,26 +784,58 @@ def _upsert(
     ).scalar_one()
     now = utcnow()
     timestamp = target.c.updated_at.type
+    # An account's migration state starts as the CRM's (see _migration_state for updates).
+    derived = {"migration_state": "crm_migration_state", "migrated_on": "crm_migrated_on"}
+    if target is not ACCOUNT:
+        derived = {}
     source = select(
         *(stage.c[c] for c in columns),
+        *(stage.c[c] for c in derived.values()),
         literal(now, timestamp),
         literal(now, timestamp),
     ).where(true())  # SQLite needs a WHERE to tell "SELECT ... ON CONFLICT" apart from a join
     statement = dialect_insert(conn.dialect.name)(target).from_select(
-        [*columns, "created_at", "updated_at"], source
+        [*columns, *derived, "created_at", "updated_at"], source
     )
     changed = or_(
         *(target.c[c].is_distinct_from(statement.excluded[c]) for c in columns if c != key)
     )
+    updates: dict[str, Any] = {c: statement.excluded[c] for c in columns if c != key}
+    if derived:
+        states, changed_state = _migration_state(statement)
+        updates.update(states)
+        changed = or_(changed, changed_state)
     statement = statement.on_conflict_do_update(
         index_elements=[key],
-        set_={**{c: statement.excluded[c] for c in columns if c != key}, "updated_at": now},
+        set_={**updates, "updated_at": now},
         where=changed,
     )
     written = conn.execute(statement).rowcount
     result.inserted = staged - existing
     result.updated = written - result.inserted
     result.unchanged = existing - result.updated
+
+
+def _migration_state(statement: Any) -> tuple[dict[str, Any], Any]:
+    """What a re-import sets of an account's migration state, and when that is a change:
+    the CRM's state, unless adoption telemetry has set it (telemetry wins)."""
+    crm_owned = ACCOUNT.c.migration_source != MigrationSource.TELEMETRY.value
+    values = {
+        "migration_state": case(
+            (crm_owned, statement.excluded.crm_migration_state), else_=ACCOUNT.c.migration_state
+        ),
+        "migrated_on": case(
+            (crm_owned, statement.excluded.crm_migrated_on), else_=ACCOUNT.c.migrated_on
+        ),
+    }
+    differs = and_(
+        crm_owned,
+        or_(
+            ACCOUNT.c.migration_state.is_distinct_from(statement.excluded.crm_migration_state),
+            ACCOUNT.c.migrated_on.is_distinct_from(statement.excluded.crm_migrated_on),
+        ),
+    )
+    return values, differs
 
 
 def _write_rejects(

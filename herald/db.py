@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,17 @@ def dialect_insert(dialect_name: str) -> Any:
     raise NotImplementedError(f"Herald supports SQLite and PostgreSQL, not {dialect_name}")
 
 
+_migrated: set[str] = set()
+_migrating = threading.Lock()
+
+
 def prepare_database(url: str) -> Engine:
-    """Migrate the database at ``url`` to the current schema and return its engine."""
-    upgrade(url)
+    """The engine of the database at ``url``, migrated to the current schema the first time
+    this process asks for it, and never again: a schema change lands before a process's
+    work, never in the middle of a send (and costs one Alembic run per process, not one per
+    call)."""
+    with _migrating:
+        if url not in _migrated:
+            upgrade(url)
+            _migrated.add(url)
     return get_engine(url)

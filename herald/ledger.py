@@ -33,6 +33,7 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -73,6 +74,7 @@ from herald.models import (
     EmailEvent,
     MigrationState,
     PhaseControl,
+    ReportDelivery,
     SendBatch,
     SendWorker,
     table,
@@ -80,10 +82,14 @@ from herald.models import (
 )
 
 deliveries = table(Delivery)
+report_deliveries = table(ReportDelivery)
 email_events = table(EmailEvent)
 batches = table(SendBatch)
 workers = table(SendWorker)
 controls = table(PhaseControl)
+# The tables whose rows a batch claims: customer messages and the leadership report's.
+# Both go through the same batches, states and recovery.
+BATCH_ROWS = (deliveries, report_deliveries)
 
 BULK_PLAN_ROWS = 10_000  # a plan this large refreshes the planner's statistics (Postgres)
 SETTLED_BY_EVENTS = "settled: SendGrid reported an event for it"
@@ -316,6 +322,20 @@ def planned_rows(conn: Connection, campaign: str) -> dict[str, int]:
     return {str(message): int(count) for message, count in rows}
 
 
+def accepted_rows(conn: Connection, campaign: str) -> dict[str, int]:
+    """Rows sent (accepted), per message, in the order the messages first went."""
+    rows = conn.execute(
+        select(deliveries.c.message, func.count())
+        .where(
+            deliveries.c.campaign == campaign,
+            deliveries.c.state == DeliveryState.ACCEPTED.value,
+        )
+        .group_by(deliveries.c.message)
+        .order_by(func.min(deliveries.c.sent_at), deliveries.c.message)
+    )
+    return {str(message): int(count) for message, count in rows}
+
+
 def expire(engine: Engine, campaign: str, message: str, now: datetime) -> int:
     """Planned rows past their ``not_after`` (a later notice superseded them) expire."""
     with engine.begin() as conn:
@@ -462,13 +482,60 @@ def start_worker(engine: Engine, campaign: str, message: str, transport: str) ->
 
 
 def finish_worker(engine: Engine, worker: Worker, outcome: str) -> None:
-    """Mark this process's sending finished (cleanly or not: ``outcome`` says which)."""
+    """Mark this process's sending finished (cleanly or not: ``outcome`` says which).
+
+    Batches it leaves open (stopped by an interrupt between claim and answer) are settled as
+    a recovery would: never requested, back to planned; requested, unknown."""
     with engine.begin() as conn:
-        conn.execute(
-            update(workers)
-            .where(workers.c.id == worker.id)
-            .values(finished_at=utcnow(), outcome=outcome[:200])
-        )
+        _settle_worker(conn, worker.id, outcome)
+
+
+def _settle_worker(conn: Connection, worker_id: str, outcome: str) -> tuple[int, int]:
+    """Settle a stopped sender's open batches and mark it finished; (released, unknown).
+
+    Rows of a batch that never reached ``requesting`` go back to planned (nothing left the
+    process); rows of one that did become unknown (the provider may have accepted them),
+    unless SendGrid already reported an event for them."""
+    now = utcnow()
+    claimed = select(batches.c.id).where(
+        batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value
+    )
+    requesting = select(batches.c.id).where(
+        batches.c.worker_id == worker_id, batches.c.state == BatchState.REQUESTING.value
+    )
+    released = unknown = 0
+    for rows in BATCH_ROWS:
+        released += conn.execute(
+            update(rows)
+            .where(rows.c.batch_id.in_(claimed), rows.c.state == DeliveryState.SENDING.value)
+            .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
+        ).rowcount
+        unknown += conn.execute(
+            update(rows)
+            .where(rows.c.batch_id.in_(requesting), rows.c.state == DeliveryState.SENDING.value)
+            .values(
+                state=DeliveryState.UNKNOWN.value,
+                error=f"request in flight when sender {worker_id} stopped",
+                updated_at=now,
+            )
+        ).rowcount
+    unknown -= settle_proven(conn, deliveries.c.batch_id.in_(requesting))
+    conn.execute(
+        update(batches)
+        .where(batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value)
+        .values(state=BatchState.RELEASED.value, finished_at=now)
+    )
+    conn.execute(
+        update(batches)
+        .where(batches.c.worker_id == worker_id, batches.c.state == BatchState.REQUESTING.value)
+        .values(state=BatchState.UNKNOWN.value, finished_at=now)
+    )
+    conn.execute(
+        update(workers)
+        .where(workers.c.id == worker_id, workers.c.finished_at.is_(None))
+        .values(finished_at=now, outcome=outcome[:200])
+    )
+    return released, unknown
 
 
 def _alive(host: str, pid: int, heartbeat_at: datetime, lease: timedelta) -> bool:
@@ -520,59 +587,13 @@ def recover(
         and not _alive(row.host, row.pid, row.heartbeat_at, lease)
     ]
     released = unknown = 0
-    now = utcnow()
     for worker_id in dead:
         with engine.begin() as conn:
-            claimed = select(batches.c.id).where(
-                batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value
+            back, lost = _settle_worker(
+                conn, worker_id, f"lost: found dead by {by.id if by else 'an operator'}"
             )
-            requesting = select(batches.c.id).where(
-                batches.c.worker_id == worker_id, batches.c.state == BatchState.REQUESTING.value
-            )
-            released += conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.batch_id.in_(claimed),
-                    deliveries.c.state == DeliveryState.SENDING.value,
-                )
-                .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
-            ).rowcount
-            unknown += conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.batch_id.in_(requesting),
-                    deliveries.c.state == DeliveryState.SENDING.value,
-                )
-                .values(
-                    state=DeliveryState.UNKNOWN.value,
-                    error=f"request in flight when sender {worker_id} stopped",
-                    updated_at=now,
-                )
-            ).rowcount
-            unknown -= settle_proven(conn, deliveries.c.batch_id.in_(requesting))
-            conn.execute(
-                update(batches)
-                .where(
-                    batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value
-                )
-                .values(state=BatchState.RELEASED.value, finished_at=now)
-            )
-            conn.execute(
-                update(batches)
-                .where(
-                    batches.c.worker_id == worker_id,
-                    batches.c.state == BatchState.REQUESTING.value,
-                )
-                .values(state=BatchState.UNKNOWN.value, finished_at=now)
-            )
-            conn.execute(
-                update(workers)
-                .where(workers.c.id == worker_id, workers.c.finished_at.is_(None))
-                .values(
-                    finished_at=now,
-                    outcome=f"lost: found dead by {by.id if by else 'an operator'}",
-                )
-            )
+        released += back
+        unknown += lost
     if dead:
         with engine.begin() as conn:
             audit.record(
@@ -631,18 +652,7 @@ def claim(
     now = gate.now if gate else utcnow()
     with engine.begin() as conn:
         conn.execute(update(workers).where(workers.c.id == worker.id).values(heartbeat_at=now))
-        conn.execute(
-            insert(batches).values(
-                id=batch_id,
-                worker_id=worker.id,
-                campaign=worker.campaign,
-                message=worker.message,
-                state=BatchState.CLAIMED.value,
-                recipients=0,
-                requests=0,
-                created_at=now,
-            )
-        )
+        open_batch(conn, batch_id, worker, now)
         candidates = (
             select(deliveries.c.id)
             .where(
@@ -667,13 +677,7 @@ def claim(
                 deliveries.c.id.in_(ids),
                 deliveries.c.state == DeliveryState.PLANNED.value,
             )
-            .values(
-                state=DeliveryState.SENDING.value,
-                batch_id=batch_id,
-                claimed_at=now,
-                attempts=deliveries.c.attempts + 1,
-                updated_at=now,
-            )
+            .values(**claim_values(deliveries, batch_id, now))
         ).rowcount
         if not claimed:
             conn.execute(delete(batches).where(batches.c.id == batch_id))
@@ -698,6 +702,36 @@ def claim(
             .order_by(deliveries.c.id)
         ).all()
     return Claim(batch_id, [ClaimedRow(*row) for row in rows])
+
+
+def open_batch(
+    conn: Connection, batch_id: str, worker: Worker, now: datetime, recipients: int = 0
+) -> None:
+    """Record a new claim of ``worker`` (``claimed``), in the transaction that takes its rows."""
+    conn.execute(
+        insert(batches).values(
+            id=batch_id,
+            worker_id=worker.id,
+            campaign=worker.campaign,
+            message=worker.message,
+            state=BatchState.CLAIMED.value,
+            recipients=recipients,
+            requests=0,
+            created_at=now,
+        )
+    )
+
+
+def claim_values(rows: Any, batch_id: str, now: datetime) -> dict[str, Any]:
+    """What a claim sets on a row of ``rows`` (a table of :data:`BATCH_ROWS`): sending, in
+    this batch, one more attempt."""
+    return {
+        "state": DeliveryState.SENDING.value,
+        "batch_id": batch_id,
+        "claimed_at": now,
+        "attempts": rows.c.attempts + 1,
+        "updated_at": now,
+    }
 
 
 def _gated(gate: Gate | None) -> list[Any]:
@@ -739,19 +773,48 @@ def release(engine: Engine, batch_id: str, reason: str) -> None:
     """Put a claimed batch's rows back to planned (nothing was requested)."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.batch_id == batch_id,
-                deliveries.c.state == DeliveryState.SENDING.value,
+        for rows in BATCH_ROWS:
+            conn.execute(
+                update(rows)
+                .where(rows.c.batch_id == batch_id, rows.c.state == DeliveryState.SENDING.value)
+                .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
             )
-            .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
-        )
         conn.execute(
             update(batches)
             .where(batches.c.id == batch_id)
             .values(state=BatchState.RELEASED.value, error=reason, finished_at=now)
         )
+
+
+def refuse(engine: Engine, batch_id: str, refused: dict[int, str]) -> int:
+    """Rows of a claimed batch that its transport refused (a value it cannot put in a
+    header): ``failed``, each with its reason, before the request leaves. Returns how many."""
+    if not refused:
+        return 0
+    now = utcnow()
+    params = [{"row_id": row_id, "reason": reason[:2000]} for row_id, reason in refused.items()]
+    count = 0
+    with engine.begin() as conn:
+        for rows in BATCH_ROWS:
+            count += max(
+                conn.execute(
+                    update(rows)
+                    .where(
+                        rows.c.id == bindparam("row_id"),
+                        rows.c.batch_id == batch_id,
+                        rows.c.state == DeliveryState.SENDING.value,
+                    )
+                    .values(
+                        state=DeliveryState.FAILED.value,
+                        error=bindparam("reason"),
+                        updated_at=now,
+                    )
+                    .execution_options(preserve_rowcount=True),
+                    params,
+                ).rowcount,
+                0,
+            )
+    return count
 
 
 Outcome = Literal["accepted", "failed", "unknown"]
@@ -774,14 +837,12 @@ def record(
     if outcome == "accepted":
         values.update(provider_message_id=provider_message_id, sent_at=now)
     with engine.begin() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.batch_id == batch_id,
-                deliveries.c.state == DeliveryState.SENDING.value,
+        for rows in BATCH_ROWS:
+            conn.execute(
+                update(rows)
+                .where(rows.c.batch_id == batch_id, rows.c.state == DeliveryState.SENDING.value)
+                .values(**values)
             )
-            .values(**values)
-        )
         if outcome == "unknown":
             settle_proven(conn, deliveries.c.batch_id == batch_id)
         conn.execute(
@@ -831,6 +892,21 @@ def state_counts(conn: Connection, campaign: str, message: str) -> dict[str, int
     ):
         counts[state] = count
     return counts
+
+
+def failure_reasons(
+    conn: Connection, campaign: str, message: str, limit: int = 20
+) -> list[tuple[str, int]]:
+    """Why a phase's rows failed: each distinct reason with its row count, most rows first."""
+    count = func.count().label("rows")
+    rows = conn.execute(
+        select(func.coalesce(deliveries.c.error, "no reason recorded"), count)
+        .where(_phase_rows(campaign, message), deliveries.c.state == DeliveryState.FAILED.value)
+        .group_by(deliveries.c.error)
+        .order_by(count.desc())
+        .limit(limit)
+    )
+    return [(str(reason), int(rows_)) for reason, rows_ in rows]
 
 
 @dataclass(frozen=True)

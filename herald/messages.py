@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
 from herald.config import HeraldConfig, MessageKind
+from herald.errors import HeraldError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -203,7 +204,7 @@ class TemplateProblem:
         )
 
 
-class TemplateError(Exception):
+class TemplateError(HeraldError):
     """Some templates fail to render: nothing may be sent until they are fixed."""
 
     def __init__(self, problems: list[TemplateProblem]) -> None:

@@ -55,6 +55,17 @@ class MigrationState(StrEnum):
     MIGRATED = "migrated"
 
 
+class MigrationSource(StrEnum):
+    """Which source set an account's migration state.
+
+    Telemetry wins: once adoption telemetry has set an account's state, a customer import
+    records the CRM's value beside it (``crm_migration_state``) and leaves the state alone.
+    """
+
+    CRM = "crm"  # the customer import (the CRM export)
+    TELEMETRY = "telemetry"  # adoption telemetry (measured usage of the new product)
+
+
 class ContactRole(StrEnum):
     """Which package a contact receives: the business case or the technical evidence."""
 
@@ -135,13 +146,28 @@ class Account(SQLModel, table=True):
         sa_type=String(16),
     )
     migrated_on: date | None = Field(default=None, sa_type=Date)
+    migration_source: MigrationSource = Field(
+        default=MigrationSource.CRM,
+        sa_type=String(16),
+        sa_column_kwargs={"server_default": MigrationSource.CRM.value},
+        description="Which source set migration_state (telemetry wins over the CRM).",
+    )
+    crm_migration_state: MigrationState | None = Field(
+        default=None, sa_type=String(16), description="What the last customer import said."
+    )
+    crm_migrated_on: date | None = Field(default=None, sa_type=Date)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class Contact(SQLModel, table=True):
-    """A person at an account; the e-mail address (lower-cased) is unique across Herald."""
+    """A person at an account; the e-mail address is unique across Herald.
+
+    ``email`` is the canonical form (:func:`herald.addresses.canonical_email`): lower-case
+    ASCII, an internationalised domain as its A-label (``xn--``), which is what SendGrid
+    takes and what its events report back.
+    """
 
     __table_args__ = (
         UniqueConstraint("email", name="uq_contact_email"),
@@ -339,6 +365,31 @@ class WebhookBatch(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=Text)
 
 
+class WebhookEventFailure(SQLModel, table=True):
+    """One event of a stored webhook batch that could not be applied, kept with its error.
+
+    The batch's other events take effect; this one waits here, listed by
+    ``herald webhooks failures`` and applied again by ``herald webhooks retry`` after a fix.
+    """
+
+    __tablename__ = "webhook_event_failure"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "position", name="uq_webhook_event_failure_key"),
+        Index("ix_webhook_event_failure_open", "resolved_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: int = Field(foreign_key="webhook_batch.id", ondelete="CASCADE")
+    position: int = Field(description="The event's index in its batch (0-based).")
+    sg_event_id: str | None = Field(default=None, sa_type=String(100))
+    event: str | None = Field(default=None, sa_type=String(32))
+    raw: str = Field(sa_type=Text, description="The event as ASCII JSON (NUL escaped).")
+    error: str = Field(sa_type=Text)
+    attempts: int = 1
+    failed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    resolved_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
 class TelemetryBatch(SQLModel, table=True):
     """One file of a batch source and what its data contract said of it."""
 
@@ -472,12 +523,14 @@ class MetricSnapshot(SQLModel, table=True):
 
 
 class ReportDelivery(SQLModel, table=True):
-    """One leadership recipient of one report: its own small ledger, so a report is sent to
-    each address once however often its flow runs."""
+    """One leadership recipient of one report, so a report is sent to each address once
+    however often its flow runs. Its rows take the same states as the delivery ledger's and
+    go through the same batches (``send_batch``), claims and recovery."""
 
     __tablename__ = "report_delivery"
     __table_args__ = (
         UniqueConstraint("campaign", "report", "email", name="uq_report_delivery_key"),
+        Index("ix_report_delivery_batch", "batch_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -486,9 +539,14 @@ class ReportDelivery(SQLModel, table=True):
     email: str = Field(sa_type=String(320))
     state: DeliveryState = Field(default=DeliveryState.PLANNED, sa_type=String(16))
     path: str | None = Field(default=None, sa_type=Text, description="The saved report.")
+    batch_id: str | None = Field(default=None, sa_type=String(36))
+    provider_message_id: str | None = Field(default=None, sa_type=String(200))
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     error: str | None = Field(default=None, sa_type=Text)
     planned_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    claimed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class AuditLog(SQLModel, table=True):

@@ -12,13 +12,13 @@ base and seed give the same rehearsal.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, insert, or_, select, update
+from sqlalchemy import Engine, func, or_, select
 
 from herald import ledger
 from herald.audience import accounts, contacts
@@ -31,6 +31,7 @@ from herald.calendar import (
     start_of,
 )
 from herald.config import HeraldConfig, MessageKind
+from herald.db import dialect_insert
 from herald.models import (
     AdoptionEvent,
     DeliveryState,
@@ -41,6 +42,9 @@ from herald.models import (
     table,
 )
 from herald.telemetry.events import apply_events
+from herald.telemetry.ingest import apply_adoption
+
+T = TypeVar("T")
 
 PHASE_WEEK = timedelta(days=7)
 adoption = table(AdoptionEvent)
@@ -107,7 +111,9 @@ def plan_day(engine: Engine, config: HeraldConfig, day: date) -> dict[str, int]:
     for notice, count in ledger.plan_notices(engine, config, day):
         planned[notice.message] = planned.get(notice.message, 0) + count
     if campaign.notices.thank_you:
-        planned[THANK_YOU_MESSAGE] = ledger.plan_thank_you(engine, config, day)
+        # Accounts that moved before today: today's moves arrive with today's telemetry,
+        # after the sends, and a rehearsal run again over this day must see the same.
+        planned[THANK_YOU_MESSAGE] = ledger.plan_thank_you(engine, config, day - timedelta(days=1))
     return planned
 
 
@@ -145,10 +151,31 @@ def send_day(
     return sent
 
 
+class Draws:
+    """The rehearsal's randomness, drawn per thing rather than in sequence: the same seed
+    gives the same answer for the same (day, account, message, question) however often it
+    is asked, so a rehearsal run again over the same days changes nothing."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, *parts: object) -> float:
+        """A number in [0, 1) fixed by the seed and ``parts``."""
+        key = ":".join(str(part) for part in (self.seed, *parts)).encode()
+        digest = hashlib.blake2b(key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def choice(self, options: Sequence[T], *parts: object) -> T:
+        """One of ``options``, fixed by the seed and ``parts``."""
+        return options[int(self(*parts) * len(options))]
+
+
 def telemetry_day(
-    engine: Engine, config: HeraldConfig, day: date, behaviour: Behaviour, rng: random.Random
+    engine: Engine, config: HeraldConfig, day: date, behaviour: Behaviour, draw: Draws
 ) -> tuple[int, int]:
-    """Synthetic responses to the day's sends and the day's migrations: (events, migrated)."""
+    """Synthetic responses to the day's sends and the day's migrations: (events, migrated).
+
+    Idempotent: events have fixed ids, and every other row is inserted once by its key."""
     deliveries = ledger.deliveries
     start, end = start_of(day), start_of(day + timedelta(days=1))
     with engine.connect() as conn:
@@ -183,33 +210,45 @@ def telemetry_day(
                 {**base, "event": kind, "sg_event_id": f"rehearsal-{row_id}-{kind}", **extra}
             )
 
-        if rng.random() < behaviour.bounce_rate:
+        if draw(row.id, "bounce") < behaviour.bounce_rate:
             emit("bounce", type="bounce", reason="550 5.1.1 unknown user")
             continue
         emit("delivered")
-        if rng.random() < behaviour.open_rate:
+        if draw(row.id, "open") < behaviour.open_rate:
             emit("open")
-            if rng.random() < behaviour.click_rate:
+            if draw(row.id, "click") < behaviour.click_rate:
                 emit("click", url=str(config.campaign.links.migration_guide))
-        if rng.random() < behaviour.unsubscribe_rate:
+        if draw(row.id, "unsubscribe") < behaviour.unsubscribe_rate:
             emit("unsubscribe")
     with engine.begin() as conn:
         if events:
             apply_events(conn, events)
-        migrated = _migrate(conn, config, day, behaviour, rng)
+        migrated = _migrate(conn, config, day, behaviour, draw)
     return len(events), migrated
 
 
-def _migrate(
-    conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, rng: random.Random
-) -> int:
+def _insert_once(conn: Any, target: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``; those already there (by ``key``) stay as they are."""
+    if rows:
+        statement = dialect_insert(conn.dialect.name)(target).on_conflict_do_nothing(
+            index_elements=key
+        )
+        conn.execute(statement, rows)
+
+
+def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, draw: Draws) -> int:
+    """Accounts that move on ``day``: the chance rises with the messages each had received
+    by the end of that day. The move comes back as adoption telemetry (100%), applied as
+    real telemetry is; surveys, performance reports and tickets follow."""
     deliveries = ledger.deliveries
+    end = start_of(day + timedelta(days=1))
     received = (
         select(contacts.c.account_id, func.count().label("messages"))
         .join(deliveries, deliveries.c.contact_id == contacts.c.id)
         .where(
             deliveries.c.campaign == config.campaign.id,
             deliveries.c.state == DeliveryState.ACCEPTED.value,
+            deliveries.c.sent_at < end,
         )
         .group_by(contacts.c.account_id)
         .subquery()
@@ -219,7 +258,10 @@ def _migrate(
         .outerjoin(received, received.c.account_id == accounts.c.id)
         .where(
             accounts.c.lifecycle == "active",
-            accounts.c.migration_state != MigrationState.MIGRATED.value,
+            or_(
+                accounts.c.migration_state != MigrationState.MIGRATED.value,
+                accounts.c.migrated_on >= day,  # moved on this day (a rerun of it)
+            ),
         )
         .order_by(accounts.c.id)
     ).all()
@@ -227,84 +269,88 @@ def _migrate(
         account_id
         for account_id, messages in candidates
         if messages
-        and rng.random() < behaviour.migrate_base + behaviour.migrate_per_message * messages
+        and draw(day, account_id, "migrate")
+        < behaviour.migrate_base + behaviour.migrate_per_message * messages
     ]
     reached = [account_id for account_id, messages in candidates if messages]
     noon = start_of(day) + timedelta(hours=12)
-    if moved:
-        conn.execute(
-            update(accounts)
-            .where(accounts.c.id.in_(moved))
-            .values(migration_state=MigrationState.MIGRATED.value, migrated_on=day, updated_at=noon)
-        )
-        conn.execute(
-            insert(adoption),
-            [
-                {
-                    "account_id": a,
-                    "observed_on": day,
-                    "adoption_pct": 100.0,
-                    "batch_id": "rehearsal",
-                }
-                for a in moved
-            ],
-        )
-        answered = [a for a in moved if rng.random() < behaviour.survey_rate]
-        if answered:
-            conn.execute(
-                insert(surveys),
-                [
-                    {
-                        "response_id": f"rehearsal-{a}-{day}",
-                        "account_id": a,
-                        "responded_at": noon,
-                        "csat": 5 if rng.random() < 0.9 else 3,
-                        "performance_improved": rng.random() < 0.97,
-                        "comment": "Imports are much faster." if rng.random() < 0.4 else None,
-                        "batch_id": "rehearsal",
-                    }
-                    for a in answered
-                ],
-            )
-        measured = [a for a in moved if rng.random() < behaviour.report_rate]
-        if measured:
-            # The vendor's headline: imports 101.76x faster, 99.7% less import memory.
-            conn.execute(
-                insert(performance),
-                [
-                    {
-                        "report_id": f"rehearsal-{a}-{day}",
-                        "account_id": a,
-                        "reported_at": noon,
-                        "legacy_import_ms": 2035.2,
-                        "new_import_ms": (
-                            20.0 if rng.random() < behaviour.improved_rate else 2100.0
-                        ),
-                        "legacy_memory_mb": 512.0,
-                        "new_memory_mb": 1.5,
-                        "batch_id": "rehearsal",
-                    }
-                    for a in measured
-                ],
-            )
-    opened = [a for a in reached if rng.random() < behaviour.ticket_rate]
-    if opened:
-        conn.execute(
-            insert(tickets),
-            [
-                {
-                    "ticket_id": f"rehearsal-{a}-{day}",
-                    "account_id": a,
-                    "opened_at": noon,
-                    "closed_at": noon + timedelta(hours=6),
-                    "category": rng.choice(["migration", "performance", "billing", "how-to"]),
-                    "satisfaction": 5 if rng.random() < 0.9 else 2,
-                    "batch_id": "rehearsal",
-                }
-                for a in opened
-            ],
-        )
-    return len(moved)
+    _insert_once(
+        conn,
+        adoption,
+        ["account_id", "observed_on"],
+        [
+            {
+                "account_id": a,
+                "observed_on": day,
+                "adoption_pct": 100.0,
+                "batch_id": "rehearsal",
+                "received_at": noon,
+            }
+            for a in moved
+        ],
+    )
+    migrated, _ = apply_adoption(conn, moved, config.telemetry.adoption.migrated_at_pct)
+    answered = [a for a in moved if draw(day, a, "survey") < behaviour.survey_rate]
+    _insert_once(
+        conn,
+        surveys,
+        ["response_id"],
+        [
+            {
+                "response_id": f"rehearsal-{a}-{day}",
+                "account_id": a,
+                "responded_at": noon,
+                "csat": 5 if draw(day, a, "csat") < 0.9 else 3,
+                "performance_improved": draw(day, a, "improved") < 0.97,
+                "comment": "Imports are much faster." if draw(day, a, "comment") < 0.4 else None,
+                "batch_id": "rehearsal",
+            }
+            for a in answered
+        ],
+    )
+    # The vendor's headline: imports 101.76x faster, 99.7% less import memory.
+    measured = [a for a in moved if draw(day, a, "report") < behaviour.report_rate]
+    _insert_once(
+        conn,
+        performance,
+        ["report_id"],
+        [
+            {
+                "report_id": f"rehearsal-{a}-{day}",
+                "account_id": a,
+                "reported_at": noon,
+                "legacy_import_ms": 2035.2,
+                "new_import_ms": (
+                    20.0 if draw(day, a, "faster") < behaviour.improved_rate else 2100.0
+                ),
+                "legacy_memory_mb": 512.0,
+                "new_memory_mb": 1.5,
+                "batch_id": "rehearsal",
+            }
+            for a in measured
+        ],
+    )
+    opened = [a for a in reached if draw(day, a, "ticket") < behaviour.ticket_rate]
+    _insert_once(
+        conn,
+        tickets,
+        ["ticket_id"],
+        [
+            {
+                "ticket_id": f"rehearsal-{a}-{day}",
+                "account_id": a,
+                "opened_at": noon,
+                "closed_at": noon + timedelta(hours=6),
+                "category": draw.choice(
+                    ["migration", "performance", "billing", "how-to"], day, a, "category"
+                ),
+                "satisfaction": 5 if draw(day, a, "satisfaction") < 0.9 else 2,
+                "batch_id": "rehearsal",
+            }
+            for a in opened
+        ],
+    )
+    return migrated
 
 
 def due_today(config: HeraldConfig, day: date) -> bool:

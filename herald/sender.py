@@ -83,11 +83,12 @@ class BatchOutcome:
     """What one batch did."""
 
     batch_id: str | None
-    recipients: int = 0
-    outcome: str | None = None
+    recipients: int = 0  # rows claimed, the refused ones included
+    outcome: str | None = None  # of the request (the refused rows failed before it)
     requests: int = 0
     error: str | None = None
     paused: str | None = None
+    refused: int = 0  # rows the transport refused before the request: failed
 
 
 @dataclass
@@ -164,10 +165,24 @@ class PhaseSender:
         except Exception as error:
             ledger.release(self.engine, claimed.batch_id, f"rendering failed: {error}")
             raise
-        self.limiter.acquire(len(batch.recipients))
+        try:
+            prepared = self.transport.prepare(batch)
+        except Exception as error:  # nothing left Herald: the batch failed, and we know it
+            return self._failed_whole(
+                claimed.batch_id,
+                len(batch.recipients),
+                f"the request could not be built: {type(error).__name__}: {error}",
+            )
+        refused = ledger.refuse(self.engine, claimed.batch_id, prepared.refused)
+        going = len(prepared.batch.recipients)
+        if not going:
+            return self._failed_whole(
+                claimed.batch_id, refused, "every recipient of the batch was refused", refused
+            )
+        self.limiter.acquire(going)
         ledger.mark_requesting(self.engine, claimed.batch_id)
         try:
-            result = self.transport.send(batch)
+            result = self.transport.send(prepared)
         except Exception as error:
             # A transport bug after the request may have left: say so, never guess.
             ledger.record(
@@ -189,21 +204,51 @@ class PhaseSender:
             at=self.clock(),
         )
         with self._counts_lock:
+            self.counts.failed += refused
             if result.outcome == "accepted":
-                self.counts.accepted += len(batch.recipients)
+                self.counts.accepted += going
             elif result.outcome == "failed":
-                self.counts.failed += len(batch.recipients)
-            tripped = self.breaker_reason()
-        outcome = BatchOutcome(
-            batch_id=claimed.batch_id,
-            recipients=len(batch.recipients),
-            outcome=result.outcome,
-            requests=result.requests,
-            error=result.error,
+                self.counts.failed += going
+        return self._trip(
+            BatchOutcome(
+                batch_id=claimed.batch_id,
+                recipients=going + refused,
+                outcome=result.outcome,
+                requests=result.requests,
+                error=result.error,
+                refused=refused,
+            )
         )
+
+    def _failed_whole(
+        self, batch_id: str, recipients: int, reason: str, refused: int = 0
+    ) -> BatchOutcome:
+        """A batch none of whose rows could go (nothing was requested): failed, with why."""
+        ledger.record(self.engine, batch_id, "failed", requests=0, error=reason, at=self.clock())
+        with self._counts_lock:
+            self.counts.failed += recipients
+        return self._trip(
+            BatchOutcome(
+                batch_id=batch_id,
+                recipients=recipients,
+                outcome="failed",
+                error=reason,
+                refused=refused,
+            )
+        )
+
+    def _trip(self, outcome: BatchOutcome) -> BatchOutcome:
+        """Pause the phase when the circuit breaker says so (the outcome says why)."""
+        with self._counts_lock:
+            tripped = self.breaker_reason()
         if tripped:
             ledger.set_paused(
-                self.engine, campaign, self.message, True, tripped, who="herald circuit breaker"
+                self.engine,
+                self.worker.campaign,
+                self.message,
+                True,
+                tripped,
+                who="herald circuit breaker",
             )
             outcome.paused = tripped
         return outcome

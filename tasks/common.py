@@ -11,7 +11,12 @@ from sqlalchemy import Engine
 
 from herald.config import HeraldConfig, load_config
 from herald.db import prepare_database
+from herald.errors import quiet_expected_tracebacks
 from herald.settings import get_settings
+
+# A flow run stopped by an expected error (bad config, template, key) logs its message,
+# not a stack: on the terminal, in a worker's log and in the Prefect UI.
+quiet_expected_tracebacks()
 
 
 @task(name="load-config", cache_policy=NO_CACHE)

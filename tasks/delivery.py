@@ -178,13 +178,21 @@ def deliver(
                 else:
                     done.batches += 1
                     done.requests += batch.requests
+                    requested = batch.recipients - batch.refused
+                    done.failed += batch.refused
+                    if batch.refused:
+                        logger.warning(
+                            f"Batch {batch.batch_id}: {batch.refused} recipient(s) refused "
+                            "before the request (their values cannot go in a header; see "
+                            "herald phase status)"
+                        )
                     if batch.outcome == "accepted":
-                        done.accepted += batch.recipients
+                        done.accepted += requested
                     elif batch.outcome == "failed":
-                        done.failed += batch.recipients
+                        done.failed += requested
                         logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
                     else:
-                        done.unknown += batch.recipients
+                        done.unknown += requested
                         logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
                 if batch.paused and done.paused is None:
                     done.paused = batch.paused

@@ -4,13 +4,18 @@
                                     # on SQLite and Postgres; ends with one `chaos:` line each
     .venv/bin/python -m tests.chaos [--db sqlite|postgres|both] [--contacts 50000]
                                     [--trials 20] [--kills 3] [--withheld 5] [--seed 1]
+                                    [--moments random|held]
 
 Each trial empties the ledger and sends the announcement to every contact of a synthetic base
 with `herald phase send --send`, each run a process of its own against a real Prefect server
 and the fake SendGrid (in this process: every request validated against SendGrid's schema;
 1% 429, 1% 500, 0.2% connection reset *after* accepting, latency with jitter). A run is
 killed with SIGKILL at a random moment (while starting, planning or sending), ``kills`` times,
-and restarted each time; the last run is let finish. Then what an operator does:
+and restarted each time; the last run is let finish. With ``--moments held`` (what
+`tests/test_chaos.py` uses) each kill lands instead while the fake holds a request of the run,
+its number drawn at random among the batches left: every kill certainly catches a request in
+flight, however fast or slow the machine (the requests before it are scripted accepts, the
+faults apply to the runs after). Then what an operator does:
 
 - **evidence** trials: the fake reports each accepted recipient's events, signed, to Herald's
   webhook receiver (`herald webhooks serve`, its own process); once they are in, the rows
@@ -40,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import Engine, func, select
 
@@ -66,6 +72,8 @@ PHASE = "announcement"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FAULTS = Faults(rate_limited=0.01, reset_after=1.0, server_error=0.01, reset_after_accept=0.002)
 MAX_ROUNDS = 8  # resolve-and-rerun rounds after the last kill (each settles what is left)
+WAIT = 300  # seconds: safety nets against hanging (a loaded machine is slow), never relied on
+Moments = Literal["random", "held"]
 
 
 def say(line: str) -> None:
@@ -141,6 +149,7 @@ class Stage:
     signer: Signer | None = None
     latency: float = 0.05
     jitter: float = 0.05
+    moments: Moments = "random"  # kills at random moments, or while a request is held
 
     @property
     def engine(self) -> Engine:
@@ -182,7 +191,7 @@ def receiver(stage: Stage) -> Iterator[str]:
             env=stage.env("http://127.0.0.1:9"),
             cwd=ROOT,
             output=log,
-            timeout=60,
+            timeout=WAIT,
         ),
     ):
         yield url
@@ -208,7 +217,7 @@ def prefect_server(work: Path) -> Iterator[str]:
             what="prefect server",
             env=env,
             output=log,
-            timeout=180,
+            timeout=WAIT,
         ),
     ):
         yield api
@@ -262,15 +271,41 @@ def settled_by_events(engine: Engine) -> int:
 # --------------------------------------------------------------------------- one trial
 
 
+def batches_left(stage: Stage) -> int:
+    """The fewest batches a run will still request: rows neither accepted, failed, unknown
+    nor sending (a dead sender's rows may become unknown), in full batches."""
+    counts = states(stage)
+    done = sum(counts[state] for state in ("accepted", "failed", "unknown", "sending"))
+    return max(0, stage.contacts - done) // stage.batch_size
+
+
 def run_sender(
     stage: Stage,
     fake: FakeSendGrid,
     log_path: Path,
-    kill: Callable[[], tuple[float, bool]] | None,
+    kill: Callable[[], tuple[float, bool]] | int | None,
 ) -> tuple[bool, int]:
-    """One `herald phase send` process, SIGKILLed if it is still running when ``kill()``
-    says: (seconds, counted from its first request or else from its start). Returns
-    (killed, exit code)."""
+    """One `herald phase send` process, SIGKILLed if it is still running when ``kill``
+    says: ``kill()`` gives (seconds, counted from its first request or else from its start);
+    an int N kills it while the fake holds its Nth request. Returns (killed, exit code).
+
+    Returns once the fake has answered and logged every request of the run (a killed run's
+    request in flight included) and the run's connections are closed."""
+    try:
+        return _run_sender(stage, fake, log_path, kill)
+    finally:
+        if not fake.wait_idle(timeout=WAIT, disconnected=True):
+            stage.say(f"  the fake still handles a request of {log_path.name} after {WAIT} s")
+
+
+def _run_sender(
+    stage: Stage,
+    fake: FakeSendGrid,
+    log_path: Path,
+    kill: Callable[[], tuple[float, bool]] | int | None,
+) -> tuple[bool, int]:
+    if isinstance(kill, int):
+        fake.script(*["accept"] * (kill - 1), "hold")
     with log_path.open("wb") as log:
         started = time.monotonic()
         received = fake.received
@@ -294,6 +329,19 @@ def run_sender(
         )
         if kill is None:
             return False, process.wait(timeout=1800)
+        if isinstance(kill, int):
+            try:
+                # Until the Nth request is held (in flight: its client waits for the answer)
+                # or the run ends without sending it.
+                while process.poll() is None and not fake.wait_held(1, timeout=1):
+                    pass
+                if not fake.held:
+                    return False, process.wait(timeout=WAIT)
+                process.send_signal(signal.SIGKILL)
+                return True, process.wait(timeout=WAIT)
+            finally:
+                fake.clear_script()
+                fake.release()  # SendGrid accepts it: the client has gone
         delay, from_first_request = kill()
         if from_first_request:
             deadline = time.monotonic() + 120
@@ -346,7 +394,10 @@ def run_trial(stage: Stage, number: int, kills: int, withheld: bool, rng: random
                     return rng.uniform(0.0, max(0.3, 0.8 * span * left)), True
                 return rng.uniform(0.5, 5.0), False
 
-            killed, code = run_sender(stage, fake, logs / f"run-{run}.log", kill_after)
+            kill: Callable[[], tuple[float, bool]] | int = kill_after
+            if stage.moments == "held":  # while the fake holds request N of the run
+                kill = rng.randint(1, max(1, batches_left(stage) // (kills - tally.kills)))
+            killed, code = run_sender(stage, fake, logs / f"run-{run}.log", kill)
             tally.runs += 1
             if killed:
                 tally.kills += 1
@@ -437,8 +488,10 @@ def run_database(
     batch_size: int,
     rng: random.Random,
     output: Callable[[str], None] = say,
+    moments: Moments = "random",
 ) -> list[Tally]:
-    """Seed a base at ``url`` and run the trials there: evidence, then withheld."""
+    """Seed a base at ``url`` and run the trials there: evidence, then withheld; each kill
+    at a random moment, or (``moments="held"``) while the fake holds a request of the run."""
     config_dir = copy_config(
         ROOT / "config",
         work / "config",
@@ -450,7 +503,15 @@ def run_database(
     seed_base(url, contacts, AS_OF, config_dir)
     campaign = load_config(config_dir).campaign.id
     stage = Stage(
-        url, config_dir, work, prefect_api_url, contacts, campaign, batch_size, say=output
+        url,
+        config_dir,
+        work,
+        prefect_api_url,
+        contacts,
+        campaign,
+        batch_size,
+        say=output,
+        moments=moments,
     )
     results = []
     if trials:
@@ -476,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--withheld", type=int, default=5, help="trials without evidence")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--moments",
+        choices=["random", "held"],
+        default="random",
+        help="kill at random moments, or while the fake holds a request of the run",
+    )
     parser.add_argument("--postgres", default=os.environ.get("HERALD_TEST_POSTGRES_URL", POSTGRES))
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -499,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                     withheld=args.withheld,
                     batch_size=args.batch_size,
                     rng=rng,
+                    moments=args.moments,
                 )
                 get_engine(url).dispose()
     for tally in results:

@@ -214,7 +214,7 @@ def prefect_server() -> Iterator[None]:
     # Prefect's console handler keeps the sys.stderr it first sees; bind it now, before a
     # CliRunner swaps in a stream that it closes after the invocation.
     setup_logging()
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

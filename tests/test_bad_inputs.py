@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from herald.addresses import unsafe_char
 from herald.config import ConfigError, load_config
 from herald.customers import ACCOUNT, CONTACT, ImportError_, import_customers
 from herald.messages import TemplateError, check_templates, recipient_values, substitutions
+from herald.telemetry.events import list_failures
 from herald.telemetry.webhook import PATH
 from tests.conftest import Database
 from tests.csvfiles import read_rejects
-from tests.test_webhooks import NOW, Signer, client_for, event
+from tests.test_webhooks import NOW, POISONS, Poison, Signer, client_for, event
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "corpus"
@@ -80,7 +82,55 @@ CSV_CASES = [
             7: "unknown role 'overlord'",
         },
     ),
-    CsvCase("contacts_international.csv", 6, {8: "invalid e-mail 'two@@at.com'"}),
+    CsvCase(
+        "contacts_international.csv",
+        2,
+        {
+            4: "invalid e-mail 'ユーザー@例え.jp': Internationalized characters before the @-sign",
+            5: "SendGrid cannot deliver to a non-ASCII local part (no SMTPUTF8)",
+            6: "name contains U+202E RIGHT-TO-LEFT OVERRIDE",
+            7: "invalid e-mail '🚀@rocket.com'",
+            8: "invalid e-mail 'two@@at.com'",
+        },
+    ),
+    CsvCase(
+        "contacts_header_breakers.csv",
+        10,
+        {
+            11: "name contains U+0000 NULL",
+            12: "name contains U+001B ESCAPE",
+            13: "name contains U+007F DELETE",
+            14: "name contains U+009B a control character",
+            15: "name contains U+0007 BELL",
+            16: "name contains U+202E RIGHT-TO-LEFT OVERRIDE",
+            17: "name contains U+202A LEFT-TO-RIGHT EMBEDDING",
+            18: "name contains U+2067 RIGHT-TO-LEFT ISOLATE",
+        },
+    ),
+    CsvCase(
+        "contacts_idn.csv",
+        5,
+        {
+            6: "invalid e-mail 'josé@example.com': Internationalized characters before the "
+            "@-sign are not supported: 'é'. SendGrid cannot deliver to a non-ASCII local part",
+            7: "invalid e-mail '🚀@rocket.example'",
+            8: "duplicate email twice@xn--bcher-kva.example: 2 rows, lines 8 to 9",
+            9: "duplicate email twice@xn--bcher-kva.example: 2 rows, lines 8 to 9",
+            10: "invalid e-mail 'bad@xn--.example'",
+            13: "contains U+0009 CHARACTER TABULATION",
+        },
+    ),
+    CsvCase(
+        "accounts_header_breakers.csv",
+        2,
+        {
+            5: "name contains U+0000 NULL",
+            9: "external_id contains U+000A LINE FEED",
+            12: "name contains U+202E RIGHT-TO-LEFT OVERRIDE",
+            14: "tier contains U+0000 NULL",
+            16: "attr.note contains U+0000 NULL",
+        },
+    ),
     CsvCase(
         "contacts_injection.csv",
         4,
@@ -178,18 +228,24 @@ class TestCustomerCsvCorpus:
             assert db.count(table) == counts[0 if accounts else 1] + case.imported
         assert _snapshot(db) == before  # nothing already stored was changed
 
-    def test_unusual_names_and_addresses_are_stored_verbatim_and_escaped_in_html(
+    def test_unusual_names_and_addresses_are_stored_safely_and_escaped_in_html(
         self, db: Database, tmp_path: Path
     ) -> None:
-        """Emoji, right-to-left text and internationalised domains are kept as given; names
-        that look like SQL or HTML are stored as text and escaped in the HTML a contact gets."""
+        """Emoji and right-to-left text are kept as given, line breaks become spaces, an
+        internationalised domain is stored as its A-label; names that look like SQL or HTML
+        are stored as text and escaped in the HTML a contact gets."""
         import_customers(
             engine=db.engine,
             accounts_csv=CUSTOMERS / "base_accounts.csv",
             contacts_csv=None,
             rejects_dir=tmp_path,
         )
-        for name in ("contacts_international.csv", "contacts_injection.csv"):
+        for name in (
+            "contacts_international.csv",
+            "contacts_injection.csv",
+            "contacts_header_breakers.csv",
+            "contacts_idn.csv",
+        ):
             import_customers(
                 engine=db.engine,
                 accounts_csv=None,
@@ -200,16 +256,24 @@ class TestCustomerCsvCorpus:
             stored = dict(conn.execute(select(CONTACT.c.email, CONTACT.c.name)).tuples().all())
             tables = conn.execute(text("SELECT count(*) FROM contact")).scalar_one()
         script = "<script>alert('x')</script>"
-        assert tables == len(stored) == 10
+        assert tables == len(stored) == 2 + 4 + 10 + 5
         assert stored["new1@customer1.com"] == "Zoë 🚀 Ng"
-        assert stored["maryam@bücher.de"] == "مريم الحسن"
-        assert stored["ユーザー@例え.jp"] == "דנה לוי"
-        assert stored["josé@exämple-shop.com"] == "Ünïcödé"
-        assert stored["🚀@rocket.com"] == "New 6"
-        assert stored["new5@customer1.com"] == "evil\u202eexe.txt"
+        assert stored["maryam@xn--bcher-kva.de"] == "مريم الحسن"
         assert stored["inj1@customer1.com"] == "Robert'); DROP TABLE contact;--"
         assert stored["inj2@customer1.com"] == script
         assert stored["inj5@customer1.com"] == '=HYPERLINK("http://evil.example")'
+        assert stored["break1@customer1.com"] == "Ada Lovelace"  # CRLF in a quoted field
+        assert stored["break2@customer1.com"] == "Ada Bcc: victim@evil.example"  # one line
+        assert stored["break5@customer1.com"] == "Ada Lovelace"  # NEL
+        assert stored["break6@customer1.com"] == "Ada Love lace"  # LS, PS
+        assert stored["fine1@customer1.com"] == "Ada\u200dLovelace \U0001f469\u200d\U0001f4bb"
+        assert stored["fine2@customer1.com"] == "\u05d3\u05e0\u05d4 \u200f(IT)"
+        assert stored["fine3@customer1.com"] == "Ada Lovelace"
+        for email in ("user", "other", "mixed"):
+            assert f"{email}@xn--bcher-kva.example" in stored
+        assert "kanji@xn--r8jz45g.xn--zckzah" in stored
+        assert all(email.isascii() for email in stored)
+        assert not any(unsafe_char(name) for name in stored.values() if name)
         stored_name = stored["inj2@customer1.com"]
         values = substitutions(recipient_values(name=stored_name, email="x", account_name="A"))
         assert values["-name_html-"] == "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
@@ -378,7 +442,7 @@ class TestWebhookCorpus:
         }
         with client_for(db, signer.public, max_body_bytes=2000) as client:
             assert client.post(PATH, content=good, headers=signer.headers(good)).status_code == 200
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 120  # a safety net: processing runs after the 200
             while not _events(db) and time.monotonic() < deadline:
                 time.sleep(0.02)
             stored = _events(db)
@@ -427,3 +491,52 @@ class TestWebhookCorpus:
                 text("SELECT email FROM email_event WHERE sg_event_id = 'evt-open-3'")
             ).scalar_one()
         assert email == "'; drop table email_event;--@x.com"
+
+
+# --------------------------------------------------------------------------- poisoned events
+
+
+def _stored(db: Database) -> dict[str, list[tuple[object, ...]]]:
+    """Everything an applied event can change: events, suppressions, the ledger."""
+    queries = {
+        "email_event": "SELECT sg_event_id, event, email FROM email_event ORDER BY 1",
+        "suppression": "SELECT email, reason, source FROM suppression ORDER BY 1, 2",
+        "delivery": "SELECT id, state FROM delivery ORDER BY 1",
+    }
+    with db.engine.connect() as conn:
+        return {name: [tuple(row) for row in conn.execute(text(q))] for name, q in queries.items()}
+
+
+class TestPoisonedEventCorpus:
+    @pytest.mark.parametrize("poison", POISONS, ids=lambda poison: poison.name)
+    def test_a_poison_event_is_kept_with_its_error_and_changes_nothing_else(
+        self, db: Database, poison: Poison
+    ) -> None:
+        """Each poison class in a signed batch beside a good bounce: answered 200, kept as a
+        failure with its exact error; what was stored before is unchanged and only the
+        bounce's event and suppression are added."""
+        signer = Signer()
+        earlier = [event("delivered", "ada@customer1.com", 1), event("unsubscribe", "bo@c.com", 2)]
+        bounce = event("bounce", "Cy@Customer2.com", 3, reason="550 5.1.1 unknown user")
+        batch = [poison.event, bounce]
+        with client_for(db, signer.public) as client:
+            body = json.dumps(earlier).encode()
+            assert client.post(PATH, content=body, headers=signer.headers(body)).status_code == 200
+        before = _stored(db)
+
+        with client_for(db, signer.public) as client:
+            body = json.dumps(batch).encode()
+            assert client.post(PATH, content=body, headers=signer.headers(body)).status_code == 200
+
+        after = _stored(db)
+        assert after["email_event"] == sorted(
+            [*before["email_event"], ("evt-bounce-3", "bounce", "cy@customer2.com")]
+        )
+        assert after["suppression"] == sorted(
+            [*before["suppression"], ("cy@customer2.com", "bounce", "sendgrid:bounce")]
+        )
+        assert after["delivery"] == before["delivery"]
+        assert [(row.batch_id, row.position, row.error) for row in list_failures(db.engine)] == [
+            (2, 0, poison.error)
+        ]
+        assert db.count("webhook_batch WHERE processed_at IS NULL") == 0

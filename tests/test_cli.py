@@ -38,6 +38,8 @@ COMMANDS = [
     ["rehearse"],
     ["webhooks", "serve"],
     ["webhooks", "process"],
+    ["webhooks", "failures"],
+    ["webhooks", "retry"],
     ["telemetry", "ingest"],
     ["telemetry", "status"],
     ["telemetry", "override"],

@@ -32,6 +32,9 @@ class DemoRun:
     exit_code: int
     db: Database
     var: Path
+    stored: dict[str, int]  # rows per table after the first run
+    again: str  # the output of a second `herald demo` on the same var/ and database
+    again_exit_code: int
 
     @property
     def last_report(self) -> Path:
@@ -52,11 +55,45 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         patch.delenv("SENDGRID_API_KEY", raising=False)
         patch.delenv("HERALD_TRANSPORT", raising=False)
         get_settings.cache_clear()
-        result = CliRunner().invoke(
-            app, ["demo", "--accounts", "60", "--as-of", "2026-11-24"], env={"COLUMNS": "300"}
-        )
+        command = ["demo", "--accounts", "60", "--as-of", "2026-11-24"]
+        result = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+        db = Database("sqlite", url)
+        stored = {table: db.count(table) for table in STORED}
+        again = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
         get_settings.cache_clear()
-    yield DemoRun(result.output, result.exit_code, Database("sqlite", url), root / "var")
+    yield DemoRun(
+        result.output,
+        result.exit_code,
+        db,
+        root / "var",
+        stored,
+        again.output,
+        again.exit_code,
+    )
+
+
+# What a second demo on the same database must leave exactly as the first left it.
+STORED = (
+    "account",
+    "account WHERE migration_state = 'migrated'",
+    "contact",
+    "delivery",
+    "delivery WHERE state = 'accepted'",
+    "email_event",
+    "suppression",
+    "adoption_event",
+    "support_ticket",
+    "satisfaction_response",
+    "performance_report",
+    "report_delivery WHERE state = 'accepted'",
+)
+
+
+def _segments(output: str) -> list[str]:
+    """The lines of the segment table and the assigned-accounts check, as printed."""
+    start = output.index("Segments as of")
+    end = output.index("active accounts.", start)
+    return output[start:end].splitlines()
 
 
 class TestDemo:
@@ -81,6 +118,19 @@ class TestDemo:
             assert sent > 0
             assert f" {message} {sent} " in words
         assert "Outbox: " in demo.output and "Ledger: " in demo.output
+
+    def test_a_second_demo_on_the_same_database_works_and_changes_nothing(
+        self, demo: DemoRun
+    ) -> None:
+        """`make demo` twice: both exit 0 with the same segment counts; the second finds the
+        campaign rehearsed (nothing new sent, no account migrated again, no row added)."""
+        assert demo.again_exit_code == 0, demo.again[-3000:]
+        assert _segments(demo.again) == _segments(demo.output)
+        assert {table: demo.db.count(table) for table in STORED} == demo.stored
+        assert "Nothing new to send: this campaign was rehearsed on this database before" in (
+            demo.again
+        )
+        assert "0 account(s) migrated" in demo.again
 
     def test_a_report_every_week_and_the_last_one_is_printed(self, demo: DemoRun) -> None:
         """One report per simulated Monday (the week to Sunday); the demo ends with the path

@@ -87,6 +87,11 @@ asyncio.run(main())
 """
 
 
+# Safety nets against hanging (seconds), generous for a loaded 2-core machine; nothing below
+# waits a fixed time for something to happen: each step polls for the state it needs.
+WAIT = 300
+RUN_WAIT = 540  # the run: a worker picks it up, starts a process, pauses, resumes, finishes
+
 RUN_AND_APPROVE = """
 import json, sys, time
 from prefect.client.orchestration import get_client
@@ -103,7 +108,7 @@ run = run_deployment(
     timeout=0,
 )
 seen = []
-deadline = time.monotonic() + 180
+deadline = time.monotonic() + float(sys.argv[1])
 while time.monotonic() < deadline and state(run.id) != "PAUSED":
     time.sleep(1)
 seen.append(state(run.id))
@@ -141,6 +146,7 @@ class TestDeployAgainstAServer:
             health=f"http://127.0.0.1:{port}/api/health",
             what="prefect server",
             env=env,
+            timeout=WAIT,
         ):
             pool = subprocess.run(
                 [prefect, "work-pool", "create", "herald", "--type", "process"],
@@ -148,7 +154,7 @@ class TestDeployAgainstAServer:
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=WAIT,
             )
             assert pool.returncode == 0, pool.stdout + pool.stderr
             deployed = subprocess.run(
@@ -157,7 +163,7 @@ class TestDeployAgainstAServer:
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=WAIT,
             )
             assert deployed.returncode == 0, deployed.stdout + deployed.stderr
             listed = subprocess.run(
@@ -166,7 +172,7 @@ class TestDeployAgainstAServer:
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=WAIT,
             )
             assert listed.returncode == 0, listed.stderr
             worker = subprocess.Popen(
@@ -178,12 +184,12 @@ class TestDeployAgainstAServer:
             )
             try:
                 approved = subprocess.run(
-                    [sys.executable, "-c", RUN_AND_APPROVE],
+                    [sys.executable, "-c", RUN_AND_APPROVE, str(RUN_WAIT)],
                     env=env,
                     cwd=ROOT,
                     capture_output=True,
                     text=True,
-                    timeout=300,
+                    timeout=RUN_WAIT + 60,
                 )
             finally:
                 stop(worker)

@@ -62,6 +62,7 @@ from herald.testing.fake_sendgrid import (
 from tests.conftest import ROOT
 
 KEY = "SG.fake-key"
+WAIT = 120  # seconds: only a safety net against hanging, never what a test relies on
 SHARED_SPEC = Path("/work/shared/specs/sendgrid-mail-v3.openapi.json")
 # SHA-256 of SendGrid's official Mail Send OpenAPI document as given in ../shared/specs.
 OFFICIAL_SCHEMA_SHA256 = "4ba24d0feb8a6b347f60528161d1cf0e7591987d2b3a64a6533685dc2b39d19f"
@@ -74,7 +75,7 @@ def fake() -> Iterator[FakeSendGrid]:
     assert server.internal_errors == []
 
 
-def client(fake: FakeSendGrid, key: str = KEY, timeout: float = 5) -> Any:
+def client(fake: FakeSendGrid, key: str = KEY, timeout: float = WAIT) -> Any:
     """The official client, pointed at the fake."""
     sg = sendgrid.SendGridAPIClient(api_key=key, host=fake.url)
     sg.client.timeout = timeout
@@ -217,7 +218,7 @@ class TestAccepted:
 
     def test_keep_alive_connection_serves_several_requests(self, fake: FakeSendGrid) -> None:
         """HTTP/1.1 clients that keep the connection open are served too."""
-        connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+        connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=WAIT)
         try:
             headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
             for email in ("a@example.com", "b@example.com"):
@@ -229,10 +230,11 @@ class TestAccepted:
         assert fake.accepted_emails() == Counter({"a@example.com": 1, "b@example.com": 1})
 
     def test_latency_delays_the_answer(self) -> None:
+        """No answer comes before the latency (a lower bound only: a busy machine is slower)."""
         with FakeSendGrid(api_key=KEY, latency=0.2, jitter=0.05, seed=1) as fake:
             started = time.monotonic()
             post(fake, minimal())
-            assert 0.2 <= time.monotonic() - started < 2
+            assert time.monotonic() - started >= 0.2
 
 
 # --------------------------------------------------------------------------- refused
@@ -315,7 +317,7 @@ class TestRefused:
             assert [log.status for log in fake.requests] == [413, 202]
 
     def test_other_paths_404_and_methods_405(self, fake: FakeSendGrid) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+        connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=WAIT)
         headers = {"Authorization": f"Bearer {KEY}"}
         try:
             connection.request("POST", "/v3/mail/batch", b"{}", headers)
@@ -401,13 +403,16 @@ class TestValidationOffline:
 
 class TestFaults:
     def test_scripted_429_carries_a_future_reset(self, fake: FakeSendGrid) -> None:
+        """The reset lies ``reset_after`` beyond the moment the request was sent (compared
+        with that moment, not with the clock once the answer is read: a slow machine)."""
         fake.script("429")
+        sent_at = time.time()
         with pytest.raises(TooManyRequestsError) as caught:
             post(fake, minimal())
         headers = caught.value.headers
         assert headers["X-RateLimit-Remaining"] == "0"
         assert int(headers["X-RateLimit-Limit"]) > 0
-        assert int(headers["X-RateLimit-Reset"]) > time.time()
+        assert int(headers["X-RateLimit-Reset"]) >= sent_at + fake.faults.reset_after
         assert fake.accepted == []
         assert post(fake, minimal()).status_code == 202  # the script is used up
         assert [log.status for log in fake.requests] == [429, 202]
@@ -442,9 +447,11 @@ class TestFaults:
         assert [log.status for log in fake.requests] == [401, 400, 429]
 
     def test_scripted_slow_answer_and_stop_does_not_wait_for_it(self) -> None:
+        """A slow answer comes after its delay; stop() hangs up on one still waiting (an hour
+        long) at once: the client sees the connection drop, the log says it was reset."""
         fake = FakeSendGrid(api_key=KEY).start()
         try:
-            fake.script("slow:0.3", "slow:30")
+            fake.script("slow:0.3", "slow:3600")
             started = time.monotonic()
             assert post(fake, minimal()).status_code == 202
             assert time.monotonic() - started >= 0.3
@@ -459,22 +466,22 @@ class TestFaults:
 
             thread = threading.Thread(target=slow)
             thread.start()
-            while fake.received < 2:
-                time.sleep(0.01)
+            assert fake.wait_received(2, timeout=WAIT)
             assert fake.request_count() == 1  # the slow one is still waiting
         finally:
             started = time.monotonic()
             fake.stop()
-        thread.join(5)
-        assert time.monotonic() - started < 3
+        thread.join(WAIT)
+        assert time.monotonic() - started < WAIT  # far from the hour the answer would take
         assert not thread.is_alive()
+        assert fake.wait_idle(timeout=WAIT)  # the hung-up request is logged
         assert len(failures) == 1
         assert isinstance(failures[0], http.client.RemoteDisconnected | ConnectionResetError)
         assert [log.status for log in fake.requests] == [202, RESET_STATUS]
         assert fake.internal_errors == []
 
     def test_unknown_outcomes_and_rates_are_refused(self, fake: FakeSendGrid) -> None:
-        with pytest.raises(ValueError, match="unknown scripted outcome"):
+        with pytest.raises(ValueError, match=r"unknown scripted outcome.*'hold'"):
             fake.script("accept", "418")
         assert fake.scripted == 0
         with pytest.raises(ValueError, match="add up"):
@@ -499,6 +506,184 @@ class TestFaults:
         assert 8 <= counts[500] <= 32
         assert 8 <= counts[RESET_STATUS] <= 32
         assert run() == statuses  # the same seed, the same faults
+
+
+# --------------------------------------------------------------------------- synchronisation
+
+
+class Poster:
+    """Requests posted from threads of their own, so the test can hold them at the fake."""
+
+    def __init__(self, fake: FakeSendGrid) -> None:
+        self.fake = fake
+        self.statuses: list[int] = []
+        self.failures: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+
+    def post(self, email: str, key: str = KEY) -> None:
+        def send() -> None:
+            try:
+                self.statuses.append(post(self.fake, minimal(email), key=key).status_code)
+            except (OSError, HTTPError, http.client.HTTPException) as error:
+                self.failures.append(error)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(WAIT)
+        assert not any(thread.is_alive() for thread in self.threads), "a request never ended"
+
+
+class TestSynchronisation:
+    def test_gather_holds_each_request_until_all_have_arrived(self, fake: FakeSendGrid) -> None:
+        """Two of three gathered requests stay unanswered until the third arrives; then all
+        three are answered, and the next request is not held."""
+        gathering = fake.gather(3)
+        clients = Poster(fake)
+        clients.post("a@example.com")
+        clients.post("b@example.com")
+        assert fake.wait_received(2, timeout=WAIT)
+        assert not gathering.met
+        assert fake.request_count() == 0  # both held, neither answered
+
+        clients.post("c@example.com")
+        assert gathering.wait(timeout=WAIT)
+        clients.join()
+        assert sorted(clients.statuses) == [202, 202, 202] and clients.failures == []
+        assert sorted(gathering.request_nos) == [1, 2, 3]
+        assert post(fake, minimal("d@example.com")).status_code == 202  # used up
+        assert len(fake.accepted_emails()) == 4
+
+    def test_gatherings_take_the_following_requests_in_order(self, fake: FakeSendGrid) -> None:
+        """A second gathering waits for requests of its own once the first is met."""
+        first, second = fake.gather(1), fake.gather(2)
+        assert post(fake, minimal("a@example.com")).status_code == 202
+        assert first.met and first.request_nos == [1]
+        clients = Poster(fake)
+        clients.post("b@example.com")
+        assert fake.wait_received(2, timeout=WAIT)
+        assert not second.met and fake.request_count() == 1
+        clients.post("c@example.com")
+        clients.join()
+        assert second.met and sorted(second.request_nos) == [2, 3]
+
+    def test_only_valid_requests_are_gathered(self, fake: FakeSendGrid) -> None:
+        """A refused request (a bad key) is answered at once and does not join a gathering."""
+        gathering = fake.gather(1)
+        with pytest.raises(UnauthorizedError):
+            post(fake, minimal(), key="SG.wrong")
+        assert gathering.request_nos == []
+        assert post(fake, minimal()).status_code == 202
+        assert gathering.met
+
+    def test_a_gathering_gives_up_after_its_safety_timeout(self, fake: FakeSendGrid) -> None:
+        """A request never joined by the others is answered once the timeout runs out."""
+        gathering = fake.gather(2, timeout=0.2)
+        assert post(fake, minimal()).status_code == 202
+        assert not gathering.met and not gathering.wait(timeout=0)
+        assert gathering.request_nos == [1]
+        with pytest.raises(ValueError, match="at least one"):
+            fake.gather(0)
+
+    def test_a_held_request_waits_for_release_then_is_accepted(self, fake: FakeSendGrid) -> None:
+        """ "hold" keeps the request unanswered and unrecorded until release()."""
+        fake.script("hold")
+        clients = Poster(fake)
+        clients.post("ada@example.com")
+        assert fake.wait_held(1, timeout=WAIT)
+        assert fake.held == [1]
+        assert fake.request_count() == 0 and fake.accepted == []
+
+        assert fake.release() == 1
+        clients.join()
+        assert clients.statuses == [202]
+        assert fake.held == [] and fake.accepted_emails() == Counter({"ada@example.com": 1})
+        assert fake.release() == 0  # nothing left to let go
+
+    def test_release_a_count_lets_go_of_the_requests_held_longest(self, fake: FakeSendGrid) -> None:
+        """release(1) answers the first request held; the other stays held."""
+        fake.script("hold")
+        clients = Poster(fake)
+        clients.post("first@example.com")
+        assert fake.wait_held(1, timeout=WAIT)
+        fake.script("hold")
+        clients.post("second@example.com")
+        assert fake.wait_held(2, timeout=WAIT)
+
+        assert fake.release(1) == 1
+        assert fake.held == [2]
+        clients.threads[0].join(WAIT)  # answered, so recorded
+        assert [record.email for record in fake.accepted] == ["first@example.com"]
+        assert fake.release() == 1
+        clients.join()
+        assert clients.statuses == [202, 202]
+        assert [record.email for record in fake.accepted] == [
+            "first@example.com",
+            "second@example.com",
+        ]
+
+    def test_wait_held_says_false_when_nothing_is_held(self, fake: FakeSendGrid) -> None:
+        """wait_held times out with False (not an exception) when no request is held."""
+        assert post(fake, minimal()).status_code == 202
+        assert not fake.wait_held(1, timeout=0.05)
+
+    def test_wait_idle_waits_until_the_request_is_answered_and_logged(
+        self, fake: FakeSendGrid
+    ) -> None:
+        """A held request keeps the fake busy; once released, wait_idle returns with it logged."""
+        fake.script("hold")
+        clients = Poster(fake)
+        clients.post("ada@example.com")
+        assert fake.wait_held(1, timeout=WAIT)
+        assert not fake.wait_idle(timeout=0.05)  # held: not answered, so not idle
+
+        fake.release()
+        assert fake.wait_idle(timeout=WAIT)
+        assert [log.status for log in fake.requests] == [202]  # before the client is joined
+        assert [record.email for record in fake.accepted] == ["ada@example.com"]
+        clients.join()
+
+    def test_wait_idle_disconnected_waits_for_clients_to_hang_up(self, fake: FakeSendGrid) -> None:
+        """An open keep-alive connection is idle but connected until the client closes it."""
+        connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=WAIT)
+        try:
+            headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+            connection.request("POST", "/v3/mail/send", json.dumps(minimal()), headers)
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (202, b"")
+            assert fake.wait_idle(timeout=WAIT)
+            assert not fake.wait_idle(timeout=0.05, disconnected=True)
+        finally:
+            connection.close()
+        assert fake.wait_idle(timeout=WAIT, disconnected=True)
+
+    def test_stop_lets_held_and_gathered_requests_go_unanswered(self) -> None:
+        """stop() never hangs on a held or gathered request: both clients see the connection
+        drop, both requests are logged as reset, and the gathering is not met."""
+        fake = FakeSendGrid(api_key=KEY).start()
+        clients = Poster(fake)
+        try:
+            fake.script("hold")
+            clients.post("held@example.com")
+            assert fake.wait_held(1, timeout=WAIT)
+            gathering = fake.gather(2)
+            clients.post("gathered@example.com")
+            assert fake.wait_received(2, timeout=WAIT)
+        finally:
+            fake.stop()
+        clients.join()
+        assert fake.wait_idle(timeout=WAIT)
+        assert not gathering.met and not gathering.wait(timeout=0)
+        assert fake.held == []
+        assert clients.statuses == [] and len(clients.failures) == 2
+        assert [(log.status, log.errors) for log in fake.requests] == [
+            (RESET_STATUS, ["stopped"]),
+            (RESET_STATUS, ["stopped"]),
+        ]
+        assert fake.accepted == [] and fake.internal_errors == []
 
 
 # --------------------------------------------------------------------------- persistence
@@ -534,10 +719,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
             assert match, line
             sg = sendgrid.SendGridAPIClient(api_key=KEY, host=match.group(1))
-            sg.client.timeout = 5
+            sg.client.timeout = WAIT
             assert sg.client.mail.send.post(request_body=minimal()).status_code == 202
             process.send_signal(signal.SIGTERM)
-            out, err = process.communicate(timeout=10)
+            out, err = process.communicate(timeout=WAIT)
         finally:
             if process.poll() is None:
                 process.kill()

@@ -17,7 +17,7 @@ from herald.audience import NoSegmentation
 from herald.config import HeraldConfig
 from herald.models import AuditLog, SendWorker, table
 from herald.sender import PhaseSender, RateLimiter, Renderer
-from herald.transports import BatchResult, OutgoingBatch
+from herald.transports import BatchResult, OutgoingBatch, Prepared
 from tests.bases import (
     DAY,
     config,
@@ -219,14 +219,16 @@ class TestRecovery:
 
     def test_a_live_sender_is_left_alone(self, db: Database, tmp_path: Path) -> None:
         """A sender whose process is alive keeps its claims, however old."""
-        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        try:
-            self._claimed_twice(db, tmp_path, sleeper.pid)
-            assert ledger.recover(db.engine, CAMPAIGN, "announcement", 300).workers == 0
-            assert states(db)["sending"] == 70
-        finally:
-            sleeper.kill()
-            sleeper.wait()
+        # Alive until killed, however long the test takes (it waits on its stdin).
+        with subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        ) as sleeper:
+            try:
+                self._claimed_twice(db, tmp_path, sleeper.pid)
+                assert ledger.recover(db.engine, CAMPAIGN, "announcement", 300).workers == 0
+                assert states(db)["sending"] == 70
+            finally:
+                sleeper.kill()
 
     def test_resolving_unknown_rows_resends_or_marks_them_sent(
         self, db: Database, tmp_path: Path
@@ -261,8 +263,11 @@ class FailingTransport:
     def __init__(self) -> None:
         self.batches = 0
 
-    def send(self, batch: OutgoingBatch) -> BatchResult:
-        assert batch.recipients
+    def prepare(self, batch: OutgoingBatch) -> Prepared:
+        return Prepared(batch, {}, None)
+
+    def send(self, prepared: Prepared) -> BatchResult:
+        assert prepared.batch.recipients
         self.batches += 1
         return BatchResult("failed", 1, 400, error="HTTP 400 from SendGrid: refused")
 

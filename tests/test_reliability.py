@@ -5,12 +5,11 @@ nothing and sends nothing twice (the failure listmonk users reported as issues 2
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from flows.send_phase import PhaseRun, send_phase
+from flows.send_phase import PhaseRun, PhaseSummary, send_phase
 from herald import ledger
 from herald.testing.fake_sendgrid import FakeSendGrid
 from herald.testing.synthetic import set_sending
@@ -20,54 +19,63 @@ from tests.conftest import Database
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+WAIT = 300  # seconds: a safety net against hanging, never what the test relies on
+
+
 class TestPauseResume:
     def test_twelve_pauses_mid_phase_then_every_contact_exactly_once(
         self, db: Database, tmp_path: Path, sendgrid_env: FakeSendGrid, fast_config: Path
     ) -> None:
-        """Batches of 40 with 20 ms of latency; another thread pauses the campaign and
-        resumes it 12 times while the phase is sent; the operator reruns the phase after
-        each pause. At the end: each eligible contact accepted once, nobody else, no row
-        left planned, sending or unknown."""
+        """Batches of 20. Twelve times, another thread pauses the campaign while a request
+        of the run is in flight (the fake holds the run's 2nd, 3rd or 4th request until the
+        pause is in), the run stops, and the operator resumes and reruns the phase. At the
+        end: each eligible contact accepted once, nobody else, no row left planned, sending
+        or unknown."""
         fake = sendgrid_env
-        fake.latency = 0.02
-        set_sending(fast_config, batch_size=40)
+        set_sending(fast_config, batch_size=20)
         loaded = load_base(db, tmp_path, accounts=500)
         expected = eligible(db, loaded, "announcement")
         campaign = loaded.campaign.id
         pauses = 12
-        # Pause n comes once the fake has answered n steps of requests, so every pause
-        # lands while sending is under way, however slowly the run starts on a loaded
-        # machine, and the last one still leaves requests to send.
-        step = max(1, -(-len(expected) // 40) // (pauses + 1))
-        stop = threading.Event()
-        paused_times: list[int] = []
-
-        def operator() -> None:
-            for n in range(pauses):
-                deadline = time.monotonic() + 120
-                while fake.request_count() < (n + 1) * step:
-                    if stop.wait(0.01) or time.monotonic() > deadline:
-                        return
-                ledger.set_paused(db.engine, campaign, ledger.CAMPAIGN_WIDE, True, f"pause {n}")
-                paused_times.append(fake.request_count())
-                stop.wait(0.1)
-                ledger.set_paused(db.engine, campaign, ledger.CAMPAIGN_WIDE, False, f"resume {n}")
-
-        thread = threading.Thread(target=operator)
-        thread.start()
+        paused_times: list[int] = []  # requests answered when each pause came
+        errors: list[BaseException] = []
         runs = 0
-        try:
-            while True:
-                runs += 1
-                summary = send_phase(
-                    PhaseRun(phase="announcement", as_of=DAY, send=True, window=False)
-                )
-                if summary.ledger["planned"] == 0 and not thread.is_alive():
-                    break
-                assert runs < 200
-        finally:
-            stop.set()
-            thread.join()
+
+        def pause_while_held(n: int, done: threading.Event) -> None:
+            try:
+                while not done.is_set():  # the run ended without the held request: give up
+                    if fake.wait_held(1, timeout=1):
+                        ledger.set_paused(
+                            db.engine, campaign, ledger.CAMPAIGN_WIDE, True, f"pause {n}"
+                        )
+                        paused_times.append(fake.request_count())
+                        return
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                fake.release()  # the request in flight is answered after the pause
+
+        def run() -> PhaseSummary:
+            nonlocal runs
+            runs += 1
+            return send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+
+        for n in range(pauses):
+            fake.script(*["accept"] * (1 + n % 3), "hold")
+            done = threading.Event()
+            operator = threading.Thread(target=pause_while_held, args=(n, done))
+            operator.start()
+            try:
+                summary = run()
+            finally:
+                done.set()
+                operator.join(WAIT)
+            assert errors == []
+            assert f"pause {n}" in (summary.paused or ""), f"run {runs} was not paused: {summary}"
+            assert fake.scripted == 0
+            ledger.set_paused(db.engine, campaign, ledger.CAMPAIGN_WIDE, False, f"resume {n}")
+        summary = run()
+        assert summary.paused is None
 
         accepted = fake.accepted_emails()
         assert set(accepted) == expected

@@ -311,6 +311,16 @@ class TestWeeklyReport:
         assert f"Report: {path}" in result.output
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 def _text(fragment: str) -> str:
     return html_module.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
 
@@ -355,6 +365,86 @@ class TestSending:
         assert [r.valid for r in sendgrid_env.requests] == [True]  # one request, schema-valid
         assert db.count("report_delivery WHERE state = 'accepted'") == 2
         assert db.count("audit_log WHERE action = 'report.accepted'") == 1
+
+    @pytest.mark.usefixtures("campaign")
+    def test_a_report_sender_that_died_is_recovered_like_a_phase_sender(
+        self, db: Database, sendgrid_env: FakeSendGrid
+    ) -> None:
+        """The report's e-mail has the ledger's states and recovery: a dead sender's row
+        whose request was in flight becomes unknown and is never sent again; its row that
+        was claimed but not requested goes back to planned and is sent."""
+        from herald import ledger
+        from herald.report.delivery import REPORT_DELIVERY
+
+        name = f"weekly-{AS_OF.isoformat()}"
+        worker = ledger.start_worker(db.engine, "modular-migration-2027", name, "sendgrid")
+        now = datetime.now(UTC)
+        with db.engine.begin() as conn:
+            for email, batch, state in (
+                ("ceo@example.com", "batch-requesting", "requesting"),
+                ("cto@example.com", "batch-claimed", "claimed"),
+            ):
+                conn.execute(
+                    insert(ledger.batches).values(
+                        id=batch,
+                        worker_id=worker.id,
+                        campaign="modular-migration-2027",
+                        message=name,
+                        state=state,
+                        recipients=1,
+                        requests=0,
+                        created_at=now,
+                    )
+                )
+                conn.execute(
+                    insert(REPORT_DELIVERY).values(
+                        campaign="modular-migration-2027",
+                        report=name,
+                        email=email,
+                        state="sending",
+                        batch_id=batch,
+                        attempts=1,
+                        planned_at=now,
+                        claimed_at=now,
+                    )
+                )
+            # The sender died: a process that no longer exists.
+            conn.execute(
+                ledger.workers.update()
+                .where(ledger.workers.c.id == worker.id)
+                .values(pid=_dead_pid())
+            )
+
+        summary = weekly_report(ReportRun(as_of=AS_OF, send=True))
+
+        assert summary.sent is not None
+        assert summary.sent.unknown == ["ceo@example.com"]
+        assert sorted(summary.sent.sent) == ["cto@example.com", "vp-customer-success@example.com"]
+        assert "ceo@example.com" not in sendgrid_env.accepted_emails()
+        assert db.count("report_delivery WHERE state = 'unknown'") == 1
+        assert db.count("send_worker WHERE finished_at IS NULL") == 0
+        assert db.count("audit_log WHERE action = 'sender.recovered'") == 1
+
+    @pytest.mark.usefixtures("campaign")
+    def test_an_interrupted_report_send_leaves_no_row_sending(
+        self, db: Database, sendgrid_env: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Interrupted during its request, the sender settles its own batch on the way out:
+        the rows are unknown (listed, never re-sent), not stuck in sending."""
+        from herald.transports.sendgrid import SendGridTransport
+
+        def interrupted(*_: object) -> object:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(SendGridTransport, "send", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            weekly_report(ReportRun(as_of=AS_OF, send=True))
+        assert db.count("report_delivery WHERE state = 'sending'") == 0
+        assert db.count("report_delivery WHERE state = 'unknown'") == 3
+        monkeypatch.undo()
+        again = weekly_report(ReportRun(as_of=AS_OF, send=True))
+        assert again.sent is not None and len(again.sent.unknown) == 3
+        assert sendgrid_env.request_count() == 0
 
     @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
     @pytest.mark.usefixtures("campaign")
@@ -446,7 +536,8 @@ def test_eml_of_the_report_keeps_charts_beside_the_html(tmp_path: Path) -> None:
             Attachment("at-risk.csv", b"external_id\n", "text/csv"),
         ],
     )
-    OutboxTransport(tmp_path).send(batch)
+    outbox = OutboxTransport(tmp_path)
+    outbox.send(outbox.prepare(batch))
     mail = BytesParser(policy=policy.default).parse(
         io.BytesIO((tmp_path / loaded.campaign.id / "weekly-2027-04-11" / "7.eml").read_bytes())
     )

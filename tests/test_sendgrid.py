@@ -11,8 +11,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ class TestRequests:
         transport = SendGridTransport(SecretStr(KEY), fake.url, loaded.campaign.sending)
 
         assert fake.schema_errors(transport.build(batch)) == []
-        result = transport.send(batch)
+        result = transport.send(transport.prepare(batch))
 
         assert (result.outcome, result.requests, result.http_status) == ("accepted", 1, 202)
         assert result.provider_message_id
@@ -115,7 +115,7 @@ class TestRequests:
         body = transport.build(batch)
         assert body["asm"] == {"group_id": 4242}
         assert body["mail_settings"] == {"sandbox_mode": {"enable": True}}
-        result = transport.send(batch)
+        result = transport.send(transport.prepare(batch))
         assert (result.outcome, result.http_status) == ("accepted", 200)
         assert fake.accepted == [] and fake.request_count(200) == 1
 
@@ -224,6 +224,9 @@ class TestPhaseThroughSendGrid:
         assert ledger_emails(db, "announcement", "unknown") == []
 
 
+WAIT = 300  # seconds: a safety net against hanging for the processes below, never relied on
+
+
 def _herald(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "herald.cli", *args],
@@ -254,28 +257,32 @@ class TestCrashesAndConcurrency:
         fast_config: Path,
         child_env: dict[str, str],
     ) -> None:
-        """SIGKILL while requests are in flight; the rerun finishes; nobody appears twice."""
+        """SIGKILL while a request is in flight (held by the fake until after the kill); the
+        rerun finishes and reports it unknown; SendGrid took it; nobody appears twice."""
         fake = sendgrid_env
-        fake.latency = 0.3
-        set_sending(fast_config, batch_size=50)
+        set_sending(fast_config, batch_size=50, request_timeout_seconds=WAIT)
         loaded = load_base(db, tmp_path, accounts=200)
         expected = eligible(db, loaded, "announcement")
+        fake.script("accept", "accept", "accept", "hold")  # the fourth request is kept
 
         run = _herald(child_env, "phase", "send", "announcement", "--send", "--ignore-window")
-        deadline = time.monotonic() + 120
-        while fake.received < 4 and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.1)  # the fourth request is in flight now
-        run.send_signal(signal.SIGKILL)
-        run.communicate()
+        try:
+            held = fake.wait_held(1, timeout=WAIT)
+        finally:
+            run.send_signal(signal.SIGKILL)  # the fourth request is in flight now
+            first_output, _ = run.communicate(timeout=WAIT)
+        assert held, f"the run never sent a fourth request:\n{first_output}"
         assert run.returncode == -signal.SIGKILL
-        fake.latency = 0.0
+        (in_flight,) = fake.held
 
         rerun = _herald(child_env, "phase", "send", "announcement", "--send", "--ignore-window")
-        output, _ = rerun.communicate(timeout=300)
+        output, _ = rerun.communicate(timeout=WAIT)
         assert rerun.returncode in (0, 3), output
 
-        time.sleep(0.5)  # a request the killed run left in flight may still be answering
+        # SendGrid answers the request the killed run left in flight only now, after the
+        # rerun: it was accepted all the same (the client was gone).
+        assert fake.release() == 1
+        assert fake.wait_idle(timeout=WAIT, disconnected=True)
         accepted = fake.accepted_emails()
         assert max(accepted.values()) == 1
         unknown = set(ledger_emails(db, "announcement", "unknown"))
@@ -284,6 +291,9 @@ class TestCrashesAndConcurrency:
         assert sent <= set(accepted)
         assert set(accepted) - sent <= unknown
         assert re.search(r"in-flight row\(s\) now unknown", output) or not unknown
+        # The batch in flight at the kill is among the unknown rows, never re-sent.
+        in_flight_batch = {r.email.lower() for r in fake.accepted if r.request_no == in_flight}
+        assert in_flight_batch and in_flight_batch <= unknown
 
     def test_two_runs_of_the_same_phase_at_once_send_nobody_twice(
         self,
@@ -293,21 +303,26 @@ class TestCrashesAndConcurrency:
         fast_config: Path,
         child_env: dict[str, str],
     ) -> None:
-        """Two processes claim from one ledger: every eligible contact exactly once."""
+        """Two processes claim from one ledger at the same moment: every eligible contact
+        exactly once, and both runs sent some."""
         fake = sendgrid_env
-        # ~28 batches of 0.4 s: long enough that both processes are sending at once.
-        fake.latency = 0.4
-        set_sending(fast_config, batch_size=25)
+        # One request in flight per process, so the two requests the fake gathers (each held
+        # until the other has arrived) come from the two processes: both are sending at once,
+        # however slowly either starts.
+        set_sending(fast_config, batch_size=25, in_flight=1, request_timeout_seconds=WAIT)
         loaded = load_base(db, tmp_path, accounts=250)
         expected = eligible(db, loaded, "announcement")
         ledger.plan(db.engine, loaded, "announcement", DAY)  # both runs find it planned
+        together = fake.gather(2, timeout=WAIT)
 
         runs = [
             _herald(child_env, "phase", "send", "announcement", "--send", "--ignore-window")
             for _ in range(2)
         ]
-        outputs = [run.communicate(timeout=300)[0] for run in runs]
+        with ThreadPoolExecutor(len(runs)) as pool:  # read both outputs as they come
+            outputs = list(pool.map(lambda run: run.communicate(timeout=WAIT)[0], runs))
 
+        assert together.met, f"the runs never requested at the same moment: {outputs}"
         assert [run.returncode for run in runs] == [0, 0], outputs
         accepted = fake.accepted_emails()
         assert set(accepted) == expected and set(accepted.values()) == {1}

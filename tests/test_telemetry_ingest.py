@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from herald.config import HeraldConfig
+from herald.customers import import_customers
 from herald.models import Quarantine, SupportTicket, TelemetryBatch, table
 from herald.telemetry.health import (
     SourceRejected,
@@ -23,8 +24,11 @@ from herald.telemetry.health import (
     source_problems,
 )
 from herald.telemetry.ingest import BatchRejected, IngestResult, ingest_file
+from tests.bases import config as base_config
 from tests.bases import load_base
 from tests.conftest import Database
+from tests.csvfiles import ACCOUNT_HEADER, account
+from tests.csvfiles import write_csv as write_accounts
 
 SURVEY = [
     "response_id",
@@ -463,6 +467,69 @@ class TestEffects:
         assert rows_of(db, snapshot) == stored
         assert db.count("support_ticket") == 60
         assert [b["status"] for b in batches(db)] == ["loaded", "loaded"]
+
+
+class TestMigrationSource:
+    def test_a_customer_reimport_never_unmigrates_what_telemetry_migrated(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """Telemetry wins: the CRM's stale "not_started" is recorded beside the account and
+        leaves its state alone; an account telemetry never saw follows the CRM both ways."""
+
+        def load(rows: list[list[str]]) -> None:
+            path = write_accounts(tmp_path / "accounts.csv", ACCOUNT_HEADER, rows)
+            import_customers(
+                engine=db.engine, accounts_csv=path, contacts_csv=None, rejects_dir=tmp_path
+            )
+
+        def state(external_id: str) -> tuple[Any, ...]:
+            (row,) = rows_of(
+                db,
+                "SELECT migration_state, migrated_on, migration_source, crm_migration_state "
+                f"FROM account WHERE external_id = '{external_id}'",
+            )
+            return tuple(str(value) if isinstance(value, date) else value for value in row)
+
+        config = base_config()
+        load([account(1), account(2)])
+        ingest(
+            db,
+            config,
+            "adoption",
+            write_csv(
+                tmp_path / "a.csv",
+                ADOPTION,
+                [
+                    ["A00001", "2026-10-05", "100"],
+                ],
+            ),
+        )
+        assert state("A00001") == ("migrated", "2026-10-05", "telemetry", "not_started")
+
+        moved = {"migration_state": "migrated", "migrated_on": "2026-09-01"}
+        load([account(1), account(2, **moved)])  # the CRM is behind on A00001
+        assert state("A00001") == ("migrated", "2026-10-05", "telemetry", "not_started")
+        assert state("A00002") == ("migrated", "2026-09-01", "crm", "migrated")
+
+        load([account(1, **moved), account(2)])  # the CRM corrects A00002
+        assert state("A00001") == ("migrated", "2026-10-05", "telemetry", "migrated")
+        assert state("A00002") == ("not_started", None, "crm", "not_started")
+
+    def test_reingesting_the_same_adoption_file_changes_nothing(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """The same adoption file twice: no event, account or state written the second time."""
+        config = load_base(db, tmp_path)
+        rows = [*adoption_rows(30), [acc(1), "2026-10-02", "100"]]
+        path = write_csv(tmp_path / "adoption.csv", ADOPTION, rows)
+        accounts = "SELECT * FROM account ORDER BY id"
+        first = ingest(db, config, "adoption", path)
+        events, stored = rows_of(db, ADOPTION_SNAPSHOT), rows_of(db, accounts)
+        second = ingest(db, config, "adoption", path)
+        assert (first.changed, first.accounts_migrated) == (31, 1)
+        assert (second.changed, second.accounts_migrated, second.accounts_in_progress) == (0, 0, 0)
+        assert rows_of(db, ADOPTION_SNAPSHOT) == events
+        assert rows_of(db, accounts) == stored
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,15 +1,18 @@
-"""The SendGrid Event Webhook receiver: signatures, once-only storage, crashes, effects."""
+"""The SendGrid Event Webhook receiver: signatures, once-only storage, crashes, effects, and
+poisoned batches (events that cannot be applied are kept with their error; nothing blocks)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,21 @@ import httpx
 import pytest
 import uvicorn
 from sqlalchemy import text
+from typer.testing import CliRunner
 
 from flows.send_phase import PhaseRun, send_phase
 from herald import ledger
+from herald.cli import app as cli
+from herald.cli.common import ExitCode
 from herald.config import WebhookConfig
-from herald.telemetry.events import process_pending
+from herald.telemetry import events as events_module
+from herald.telemetry import webhook as webhook_module
+from herald.telemetry.events import (
+    list_failures,
+    process_pending,
+    retry_failures,
+    store_batch,
+)
 from herald.telemetry.webhook import PATH, SIGNATURE_HEADER, TIMESTAMP_HEADER, create_app
 from herald.testing import event_webhook
 from herald.testing.processes import free_port, served
@@ -43,7 +56,8 @@ class Signer(event_webhook.Signer):
         return super().headers(body, timestamp)
 
 
-def event(kind: str, email: str, number: int, **extra: Any) -> dict[str, Any]:
+def event(kind: str, email: Any, number: int, **extra: Any) -> dict[str, Any]:
+    """A SendGrid event as the webhook posts it (``email`` may be anything, for poison)."""
     return {
         "email": email,
         "event": kind,
@@ -52,6 +66,154 @@ def event(kind: str, email: str, number: int, **extra: Any) -> dict[str, Any]:
         "timestamp": NOW - 60,
         **extra,
     }
+
+
+def nested(levels: int) -> Any:
+    """A value of ``levels`` nested JSON arrays."""
+    value: Any = "deep"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@dataclass(frozen=True)
+class Poison:
+    """An event that cannot be applied, and the exact error it is kept with."""
+
+    name: str
+    event: dict[str, Any]
+    error: str
+
+
+POISONS = [
+    Poison(
+        "oversized-sg_event_id",
+        event("open", "p1@x.example", 101, sg_event_id="e" * 137),
+        "sg_event_id: longer than 100 characters (137)",
+    ),
+    Poison(
+        "nul-in-reason",
+        event("bounce", "p2@x.example", 102, reason="550 5.1.1 \x00 unknown user"),
+        "reason: contains U+0000 NULL",
+    ),
+    Poison(
+        "nul-in-a-nested-key",
+        event("click", "p3@x.example", 103, url_offset={"ty\x00pe": "html"}),
+        "url_offset: key 'ty\\x00pe' contains U+0000 NULL",
+    ),
+    Poison(
+        "lone-surrogate",
+        event("open", "p4@x.example", 104, useragent="Mozilla \ud800"),
+        "useragent: contains a lone surrogate U+D800",
+    ),
+    Poison(
+        "timestamp-not-a-number",
+        event("delivered", "p5@x.example", 105, timestamp="abc"),
+        "timestamp: expected a Unix time in seconds, got str 'abc'",
+    ),
+    Poison(
+        "timestamp-out-of-range",
+        event("delivered", "p6@x.example", 106, timestamp=10**20),
+        "timestamp: 100000000000000000000 is outside 0..253402300799",
+    ),
+    Poison(
+        "email-not-a-string",
+        event("unsubscribe", 42, 107),
+        "email: expected a string, got int 42",
+    ),
+    Poison(
+        "bounce-without-an-address",
+        event("bounce", "not-an-address", 108),
+        "email: not a valid address for a bounce event: An email address must have an @-sign.",
+    ),
+    Poison(
+        "contact-id-out-of-range",
+        event(
+            "processed",
+            "p9@x.example",
+            109,
+            herald_key="modular-migration-2027/announcement/99999999999",
+        ),
+        "herald_key: contact id 99999999999 is outside 1..2147483647",
+    ),
+    Poison(
+        "nan",
+        event("open", "p10@x.example", 110, score=float("nan")),
+        "score: NaN is not a JSON number (Postgres refuses it)",
+    ),
+    Poison(
+        "infinity",
+        event("open", "p11@x.example", 111, score=float("-inf")),
+        "score: -Infinity is not a JSON number (Postgres refuses it)",
+    ),
+    Poison(
+        "deep-nesting",
+        event("click", "p12@x.example", 112, payload=nested(40)),
+        "payload: nested deeper than 32 levels",
+    ),
+    Poison(
+        "event-too-long",
+        event("x" * 40, "p13@x.example", 113),
+        "event: longer than 32 characters (40)",
+    ),
+    Poison(
+        "not-an-object-field-type",
+        event("open", "p14@x.example", 114, sg_message_id=["a", "b"]),
+        "sg_message_id: expected a string, got list ['a', 'b']",
+    ),
+]
+
+# The good part of a poisoned batch: each becomes a suppression.
+GOOD = [
+    event("bounce", "Bounced@X.example", 1, reason="550 5.1.1 unknown user"),
+    event("unsubscribe", "left@x.example", 2),
+    event("spamreport", "angry@x.example", 3),
+]
+GOOD_SUPPRESSIONS = [
+    ("angry@x.example", "spam_report", "sendgrid:spamreport"),
+    ("bounced@x.example", "bounce", "sendgrid:bounce"),
+    ("left@x.example", "unsubscribe", "sendgrid:unsubscribe"),
+]
+
+
+def poisoned_batch() -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """Every poison event with the three good ones among them, and the (position, exact
+    error) each poison event is to be kept with."""
+    batch: list[dict[str, Any]] = []
+    expected: list[tuple[int, str]] = []
+    for number, poison in enumerate(POISONS):
+        expected.append((len(batch), poison.error))
+        batch.append(poison.event)
+        if number < len(GOOD):
+            batch.append(GOOD[number])
+    return batch, expected
+
+
+def suppressions(db: Database) -> list[tuple[str, str, str]]:
+    """Every suppression as (email, reason, source), sorted."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT email, reason, source FROM suppression ORDER BY 1, 2"))
+        return [(row[0], row[1], row[2]) for row in rows]
+
+
+def stored_event_ids(db: Database) -> list[str]:
+    """The sg_event_id of every stored event, sorted."""
+    with db.engine.connect() as conn:
+        return sorted(conn.execute(text("SELECT sg_event_id FROM email_event")).scalars())
+
+
+def open_failures(db: Database) -> list[tuple[int, str]]:
+    """(position, error) of every open failure, in batch and position order."""
+    return [(row.position, row.error) for row in list_failures(db.engine)]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -74,15 +236,15 @@ def client_for(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
         yield client
     server.should_exit = True
-    thread.join(timeout=30)
+    thread.join(timeout=120)
 
 
 class TestSignatures:
@@ -182,7 +344,7 @@ def served_receiver(db: Database, signer: Signer) -> Iterator[str]:  # noqa: ARG
         health=f"{url}/health",
         what="the webhook receiver",
         env=dict(os.environ, HERALD_WEBHOOK_PUBLIC_KEY=signer.public),
-        timeout=60,
+        timeout=120,
     ):
         yield url
 
@@ -195,12 +357,10 @@ class TestServedReceiver:
         now = int(time.time())
         body = json.dumps([event("spamreport", "angry@x.example", 9, timestamp=now)]).encode()
         response = httpx.post(
-            f"{served_receiver}{PATH}", content=body, headers=signer.headers(body, now), timeout=10
+            f"{served_receiver}{PATH}", content=body, headers=signer.headers(body, now), timeout=120
         )
         assert response.status_code == 200
-        deadline = time.monotonic() + 10
-        while db.count("suppression") == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: db.count("suppression") > 0, "the spam report's suppression")
         assert db.count("suppression WHERE reason = 'spam_report'") == 1
 
     def test_serve_refuses_to_start_without_a_key(self) -> None:
@@ -211,7 +371,7 @@ class TestServedReceiver:
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=300,
         )
         assert result.returncode == 2
         assert "HERALD_WEBHOOK_PUBLIC_KEY is not set" in result.stderr
@@ -279,3 +439,353 @@ class TestEventsActOnTheCampaign:
         )
         assert ledger_emails(db, "announcement", "unknown") == [rows[2].email]
         assert db.count("email_event WHERE delivery_id IS NOT NULL") == 2
+
+
+# --------------------------------------------------------------------------- poisoned batches
+
+
+def post(client: httpx.Client, signer: Signer, batch: list[dict[str, Any]]) -> httpx.Response:
+    """Post ``batch`` signed at the tests' clock."""
+    body = json.dumps(batch).encode()
+    return client.post(PATH, content=body, headers=signer.headers(body))
+
+
+def batch_rows(db: Database) -> list[tuple[int, bool, str | None]]:
+    """(id, processed, error) of every stored batch."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, processed_at, error FROM webhook_batch ORDER BY id"))
+        return [(row[0], row[1] is not None, row[2]) for row in rows]
+
+
+class TestPoisonedBatches:
+    def test_poison_events_are_kept_with_their_error_and_the_good_ones_take_effect(
+        self, db: Database, signer: Signer
+    ) -> None:
+        """A signed batch mixing every poison class with a bounce, an unsubscribe and a spam
+        report: 200, the three good events become suppressions, each poison event is kept
+        with its exact error, and nothing else is stored."""
+        batch, expected = poisoned_batch()
+        with client_for(db, signer.public) as client:
+            assert post(client, signer, batch).status_code == 200
+
+        assert suppressions(db) == GOOD_SUPPRESSIONS
+        assert stored_event_ids(db) == sorted(item["sg_event_id"] for item in GOOD)
+        assert open_failures(db) == expected
+        [(_, processed, error)] = batch_rows(db)
+        assert processed
+        assert error is not None and error.startswith(
+            f"{len(POISONS)} of {len(batch)} event(s) could not be applied"
+        )
+        stored = {row.position: row for row in list_failures(db.engine)}
+        assert stored[0].sg_event_id is None  # too long for the column: not cut to fit
+        assert stored[2].event == "bounce" and stored[2].sg_event_id == "evt-bounce-102"
+        with db.engine.connect() as conn:
+            query = text("SELECT position, raw FROM webhook_event_failure")
+            raws = {row[0]: row[1] for row in conn.execute(query)}
+        assert all(raw.isascii() and "\x00" not in raw for raw in raws.values())
+        assert json.loads(raws[2]) == batch[2]  # the NUL kept, escaped
+        assert process_pending(db.engine) == []  # the batch is done: nothing waits behind it
+
+    def test_retry_with_nothing_changed_keeps_every_failure_open(
+        self, db: Database, signer: Signer
+    ) -> None:
+        """Retrying poison events that still cannot be applied keeps them open with one more
+        attempt and the same error, and changes nothing stored."""
+        batch, expected = poisoned_batch()
+        with client_for(db, signer.public) as client:
+            assert post(client, signer, batch).status_code == 200
+        before = (suppressions(db), stored_event_ids(db))
+
+        result = retry_failures(db.engine)
+
+        assert (result.retried, result.resolved, result.remaining) == (
+            len(POISONS),
+            0,
+            len(POISONS),
+        )
+        assert open_failures(db) == expected
+        assert {row.attempts for row in list_failures(db.engine)} == {2}
+        assert (suppressions(db), stored_event_ids(db)) == before
+
+    def test_a_batch_processed_again_records_each_failure_once(self, db: Database) -> None:
+        """Processing a poisoned batch twice (its processed mark reset) keeps one failure row
+        per event, counts the attempt, and stores each good event once."""
+        batch, expected = poisoned_batch()
+        batch_id = store_batch(db.engine, json.dumps(batch).encode(), None, len(batch))
+        [first] = process_pending(db.engine)
+        assert (first.batch_id, first.failed, first.suppressed) == (batch_id, len(POISONS), 3)
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE webhook_batch SET processed_at = NULL"))
+
+        [again] = process_pending(db.engine)
+
+        assert (again.failed, again.stored, again.suppressed) == (len(POISONS), 0, 0)
+        assert open_failures(db) == expected
+        assert {row.attempts for row in list_failures(db.engine)} == {2}
+        assert db.count("webhook_event_failure") == len(POISONS)
+        assert suppressions(db) == GOOD_SUPPRESSIONS
+
+    def test_an_event_the_database_refuses_is_isolated_and_applies_on_retry_after_a_fix(
+        self, db: Database, signer: Signer
+    ) -> None:
+        """A valid event the database still refuses (a trigger here) is applied one at a time
+        inside a SAVEPOINT: only it fails, the rest of its batch takes effect, and
+        `herald webhooks retry` applies it once the cause is gone."""
+        refused = event("bounce", "refused@x.example", 50)
+        batch = [GOOD[0], refused, GOOD[1], GOOD[2]]
+        _refuse_event(db, "evt-bounce-50")
+        try:
+            with client_for(db, signer.public) as client:
+                assert post(client, signer, batch).status_code == 200
+            [(position, error)] = open_failures(db)
+            assert position == 1
+            assert error.startswith("database: ") and "refused by the test trigger" in error
+            assert suppressions(db) == GOOD_SUPPRESSIONS
+            assert stored_event_ids(db) == sorted(item["sg_event_id"] for item in GOOD)
+
+            still = CliRunner().invoke(cli, ["webhooks", "retry"])
+            assert still.exit_code == ExitCode.PARTIAL, still.output
+            assert "Retried 1 event(s): 0 applied" in still.output
+        finally:
+            _allow_events(db)
+
+        retried = CliRunner().invoke(cli, ["webhooks", "retry"])
+
+        assert retried.exit_code == ExitCode.OK, retried.output
+        assert "Retried 1 event(s): 1 applied" in retried.output
+        assert "1 suppressions" in retried.output
+        assert open_failures(db) == []
+        assert ("refused@x.example", "bounce", "sendgrid:bounce") in suppressions(db)
+        assert "evt-bounce-50" in stored_event_ids(db)
+        [row] = list_failures(db.engine, include_resolved=True)
+        assert row.resolved_at is not None and row.attempts == 2
+        listed = CliRunner().invoke(cli, ["webhooks", "failures"])
+        assert listed.exit_code == ExitCode.OK, listed.output
+        assert "No open webhook event failures." in listed.output
+        everything = CliRunner().invoke(cli, ["webhooks", "failures", "--all"])
+        assert everything.exit_code == ExitCode.OK, everything.output
+        assert "batch 1 position 1: event=bounce sg_event_id=evt-bounce-50" in everything.output
+        assert " resolved " in everything.output
+
+    def test_a_body_is_parsed_however_deep_in_the_stack_processing_runs(self, db: Database) -> None:
+        """An event nested nearly as deep as the JSON parser allows, processed from deep in
+        the stack (where parsing it in place fails), is kept as a failure and its batch's
+        good event applies."""
+        deep = event("click", "deep@x.example", 70, payload=nested(sys.getrecursionlimit() - 250))
+        body = json.dumps([deep, GOOD[0]]).encode()
+        store_batch(db.engine, body, None, 2)
+
+        def from_depth(frames: int) -> Any:
+            return process_pending(db.engine) if frames == 0 else from_depth(frames - 1)
+
+        [result] = from_depth(500)
+
+        assert (result.events, result.failed, result.suppressed, result.pending) == (2, 1, 1, False)
+        assert open_failures(db) == [(0, "payload: nested deeper than 32 levels")]
+        assert suppressions(db) == [GOOD_SUPPRESSIONS[1]]
+
+    def test_a_body_nested_too_deeply_to_parse_is_400(self, db: Database, signer: Signer) -> None:
+        """JSON nested so deeply that the parser gives up is a bad request, not a crash."""
+        body = b"[" * 100_000 + b"]" * 100_000
+        with client_for(db, signer.public) as client:
+            answer = client.post(PATH, content=body, headers=signer.headers(body))
+        assert answer.status_code == 400
+        assert answer.json() == {"error": "not JSON: nested too deeply to parse"}
+        assert db.count("webhook_batch") == 0
+
+
+def _refuse_event(db: Database, sg_event_id: str) -> None:
+    """A trigger that makes the database refuse to store the event ``sg_event_id``."""
+    with db.engine.begin() as conn:
+        if db.backend == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON email_event "
+                f"WHEN NEW.sg_event_id = '{sg_event_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.sg_event_id = '{sg_event_id}' THEN "
+                "RAISE EXCEPTION 'refused by the test trigger'; END IF; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON email_event "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_event()"
+            )
+
+
+def _allow_events(db: Database) -> None:
+    """Drop the trigger of :func:`_refuse_event` (the Postgres database outlives the test)."""
+    with db.engine.begin() as conn:
+        if db.backend == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS refuse_event")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS refuse_event ON email_event")
+            conn.exec_driver_sql("DROP FUNCTION IF EXISTS refuse_event()")
+
+
+class TestNothingBlocks:
+    def test_process_reports_failed_events_and_exits_3(self, db: Database, signer: Signer) -> None:
+        """`herald webhooks process` applies a poisoned batch a crash left, says how many
+        events failed, exits 3, and `failures` lists each with its error (exit 3)."""
+        batch, expected = poisoned_batch()
+        with client_for(db, signer.public, process=False) as client:
+            assert post(client, signer, batch).status_code == 200
+        runner = CliRunner()
+
+        processed = runner.invoke(cli, ["webhooks", "process"])
+
+        assert processed.exit_code == ExitCode.PARTIAL, processed.output
+        assert (
+            f"Processed 1 batch(es): {len(batch)} events, 3 new, 3 suppressions, 0 unknown "
+            f"deliveries settled, {len(POISONS)} failed." in processed.output
+        )
+        assert "Traceback" not in processed.output
+        assert suppressions(db) == GOOD_SUPPRESSIONS
+        listed = runner.invoke(cli, ["webhooks", "failures"])
+        assert listed.exit_code == ExitCode.PARTIAL, listed.output
+        for position, error in expected:
+            assert f"batch 1 position {position}: " in listed.output
+            assert error in listed.output
+        assert f"{len(POISONS)} open failure(s)" in listed.output
+        limited = runner.invoke(cli, ["webhooks", "failures", "--limit", "2"])
+        assert limited.output.count("batch 1 position") == 2
+        again = runner.invoke(cli, ["webhooks", "process"])
+        assert again.exit_code == ExitCode.OK, again.output
+        assert "Processed 0 batch(es)" in again.output
+
+    def test_a_batch_whose_processing_raises_does_not_stop_the_next(
+        self, db: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unexpected error in one batch is recorded on it (it stays unprocessed) and the
+        next batch is processed; a later run processes the first one."""
+        first = store_batch(db.engine, json.dumps([GOOD[0]]).encode(), None, 1)
+        second = store_batch(db.engine, json.dumps([GOOD[1], GOOD[2]]).encode(), None, 2)
+        real = events_module.apply_items
+
+        def broken(conn: Any, items: Any) -> Any:
+            if items == [GOOD[0]]:
+                raise RuntimeError("a bug met in batch one")
+            return real(conn, items)
+
+        monkeypatch.setattr(events_module, "apply_items", broken)
+        results = process_pending(db.engine)
+
+        assert [(r.batch_id, r.pending) for r in results] == [(first, True), (second, False)]
+        assert batch_rows(db) == [
+            (
+                first,
+                False,
+                "processing failed, will be tried again: RuntimeError: a bug met in batch one",
+            ),
+            (second, True, None),
+        ]
+        assert suppressions(db) == GOOD_SUPPRESSIONS[:1] + GOOD_SUPPRESSIONS[2:]
+        cli_run = CliRunner().invoke(cli, ["webhooks", "process"])
+        assert cli_run.exit_code == ExitCode.PARTIAL
+        assert f"batch {first} stays unprocessed" in cli_run.stdout + cli_run.stderr
+        assert "Traceback" not in cli_run.stdout + cli_run.stderr
+
+        monkeypatch.setattr(events_module, "apply_items", real)
+        [done] = process_pending(db.engine)
+        assert (done.batch_id, done.pending, done.suppressed) == (first, False, 1)
+        assert suppressions(db) == GOOD_SUPPRESSIONS
+        assert batch_rows(db) == [(first, True, None), (second, True, None)]
+
+    def test_the_receiver_starts_and_answers_when_processing_raises(
+        self, db: Database, signer: Signer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Processing that raises at start and after each answer neither stops the receiver
+        from starting nor from answering: /health is 200 and every batch is stored."""
+
+        def unreachable(*_: Any) -> Any:
+            raise RuntimeError("the database went away")
+
+        monkeypatch.setattr(webhook_module, "process_pending", unreachable)
+        monkeypatch.setattr(events_module, "process_batch", unreachable)
+        with client_for(db, signer.public) as client:
+            assert client.get("/health").json() == {"ok": True}
+            for item in GOOD:
+                assert post(client, signer, [item]).status_code == 200
+            assert client.get("/health").status_code == 200
+        assert [processed for _, processed, _ in batch_rows(db)] == [False, False, False]
+        assert {error for _, _, error in batch_rows(db)} == {
+            "processing failed, will be tried again: RuntimeError: the database went away"
+        }
+
+        monkeypatch.undo()
+        with client_for(db, signer.public):  # the next start processes them
+            pass
+        assert suppressions(db) == GOOD_SUPPRESSIONS
+
+    def test_a_poisoned_batch_left_unprocessed_does_not_stop_the_next_start(
+        self, db: Database, signer: Signer
+    ) -> None:
+        """A poisoned batch a crash left unprocessed is processed when the receiver starts:
+        the start succeeds, its good events take effect, new batches are taken."""
+        batch, expected = poisoned_batch()
+        with client_for(db, signer.public, process=False) as client:
+            assert post(client, signer, batch).status_code == 200
+
+        late = event("bounce", "late@x.example", 60)
+        with client_for(db, signer.public) as client:
+            assert client.get("/health").status_code == 200
+            assert post(client, signer, [late]).status_code == 200
+
+        assert suppressions(db) == sorted(
+            [*GOOD_SUPPRESSIONS, ("late@x.example", "bounce", "sendgrid:bounce")]
+        )
+        assert open_failures(db) == expected
+        assert [processed for _, processed, _ in batch_rows(db)] == [True, True]
+
+
+class TestServedReceiverSurvivesPoison:
+    def test_a_poisoned_batch_then_sigkill_then_restart(
+        self, db: Database, signer: Signer, tmp_path: Path
+    ) -> None:
+        """`herald webhooks serve` takes a poisoned batch (200), is killed with SIGKILL,
+        starts again (/health answers), takes a new batch, and the good events of both are
+        suppressions while the poison events are listed as failures."""
+        env = dict(os.environ, HERALD_WEBHOOK_PUBLIC_KEY=signer.public)
+        batch, expected = poisoned_batch()
+        body = json.dumps(batch).encode()
+        log = (tmp_path / "receiver.log").open("wb")
+        port = free_port()
+        command = [sys.executable, "-m", "herald.cli", "webhooks", "serve", "--port", str(port)]
+        url = f"http://127.0.0.1:{port}"
+        with served(
+            command, health=f"{url}/health", what="the receiver", env=env, output=log, timeout=120
+        ) as receiver:
+            now = int(time.time())
+            answer = httpx.post(
+                f"{url}{PATH}", content=body, headers=signer.headers(body, now), timeout=120
+            )
+            assert answer.status_code == 200
+            receiver.send_signal(signal.SIGKILL)
+            assert receiver.wait(timeout=120) == -signal.SIGKILL
+
+        late = json.dumps([event("spamreport", "late@x.example", 61)]).encode()
+        with served(
+            command, health=f"{url}/health", what="the receiver", env=env, output=log, timeout=120
+        ):
+            assert httpx.get(f"{url}/health", timeout=120).json() == {"ok": True}
+            now = int(time.time())
+            answer = httpx.post(
+                f"{url}{PATH}", content=late, headers=signer.headers(late, now), timeout=120
+            )
+            assert answer.status_code == 200
+            wait_for(
+                lambda: (
+                    db.count("webhook_batch WHERE processed_at IS NULL") == 0
+                    and db.count("webhook_batch") == 2
+                ),
+                "both batches to be processed",
+            )
+        log.close()
+
+        assert suppressions(db) == sorted(
+            [*GOOD_SUPPRESSIONS, ("late@x.example", "spam_report", "sendgrid:spamreport")]
+        )
+        assert open_failures(db) == expected
+        assert "Application startup failed" not in (tmp_path / "receiver.log").read_text()

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from herald.addresses import display_email
 from herald.cli.common import (
     ExitCode,
     campaign_config,
@@ -257,16 +258,27 @@ def phase_send(
 ) -> None:
     """Run a phase: a dry run (audience counts, sample renders) unless --send is given.
 
-    Exit code 3 means the run finished with failed or unknown deliveries, or paused.
+    Exit code 3 means the phase is paused, or its ledger holds failed or unknown rows
+    (whichever run left them): a person has something to settle.
     """
+    from herald.transports import get_transport
+
     name = parse_phase(phase)
     day = parse_day(as_of)
     with guard():
-        campaign_config()
+        config = campaign_config()
+        if send:
+            get_transport(settings(), config)  # a missing API key stops here, before Prefect
+        database()
         summary = _run_phase(name, day, send, max_batches, window=not ignore_window)
     _print_phase(summary)
-    if summary.failed or summary.unknown or summary.paused:
+    if summary.paused or needs_a_person(summary.ledger):
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+def needs_a_person(counts: dict[str, int]) -> bool:
+    """Whether a phase's ledger holds rows a person must settle (failed or unknown)."""
+    return bool(counts.get("failed") or counts.get("unknown"))
 
 
 def _run_phase(
@@ -336,7 +348,14 @@ def _print_phase(summary: Any) -> None:
         )
     if summary.ledger.get("unknown"):
         console.print(
-            f"[yellow]{summary.ledger['unknown']} unknown[/]: see herald deliveries unknown"
+            f"[yellow]{summary.ledger['unknown']} unknown[/] (may have been accepted; never "
+            "re-sent until settled): see herald deliveries unknown"
+        )
+    if summary.ledger.get("failed"):
+        console.print(
+            f"[yellow]{summary.ledger['failed']} failed[/] (not sent; each with its reason): "
+            f"see herald phase status {summary.phase}; once fixed, herald deliveries resolve "
+            f"{summary.phase} --resend --include-failed"
         )
 
 
@@ -470,8 +489,8 @@ def campaign_resume() -> None:
 
 @phase_app.command("status")
 def phase_status(phase: PhaseArg) -> None:
-    """The phase's ledger by state, and whether it is paused."""
-    from herald.ledger import paused_reason, state_counts
+    """The phase's ledger by state, why rows failed, and whether it is paused."""
+    from herald.ledger import failure_reasons, paused_reason, state_counts
 
     name = parse_phase(phase)
     with guard():
@@ -479,10 +498,16 @@ def phase_status(phase: PhaseArg) -> None:
         with database().connect() as conn:
             counts = state_counts(conn, config.campaign.id, name)
             paused = paused_reason(conn, config.campaign.id, name)
+            reasons = failure_reasons(conn, config.campaign.id, name)
     table = Table("state", "rows", title=f"{name}: ledger")
     for state, count in counts.items():
         table.add_row(state, str(count))
     console.print(table)
+    if reasons:
+        failed = Table("rows", "why they failed", title=f"{name}: failed rows")
+        for reason, count in reasons:
+            failed.add_row(str(count), reason)
+        console.print(failed)
     console.print(f"Paused: {paused}" if paused else "Not paused.")
 
 
@@ -519,10 +544,11 @@ def preview_command(
         if html is not None:
             html.write_text(result.message.html, encoding="utf-8")
             console.print(f"HTML body written to {html}")
+    shown = display_email(result.email)
     if result.would_send:
-        console.print(f"[green]{result.email} would receive this message in {name}.[/]")
+        console.print(f"[green]{shown} would receive this message in {name}.[/]")
         return
-    console.print(f"[bold yellow]{result.email} would NOT receive {name}:[/]")
+    console.print(f"[bold yellow]{shown} would NOT receive {name}:[/]")
     for reason in result.reasons:
         console.print(f"  - {reason}", markup=False)
     raise typer.Exit(ExitCode.PARTIAL)
@@ -555,7 +581,7 @@ def deliveries_unknown(
         table.add_row(
             str(row.delivery_id),
             row.message,
-            row.email,
+            display_email(row.email),
             row.batch_id or "",
             f"{row.claimed_at:%Y-%m-%d %H:%M:%S}" if row.claimed_at else "",
             row.error or "",
@@ -645,11 +671,25 @@ def _run_rehearsal(start: Any, end: Any, down_from: Any, down_to: Any, seed: int
 
 
 def _print_rehearsal(summary: Any) -> None:
-    table = Table("message", "sent", title=f"Rehearsal {summary.start} to {summary.end}")
-    for message, count in summary.sent.items():
-        table.add_row(message, str(count))
-    table.add_row("[bold]total[/]", f"[bold]{sum(summary.sent.values())}[/]")
+    table = Table(
+        "message", "sent", "by this run", title=f"Rehearsal {summary.start} to {summary.end}"
+    )
+    messages = list(summary.accepted) + [m for m in summary.sent if m not in summary.accepted]
+    for message in messages:
+        table.add_row(
+            message, str(summary.accepted.get(message, 0)), str(summary.sent.get(message, 0))
+        )
+    table.add_row(
+        "[bold]total[/]",
+        f"[bold]{sum(summary.accepted.values())}[/]",
+        f"[bold]{sum(summary.sent.values())}[/]",
+    )
     console.print(table)
+    if summary.accepted and not summary.sent:
+        console.print(
+            "Nothing new to send: this campaign was rehearsed on this database before "
+            "(every step is idempotent; the counts are the ledger's)."
+        )
     console.print(
         f"{summary.days_visited} simulated days with something due; {summary.migrated} "
         f"account(s) migrated; {summary.events} synthetic SendGrid events."

@@ -23,6 +23,9 @@ from herald.settings import Settings, get_settings
 from herald.telemetry.health import SourceRejected
 from herald.transports import TransportError
 
+# What Prefect raises when its temporary server does not answer in time.
+EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
+
 console = Console(highlight=False)
 # Errors are never hard-wrapped: each problem stays one greppable line.
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -34,7 +37,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # the work itself failed (database unreachable, a flow run failed)
     INVALID = 2  # bad usage, config or input header: nothing was done
-    PARTIAL = 3  # finished, but some input rows were rejected
+    PARTIAL = 3  # finished, but not all of it: rows rejected, sends failed or unknown, paused
 
 
 def safe_url(url: str) -> str:
@@ -65,6 +68,16 @@ def guard() -> Iterator[None]:
         # The driver's message names the host and the problem; it never carries the password.
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         errors.print(f"[bold red]error:[/] database {url}: {reason}")
+        raise typer.Exit(ExitCode.FAILED) from None
+    except RuntimeError as error:
+        if not str(error).startswith(EPHEMERAL_TIMEOUT):
+            raise
+        errors.print(
+            "[bold red]error:[/] Prefect's temporary server did not start in time "
+            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS). Start a server "
+            "(`prefect server start`) and set PREFECT_API_URL=http://127.0.0.1:4200/api, "
+            "or allow it longer. Nothing was done."
+        )
         raise typer.Exit(ExitCode.FAILED) from None
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
+from herald.addresses import display_email
 from herald.audience import NoSegmentation, segmentation_day
 from herald.calendar import start_of
 from herald.config import HeraldConfig
@@ -195,5 +196,5 @@ def _contacts(conn: Connection, account_ids: list[int]) -> dict[int, list[str]]:
         for account_id, email in rows:
             emails = found.setdefault(account_id, [])
             if len(emails) < CONTACTS_PER_ACCOUNT:
-                emails.append(email)
+                emails.append(display_email(email))  # account teams read them
     return found

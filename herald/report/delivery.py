@@ -1,14 +1,18 @@
 """Sending the weekly report to leadership, once per address and report.
 
-``report_delivery`` is the report's own small ledger, keyed (campaign, report, e-mail):
+``report_delivery`` holds one row per (campaign, report, e-mail) and goes through the same
+states, batches and recovery as the customer ledger (:mod:`herald.ledger`):
 
 1. each leadership address is planned (a row already there stays as it is; a suppressed
    address, unsubscribed or bounced, is not planned and is reported);
-2. the planned rows (and ones that failed before: nothing was accepted) are marked
-   ``sending`` in the same transaction that claims them, then go in one request;
-3. the answer marks them ``accepted``, ``failed`` or ``unknown``. A row left ``sending`` by a
-   crash, or ``unknown``, is never sent again by a rerun: it is reported for a person to
-   check, because the provider may have accepted it.
+2. a sender registers (``send_worker``), settles what a dead sender of this report left
+   (rows claimed but never requested go back to planned; rows whose request was in flight
+   become ``unknown``), then claims the planned rows (and ones that failed before: nothing
+   was accepted) as one ``send_batch``;
+3. the transport checks each address (one it cannot put in a header fails alone); the batch
+   is committed ``requesting`` before the request leaves, and the answer marks the rows
+   ``accepted``, ``failed`` or ``unknown``. An ``unknown`` row is never sent again by a
+   rerun: it is reported for a person to check, because the provider may have accepted it.
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 
-from herald import audit
+from herald import audit, ledger
+from herald.addresses import canonical_email
 from herald.config import WEEKLY_REPORT, HeraldConfig
 from herald.db import dialect_insert
 from herald.messages import TEMPLATES, Rendered, Variant, recipient_values
 from herald.metrics import ALL
-from herald.models import DeliveryState, ReportDelivery, Suppression, table, utcnow
+from herald.models import (
+    DeliveryState,
+    ReportDelivery,
+    Suppression,
+    table,
+    utcnow,
+)
 from herald.report.render import email_parts
 from herald.report.weekly import WeeklyReport
 from herald.transports import OutgoingBatch, Recipient, Transport
@@ -78,10 +89,57 @@ def send_report(
     campaign = config.campaign.id
     name = report_name(report)
     outcome = ReportSent(report=name)
-    addresses = list(dict.fromkeys(str(a).lower() for a in config.campaign.report.leadership))
+    addresses = list(
+        dict.fromkeys(canonical_email(str(a)) for a in config.campaign.report.leadership)
+    )
     if not addresses:
         return outcome
-    now = utcnow()
+    wanted = _plan(engine, campaign, name, addresses, saved, outcome)
+    worker = ledger.start_worker(engine, campaign, name, transport.name)
+    finished = "failed"
+    try:
+        ledger.recover(
+            engine, campaign, name, config.campaign.sending.worker_lease_seconds, by=worker
+        )
+        batch_id, claimed = _claim(engine, worker, name, wanted, saved)
+        if claimed:
+            _send(engine, config, transport, report, charts, templates, batch_id, claimed)
+        finished = "finished"
+    finally:
+        ledger.finish_worker(engine, worker, finished)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(REPORT_DELIVERY.c.email, REPORT_DELIVERY.c.state, REPORT_DELIVERY.c.error)
+            .where(
+                REPORT_DELIVERY.c.campaign == campaign,
+                REPORT_DELIVERY.c.report == name,
+                REPORT_DELIVERY.c.email.in_(wanted),
+            )
+            .order_by(REPORT_DELIVERY.c.email)
+        ).all()
+    claimed_now = {email for _, email in claimed} if claimed else set()
+    for email, state, error in rows:
+        if state == DeliveryState.ACCEPTED.value:
+            (outcome.sent if email in claimed_now else outcome.already).append(email)
+        elif state == DeliveryState.FAILED.value:
+            outcome.failed.append(email)
+            outcome.error = outcome.error or error
+        elif state in (DeliveryState.SENDING.value, DeliveryState.UNKNOWN.value):
+            outcome.unknown.append(email)
+            if email in claimed_now:
+                outcome.error = outcome.error or error
+    return outcome
+
+
+def _plan(
+    engine: Engine,
+    campaign: str,
+    name: str,
+    addresses: list[str],
+    saved: Path,
+    outcome: ReportSent,
+) -> list[str]:
+    """Plan a row per address not suppressed; the addresses that may have it."""
     with engine.begin() as conn:
         suppressed = set(
             conn.execute(
@@ -91,9 +149,10 @@ def send_report(
         outcome.suppressed = [a for a in addresses if a in suppressed]
         wanted = [a for a in addresses if a not in suppressed]
         if wanted:
-            insert = dialect_insert(conn.dialect.name)(REPORT_DELIVERY)
+            now = utcnow()
+            statement = dialect_insert(conn.dialect.name)(REPORT_DELIVERY)
             conn.execute(
-                insert.on_conflict_do_nothing(index_elements=["campaign", "report", "email"]),
+                statement.on_conflict_do_nothing(index_elements=["campaign", "report", "email"]),
                 [
                     {
                         "campaign": campaign,
@@ -101,85 +160,130 @@ def send_report(
                         "email": email,
                         "state": DeliveryState.PLANNED.value,
                         "path": str(saved),
+                        "attempts": 0,
                         "planned_at": now,
+                        "updated_at": now,
                     }
                     for email in wanted
                 ],
             )
-        rows = conn.execute(
-            select(REPORT_DELIVERY.c.id, REPORT_DELIVERY.c.email, REPORT_DELIVERY.c.state).where(
-                REPORT_DELIVERY.c.campaign == campaign,
-                REPORT_DELIVERY.c.report == name,
-                REPORT_DELIVERY.c.email.in_(wanted),
-            )
-        ).all()
-        sendable = {DeliveryState.PLANNED.value, DeliveryState.FAILED.value}
-        claimed = [(row.id, row.email) for row in rows if row.state in sendable]
-        outcome.already = [row.email for row in rows if row.state == DeliveryState.ACCEPTED.value]
-        outcome.unknown = [
-            row.email
-            for row in rows
-            if row.state in (DeliveryState.SENDING.value, DeliveryState.UNKNOWN.value)
-        ]
-        if claimed:
-            conn.execute(
-                update(REPORT_DELIVERY)
-                .where(REPORT_DELIVERY.c.id.in_([id_ for id_, _ in claimed]))
-                .values(state=DeliveryState.SENDING.value, error=None, path=str(saved))
-            )
-    if not claimed:
-        return outcome
+    return wanted
 
-    subject, html, text, attachments = email_parts(report, charts, templates)
+
+def _claim(
+    engine: Engine, worker: ledger.Worker, name: str, wanted: list[str], saved: Path
+) -> tuple[str, list[tuple[int, str]]]:
+    """Claim the rows that may go (planned, or failed before) as one batch of this worker."""
+    batch_id = str(uuid.uuid4())
+    now = utcnow()
+    rows = REPORT_DELIVERY
+    with engine.begin() as conn:
+        claimable = list(
+            conn.execute(
+                select(rows.c.id, rows.c.email)
+                .where(
+                    rows.c.campaign == worker.campaign,
+                    rows.c.report == name,
+                    rows.c.email.in_(wanted),
+                    rows.c.state.in_([DeliveryState.PLANNED.value, DeliveryState.FAILED.value]),
+                )
+                .order_by(rows.c.id)
+            ).tuples()
+        )
+        if not claimable:
+            return batch_id, []
+        ledger.open_batch(conn, batch_id, worker, now, recipients=len(claimable))
+        conn.execute(
+            update(rows)
+            .where(rows.c.id.in_([row_id for row_id, _ in claimable]))
+            .values(**ledger.claim_values(rows, batch_id, now), error=None, path=str(saved))
+        )
+    return batch_id, claimable
+
+
+def _send(
+    engine: Engine,
+    config: HeraldConfig,
+    transport: Transport,
+    report: WeeklyReport,
+    charts: dict[str, bytes],
+    templates: Path,
+    batch_id: str,
+    claimed: list[tuple[int, str]],
+) -> None:
+    """Build, check, request and record one claimed batch of the report."""
+    campaign = config.campaign.id
+    name = report_name(report)
+    try:
+        subject, html, text, attachments = email_parts(report, charts, templates)
+    except Exception as error:
+        ledger.release(engine, batch_id, f"rendering failed: {error}")
+        raise
     batch = OutgoingBatch(
-        batch_id=f"report-{uuid.uuid4().hex[:12]}",
+        batch_id=batch_id,
         campaign=campaign,
         message=name,
         sender=config.campaign.sender,
         variants={LEADERSHIP: Rendered(subject=subject, html=html, text=text)},
         recipients=[
             Recipient(
-                delivery_id=id_,
-                key=f"{campaign}/{name}/leadership-{id_}",
+                delivery_id=row_id,
+                key=f"{campaign}/{name}/leadership-{row_id}",
                 email=email,
                 name=None,
                 variant=LEADERSHIP,
                 values=recipient_values(name=None, email=email, account_name=config.campaign.name),
             )
-            for id_, email in claimed
+            for row_id, email in claimed
         ],
         categories=[campaign, WEEKLY_REPORT],
         attachments=attachments,
     )
-    result = transport.send(batch)
-    state = {
-        "accepted": DeliveryState.ACCEPTED,
-        "failed": DeliveryState.FAILED,
-        "unknown": DeliveryState.UNKNOWN,
-    }[result.outcome]
-    emails = [email for _, email in claimed]
-    with engine.begin() as conn:
-        conn.execute(
-            update(REPORT_DELIVERY)
-            .where(REPORT_DELIVERY.c.id.in_([id_ for id_, _ in claimed]))
-            .values(
-                state=state.value,
-                error=result.error,
-                sent_at=utcnow() if state is DeliveryState.ACCEPTED else None,
-            )
+    try:
+        prepared = transport.prepare(batch)
+    except Exception as error:  # nothing left Herald
+        ledger.record(
+            engine,
+            batch_id,
+            "failed",
+            requests=0,
+            error=f"the request could not be built: {type(error).__name__}: {error}",
         )
+        return
+    ledger.refuse(engine, batch_id, prepared.refused)
+    if not prepared.batch.recipients:
+        ledger.record(engine, batch_id, "failed", requests=0, error="every address was refused")
+        return
+    ledger.mark_requesting(engine, batch_id)
+    try:
+        result = transport.send(prepared)
+    except Exception as error:
+        ledger.record(
+            engine,
+            batch_id,
+            "unknown",
+            requests=1,
+            error=f"transport error: {type(error).__name__}: {error}",
+        )
+        raise
+    ledger.record(
+        engine,
+        batch_id,
+        result.outcome,
+        requests=result.requests,
+        http_status=result.http_status,
+        provider_message_id=result.provider_message_id,
+        error=result.error,
+    )
+    with engine.begin() as conn:
         audit.record(
             conn,
             f"report.{result.outcome}",
             campaign=campaign,
             phase=name,
-            detail={"recipients": len(emails), "path": str(saved), "error": result.error},
+            detail={
+                "recipients": len(prepared.batch.recipients),
+                "refused": len(prepared.refused),
+                "error": result.error,
+            },
         )
-    if state is DeliveryState.ACCEPTED:
-        outcome.sent = emails
-    elif state is DeliveryState.FAILED:
-        outcome.failed, outcome.error = emails, result.error
-    else:
-        outcome.unknown += emails
-        outcome.error = result.error
-    return outcome

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, select
 
 from herald.audit import record
 from herald.config import HeraldConfig
+from herald.errors import HeraldError
 from herald.models import AuditLog, TelemetryBatch, table
 
 OVERRIDE_ACTION = "telemetry.override"
@@ -23,7 +24,7 @@ TELEMETRY_BATCH = table(TelemetryBatch)
 AUDIT_LOG = table(AuditLog)
 
 
-class SourceRejected(Exception):
+class SourceRejected(HeraldError):
     """A source a flow depends on has a rejected last batch and no override."""
 
     def __init__(self, flow_name: str, problems: list[str]) -> None:

@@ -49,12 +49,14 @@ from sqlalchemy import (
     update,
 )
 
+from herald.addresses import BadAddress, canonical_email
 from herald.config import SOURCES, HeraldConfig
 from herald.db import dialect_insert
 from herald.models import (
     Account,
     AdoptionEvent,
     Contact,
+    MigrationSource,
     MigrationState,
     PerformanceReport,
     Quarantine,
@@ -419,8 +421,11 @@ def _parse(kind: Kind, text: str | None) -> Any:
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     if kind == "flag":
         return FLAGS.get(text.lower())
-    if kind == "email":
-        return text.lower()
+    if kind == "email":  # the stored form, so it finds the contact (A-label domains)
+        try:
+            return canonical_email(text)
+        except BadAddress:
+            return text.lower()
     return text
 
 
@@ -602,7 +607,7 @@ def ingest_file(
         if source == "adoption":
             touched = sorted({int(row["account_id"]) for row in rows})
             threshold = config.telemetry.adoption.migrated_at_pct
-            result.accounts_migrated, result.accounts_in_progress = _apply_adoption(
+            result.accounts_migrated, result.accounts_in_progress = apply_adoption(
                 conn, touched, threshold
             )
         _quarantine(conn, source, result.batch_id, quarantined)
@@ -790,8 +795,10 @@ def _upsert(conn: Connection, spec: SourceFormat, rows: list[dict[str, Any]], ba
     return written
 
 
-def _apply_adoption(conn: Connection, accounts: list[int], threshold: float) -> tuple[int, int]:
-    """Move accounts' migration state from their adoption; return (migrated, in progress)."""
+def apply_adoption(conn: Connection, accounts: Sequence[int], threshold: float) -> tuple[int, int]:
+    """Move these accounts' migration state forward from their stored adoption events (at
+    ``threshold`` percent an account is migrated, on the first such day); the accounts
+    telemetry has seen become telemetry's. Returns (newly migrated, newly in progress)."""
     events = table(AdoptionEvent)
     first_day = (
         select(func.min(events.c.observed_on))
@@ -803,9 +810,11 @@ def _apply_adoption(conn: Connection, accounts: list[int], threshold: float) -> 
         events.c.adoption_pct > 0,
         events.c.adoption_pct < threshold,
     )
+    seen = exists().where(events.c.account_id == ACCOUNT.c.id, events.c.adoption_pct > 0)
+    telemetry = MigrationSource.TELEMETRY.value
     migrated = in_progress = 0
     now = utcnow()
-    for chunk in _chunks(accounts):
+    for chunk in _chunks(list(accounts)):
         is_migrated = ACCOUNT.c.migration_state == MigrationState.MIGRATED.value
         keep_day = and_(
             is_migrated, ACCOUNT.c.migrated_on.is_not(None), ACCOUNT.c.migrated_on <= first_day
@@ -817,6 +826,7 @@ def _apply_adoption(conn: Connection, accounts: list[int], threshold: float) -> 
                 .values(
                     migration_state=MigrationState.MIGRATED.value,
                     migrated_on=case((keep_day, ACCOUNT.c.migrated_on), else_=first_day),
+                    migration_source=telemetry,
                     updated_at=now,
                 )
             ).rowcount
@@ -830,9 +840,18 @@ def _apply_adoption(conn: Connection, accounts: list[int], threshold: float) -> 
                     ACCOUNT.c.migration_state == MigrationState.NOT_STARTED.value,
                     progressing,
                 )
-                .values(migration_state=MigrationState.IN_PROGRESS.value, updated_at=now)
+                .values(
+                    migration_state=MigrationState.IN_PROGRESS.value,
+                    migration_source=telemetry,
+                    updated_at=now,
+                )
             ).rowcount
             or 0
+        )
+        conn.execute(
+            update(ACCOUNT)
+            .where(ACCOUNT.c.id.in_(chunk), ACCOUNT.c.migration_source != telemetry, seen)
+            .values(migration_source=telemetry, updated_at=now)
         )
     return migrated, in_progress
 

@@ -7,17 +7,25 @@
    ``X-Twilio-Email-Event-Webhook-Signature`` / ``-Timestamp``, SendGrid's public key from
    ``HERALD_WEBHOOK_PUBLIC_KEY``) must verify and the timestamp be within
    ``webhook.tolerance_seconds`` of the receiver's clock: otherwise 403, nothing stored;
-3. the body must be a JSON array of event objects: otherwise 400;
+3. the body must be a JSON array of event objects: otherwise 400 (JSON nested too deeply
+   to parse included);
 4. the raw body is committed to ``webhook_batch``, and only then the answer is 200;
-5. after the answer the batch is processed (:mod:`herald.telemetry.events`). A crash in
-   between loses nothing: stored batches not yet processed are processed when the receiver
-   starts again, or by ``herald webhooks process``.
+5. after the answer the batch is processed (:mod:`herald.telemetry.events`): each event is
+   validated and applied on its own terms, and one that cannot be applied is kept as a
+   failure while the others take effect. A crash in between loses nothing: stored batches
+   not yet processed are processed when the receiver starts again, or by
+   ``herald webhooks process``.
+
+Nothing a batch holds can stop the receiver: processing after the answer, and the
+processing of what a crash left when it starts, log their errors and go on; the receiver
+always starts and answers ``/health``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,8 +47,9 @@ from starlette.routing import Route
 from herald.config import WebhookConfig
 from herald.telemetry.events import (
     BadEvents,
+    describe_error,
     parse_events,
-    process_batch,
+    process_batch_safely,
     process_pending,
     store_batch,
 )
@@ -48,6 +57,8 @@ from herald.telemetry.events import (
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 PATH = "/webhooks/sendgrid"
+
+logger = logging.getLogger(__name__)
 
 
 class WebhookKeyError(ValueError):
@@ -80,6 +91,26 @@ def verify(key: ec.EllipticCurvePublicKey, body: bytes, signature: str, timestam
 
 def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _process_left_over(engine: Engine) -> None:
+    """Process what a crash left (at start); never raises, so the receiver always starts."""
+    try:
+        left = process_pending(engine)
+    except Exception as error:  # e.g. the database is unreachable: start anyway
+        logger.error(
+            "webhook batches left unprocessed could not be processed at start (herald "
+            "webhooks process tries again): %s",
+            describe_error(error),
+        )
+        return
+    pending = [result for result in left if result.pending]
+    if pending:
+        logger.error(
+            "%d webhook batch(es) still unprocessed after the start (herald webhooks process "
+            "tries again)",
+            len(pending),
+        )
 
 
 def create_app(
@@ -124,7 +155,7 @@ def create_app(
         batch_id = await run_in_threadpool(
             store_batch, engine, body, datetime.fromtimestamp(signed_at, UTC), len(events)
         )
-        background = BackgroundTask(process_batch, engine, batch_id) if process else None
+        background = BackgroundTask(process_batch_safely, engine, batch_id) if process else None
         return JSONResponse(
             {"stored": batch_id, "events": len(events)}, status_code=200, background=background
         )
@@ -135,7 +166,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if process:  # whatever a crash left stored but unprocessed
-            await run_in_threadpool(process_pending, engine)
+            await run_in_threadpool(_process_left_over, engine)
         yield
 
     return Starlette(

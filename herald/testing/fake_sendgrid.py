@@ -24,6 +24,21 @@ lost request). Every request, whatever became of it, is logged as a :class:`Requ
 Given an :class:`~herald.testing.event_webhook.EventPoster`, the fake also reports each
 accepted recipient's events to a webhook receiver, signed, as SendGrid's Event Webhook does.
 
+Tests never sleep to let something happen: the fake synchronises with them explicitly.
+:meth:`FakeSendGrid.gather` holds the next N valid requests until all N have arrived (proof
+that N clients were requesting at the same moment); the scripted outcome ``"hold"`` keeps a
+request unanswered until :meth:`FakeSendGrid.release`, and :meth:`FakeSendGrid.wait_held`
+returns once it is held (a request certainly in flight); :meth:`FakeSendGrid.wait_idle`
+returns once every request received has been answered and logged. Their timeouts are safety
+nets against hanging forever, never part of what a test checks::
+
+    fake.script("accept", "hold")        # the second request waits for release()
+    start_the_sender()
+    assert fake.wait_held(1, timeout=300)
+    kill_the_sender()                    # with a request certainly in flight
+    fake.release()
+    assert fake.wait_idle(timeout=300)   # its answer is in fake.requests now
+
 Run it on its own with ``python -m herald.testing.fake_sendgrid --port 0 --api-key KEY``.
 """
 
@@ -31,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import random
@@ -44,13 +60,13 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
@@ -116,6 +132,20 @@ CUSTOM_ARGS_TOO_BIG: Final = (
 SECTIONS_INVALID: Final = "The sections parameter must be an object of strings."
 
 OutcomeKind = Literal["accept", "429", "500", "reset"]
+
+DEFAULT_WAIT: Final = 300.0
+"""The safety-net timeout (seconds) of the synchronisation helpers: generous enough for a
+loaded 2-core machine, only there so that a broken test fails instead of hanging."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What to answer a valid request, how long to wait first, and whether to hold it until
+    :meth:`FakeSendGrid.release` (``"hold"``)."""
+
+    kind: OutcomeKind
+    delay: float = 0.0
+    hold: bool = False
 
 
 # --------------------------------------------------------------------------- records
@@ -419,27 +449,101 @@ def _sandbox(body: dict[str, Any]) -> bool:
     return bool((settings.get("sandbox_mode") or {}).get("enable"))
 
 
-def _parse_outcome(text: str) -> tuple[OutcomeKind, float]:
-    """A scripted outcome: what to answer, and how long to wait first."""
+def _parse_outcome(text: str) -> _Outcome:
+    """A scripted outcome: what to answer, how long to wait first, whether to hold it."""
     kinds: dict[str, OutcomeKind] = {"accept": "accept", "429": "429", "500": "500"}
     kinds["reset"] = "reset"
     if text in kinds:
-        return kinds[text], 0.0
+        return _Outcome(kinds[text])
+    if text == "hold":
+        return _Outcome("accept", hold=True)
     if text.startswith("slow:"):
         try:
             seconds = float(text.removeprefix("slow:"))
         except ValueError:
             seconds = -1.0
         if seconds >= 0 and math.isfinite(seconds):
-            return "accept", seconds
+            return _Outcome("accept", seconds)
     raise ValueError(
-        f"unknown scripted outcome {text!r}: expected '429', '500', 'reset', 'accept' "
-        "or 'slow:<seconds>'"
+        f"unknown scripted outcome {text!r}: expected '429', '500', 'reset', 'accept', "
+        "'hold' or 'slow:<seconds>'"
     )
 
 
 def _errors(message: str) -> dict[str, Any]:
     return {"errors": [Violation(message).as_error()]}
+
+
+class Gathering:
+    """The requests of one :meth:`FakeSendGrid.gather`: each is held until all ``count``
+    have arrived, then all are answered together.
+
+    Thread-safe; its state is guarded by its fake's lock. ``met`` is True once all ``count``
+    arrived (the proof that that many clients were requesting at the same moment); a
+    gathering that gave up (its safety ``timeout`` ran out after its first request arrived,
+    or the fake stopped) lets the requests it held go on and leaves ``met`` False.
+    """
+
+    def __init__(self, count: int, timeout: float, changed: threading.Condition) -> None:
+        self.count = count
+        self.timeout = timeout
+        self._changed = changed
+        self._request_nos: list[int] = []
+        self._deadline: float | None = None  # set when the first request arrives
+        self._met = False
+        self._gave_up = False
+
+    def __repr__(self) -> str:
+        with self._changed:
+            state = "met" if self._met else "gave up" if self._gave_up else "waiting"
+            return f"Gathering({len(self._request_nos)}/{self.count}, {state})"
+
+    @property
+    def met(self) -> bool:
+        """All ``count`` requests arrived and were held together."""
+        with self._changed:
+            return self._met
+
+    @property
+    def request_nos(self) -> list[int]:
+        """The numbers (:attr:`RequestLog.no`) of the requests gathered so far."""
+        with self._changed:
+            return list(self._request_nos)
+
+    def wait(self, timeout: float = DEFAULT_WAIT) -> bool:
+        """Return once all ``count`` requests have arrived (True), or the gathering gave up or
+        ``timeout`` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (self._met or self._gave_up):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return self._met
+
+    # Called by the fake with its lock held.
+
+    @property
+    def _open(self) -> bool:
+        return not (self._met or self._gave_up) and len(self._request_nos) < self.count
+
+    @property
+    def _over(self) -> bool:
+        return self._met or self._gave_up
+
+    def _join(self, no: int) -> None:
+        self._request_nos.append(no)
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.timeout
+        if len(self._request_nos) == self.count:
+            self._met = True
+            self._changed.notify_all()
+
+    def _give_up(self) -> None:
+        if not self._over:
+            self._gave_up = True
+            self._changed.notify_all()
 
 
 # --------------------------------------------------------------------------- the server
@@ -479,8 +583,15 @@ class FakeSendGrid:
         self._port = port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        # Notified whenever a request starts or ends, is held or released, a connection
+        # opens or closes, a gathering fills up, or the fake stops (see the wait_* methods).
+        self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        self._script: deque[tuple[OutcomeKind, float]] = deque()
+        self._script: deque[_Outcome] = deque()
+        self._gatherings: deque[Gathering] = deque()
+        self._held: list[int] = []  # numbers of the requests held by a "hold" outcome
+        self._active = 0  # requests begun (a first byte read) and not yet answered
+        self._connections = 0  # client connections open
         self._accepted: list[Accepted] = []
         self._requests: list[RequestLog] = []
         self._internal_errors: list[str] = []
@@ -511,11 +622,21 @@ class FakeSendGrid:
         return self
 
     def stop(self) -> None:
-        """Stop serving, hang up on open connections and join the thread (idempotent)."""
+        """Stop serving, hang up on open connections and join the thread (idempotent).
+
+        Never waits for a held or gathered request: each is let go and answered with nothing
+        (a reset, logged as :data:`RESET_STATUS` with the error ``"stopped"``).
+        """
         server, thread = self._server, self._thread
         if server is None:
             return
-        self._stopping.set()  # wakes requests that are waiting out their latency
+        with self._changed:
+            self._stopping.set()  # wakes requests that wait out their latency, held ones too
+            self._held.clear()
+            for gathering in self._gatherings:
+                gathering._give_up()
+            self._gatherings.clear()
+            self._changed.notify_all()
         server.shutdown()
         server.hang_up()
         server.server_close()
@@ -552,8 +673,10 @@ class FakeSendGrid:
         """Queue outcomes for the next authenticated, valid requests, in order.
 
         Each is ``"429"``, ``"500"``, ``"reset"`` (accept and record, then reset the
-        connection), ``"accept"`` or ``"slow:<seconds>"`` (accept after that long). Queued
-        outcomes are used before any random :class:`Faults` draw.
+        connection), ``"accept"``, ``"slow:<seconds>"`` (accept after that long) or
+        ``"hold"`` (keep the request unanswered, nothing recorded, until :meth:`release`;
+        then accept it; :meth:`wait_held` tells when it is held). Queued outcomes are used
+        before any random :class:`Faults` draw.
         """
         parsed = [_parse_outcome(outcome) for outcome in outcomes]
         with self._lock:
@@ -564,6 +687,75 @@ class FakeSendGrid:
         """How many scripted outcomes are still queued."""
         with self._lock:
             return len(self._script)
+
+    def clear_script(self) -> int:
+        """Drop the scripted outcomes still queued; how many there were."""
+        with self._lock:
+            dropped = len(self._script)
+            self._script.clear()
+            return dropped
+
+    def gather(self, count: int, timeout: float = DEFAULT_WAIT) -> Gathering:
+        """Hold each of the next ``count`` authenticated, valid requests, unanswered, until
+        all ``count`` have arrived; then answer them together (each with its own outcome:
+        script, faults, latency).
+
+        So a test proves that ``count`` clients were requesting at the same moment: a client
+        with one request in flight at a time cannot send two of them. ``timeout`` (seconds,
+        counted from the first request's arrival) is only a safety net: past it the requests
+        held go on and the returned :class:`Gathering` is not ``met``. Gatherings asked for
+        one after another take the requests that follow, in order.
+        """
+        if count < 1:
+            raise ValueError(f"gather needs at least one request, not {count}")
+        if not timeout > 0:
+            raise ValueError(f"the timeout must be positive: {timeout}")
+        gathering = Gathering(count, timeout, self._changed)
+        with self._lock:
+            self._gatherings.append(gathering)
+        return gathering
+
+    def wait_received(self, count: int, timeout: float = DEFAULT_WAIT) -> bool:
+        """Return True once ``count`` requests in all have been received (their headers
+        read, answered or not); False if ``timeout`` seconds pass first (a safety net)."""
+        return self._wait_for(lambda: self._received >= count, timeout, stop_ends=False)
+
+    @property
+    def held(self) -> list[int]:
+        """The numbers (:attr:`RequestLog.no`) of the requests a ``"hold"`` keeps waiting."""
+        with self._lock:
+            return list(self._held)
+
+    def wait_held(self, count: int = 1, timeout: float = DEFAULT_WAIT) -> bool:
+        """Return True once at least ``count`` requests are held (scripted ``"hold"``):
+        each is certainly in flight, its client waiting for the answer. False if ``timeout``
+        seconds pass first (a safety net) or the fake stops."""
+        return self._wait_for(lambda: len(self._held) >= count, timeout)
+
+    def release(self, count: int | None = None) -> int:
+        """Let the held requests go (the ``count`` held longest, or all of them): each is
+        then accepted as ``"accept"`` would be. Returns how many were let go; a request
+        held after this call waits for the next one."""
+        with self._changed:
+            let_go = len(self._held) if count is None else max(0, min(count, len(self._held)))
+            del self._held[:let_go]
+            self._changed.notify_all()
+            return let_go
+
+    def wait_idle(self, timeout: float = DEFAULT_WAIT, *, disconnected: bool = False) -> bool:
+        """Return True once no request is being handled: every request received (from its
+        first byte on) has been answered and logged, its records and events handed on.
+
+        A held or gathered request is not answered: release it first. With ``disconnected``,
+        also wait until every client connection is closed: use it once the clients have
+        exited (a killed client's last bytes may still be on their way to the server until
+        its connection closes). False if ``timeout`` seconds pass first (a safety net).
+        """
+        return self._wait_for(
+            lambda: self._active == 0 and not (disconnected and self._connections),
+            timeout,
+            stop_ends=False,
+        )
 
     # ----------------------------------------------------------------------- records
 
@@ -612,9 +804,61 @@ class FakeSendGrid:
     # ----------------------------------------------------------------------- internals
 
     def _next_request_no(self) -> int:
-        with self._lock:
+        with self._changed:
             self._received += 1
+            self._changed.notify_all()
             return self._received
+
+    def _wait_for(
+        self, condition: Callable[[], bool], timeout: float, *, stop_ends: bool = True
+    ) -> bool:
+        """Wait (lock held while checking) until ``condition()``; False on timeout, or when
+        the fake stops if ``stop_ends``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop_ends and self._stopping.is_set()):
+                    return False
+                self._changed.wait(left)
+            return True
+
+    def _count(self, *, requests: int = 0, connections: int = 0) -> None:
+        """A request began (+1) or ended (-1); a connection opened or closed."""
+        with self._changed:
+            self._active += requests
+            self._connections += connections
+            self._changed.notify_all()
+
+    def _gather(self, no: int) -> bool:
+        """Hold request ``no`` in the open gathering, if any, until it is met or gives up;
+        False when the fake is stopping (then answer nothing)."""
+        with self._changed:
+            gathering = next((g for g in self._gatherings if g._open), None)
+            if gathering is None:
+                return not self._stopping.is_set()
+            gathering._join(no)
+            while not gathering._over and not self._stopping.is_set():
+                assert gathering._deadline is not None
+                left = gathering._deadline - time.monotonic()
+                if left <= 0:
+                    gathering._give_up()
+                    break
+                self._changed.wait(left)
+            if gathering in self._gatherings and gathering._over:
+                self._gatherings.remove(gathering)
+            return not self._stopping.is_set()
+
+    def _hold(self, no: int) -> bool:
+        """Keep request ``no`` until :meth:`release` lets it go; False when stopping."""
+        with self._changed:
+            self._held.append(no)
+            self._changed.notify_all()
+            while no in self._held and not self._stopping.is_set():
+                self._changed.wait()
+            if no in self._held:
+                self._held.remove(no)
+            return not self._stopping.is_set()
 
     def _log(self, entry: RequestLog, records: Sequence[Accepted] = ()) -> None:
         with self._lock:
@@ -628,8 +872,8 @@ class FakeSendGrid:
         if self.events is not None:
             self.events.accepted(records)
 
-    def _draw(self) -> tuple[OutcomeKind, float]:
-        """The outcome for an authenticated, valid request, and its extra delay."""
+    def _draw(self) -> _Outcome:
+        """The outcome for an authenticated, valid request (with its extra delay)."""
         with self._lock:
             if self._script:
                 return self._script.popleft()
@@ -642,9 +886,9 @@ class FakeSendGrid:
         )
         for kind, rate in rates:
             if draw < rate:
-                return kind, 0.0
+                return _Outcome(kind)
             draw -= rate
-        return "accept", 0.0
+        return _Outcome("accept")
 
     def _delay(self) -> float:
         if not self.jitter:
@@ -679,12 +923,16 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections.add(request)
+        self.fake._count(connections=1)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
         with self._connections_lock:
+            known = request in self._connections
             self._connections.discard(request)
         super().shutdown_request(request)
+        if known:
+            self.fake._count(connections=-1)
 
     def hang_up(self) -> None:
         """Shut down every open connection (idle keep-alive ones included)."""
@@ -718,6 +966,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log is :attr:`FakeSendGrid.requests`."""
+
+    def handle_one_request(self) -> None:
+        """One request, counted as being handled from its first byte until it is answered
+        (so :meth:`FakeSendGrid.wait_idle` waits for it); an idle keep-alive connection
+        is not a request."""
+        try:
+            begun = bool(cast(io.BufferedReader, self.rfile).peek(1))
+        except OSError:  # a timeout or a reset while idle: the client is gone
+            begun = False
+        if not begun:
+            self.close_connection = True
+            return
+        fake = self.server.fake
+        fake._count(requests=1)
+        try:
+            super().handle_one_request()
+        finally:
+            fake._count(requests=-1)
 
     def do_POST(self) -> None:
         """Every method goes through :meth:`_handle` (only POST is allowed)."""
@@ -767,12 +1033,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, body: dict[str, Any], no: int, length: int, at: float) -> None:
         """An authenticated, valid request: a fault, or accepted (sandbox: 200, no record)."""
         fake = self.server.fake
-        kind, slow = fake._draw()
         recipients = _recipients(body)
-        if not fake._pause(fake._delay() + slow):
+        # Held in a gathering, then drawn; held until released; the latency: each of these
+        # waits ends early when the fake stops, and then nothing is answered.
+        outcome = fake._draw() if fake._gather(no) else None
+        if (
+            outcome is None
+            or (outcome.hold and not fake._hold(no))
+            or not fake._pause(fake._delay() + outcome.delay)
+        ):
             fake._log(RequestLog(no, RESET_STATUS, recipients, length, True, ["stopped"], at))
             self.close_connection = True
             return
+        kind = outcome.kind
         if kind == "429":
             reset = math.ceil(time.time() + fake.faults.reset_after)
             fake._log(RequestLog(no, 429, recipients, length, True, ["too many requests"], at))

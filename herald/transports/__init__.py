@@ -1,19 +1,29 @@
 """Transports: how a batch of rendered messages leaves Herald.
 
-Every transport takes one :class:`OutgoingBatch` (up to 1,000 recipients, any mix of
-variants) and answers one :class:`BatchResult`: the whole batch accepted, failed (the
-provider refused it; retrying would not help) or unknown (the request may have been
-accepted: the sender must not guess). Retrying what can safely be retried is the
-transport's own business; pacing and the ledger are the sender's.
+A batch leaves in two steps, so that what cannot be sent is known before anything goes:
+
+1. :meth:`Transport.prepare` checks each recipient's values (address, name, subject: see
+   :func:`header_values`) and builds the request from the ones that pass. A recipient
+   that fails is *refused* alone, with the reason; nothing has left Herald, so the ledger
+   records it ``failed``, never ``unknown``. An exception here means nothing left either.
+2. :meth:`Transport.send` makes the request and answers one :class:`BatchResult`: the
+   batch accepted, failed (the provider refused it; retrying would not help) or unknown
+   (the request may have been accepted: the sender must not guess). An exception here
+   may come after the request left: the sender records the batch ``unknown``.
+
+Retrying what can safely be retried is the transport's own business; pacing and the
+ledger are the sender's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
+from herald.addresses import check_address, check_header_text
 from herald.config import HeraldConfig, Sender
-from herald.messages import Rendered, Variant
+from herald.errors import HeraldError
+from herald.messages import Rendered, Variant, substitutions
 from herald.settings import Settings, TransportName
 
 
@@ -65,17 +75,57 @@ class BatchResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A batch's request, built and checked, not yet sent: nothing has left Herald."""
+
+    batch: OutgoingBatch  # with only the recipients that go
+    refused: dict[int, str]  # delivery id -> why that recipient cannot be sent
+    payload: Any  # the transport's own request (a SendGrid body, the outbox's files)
+
+
+@dataclass(frozen=True)
+class HeaderValues:
+    """What of one recipient goes into headers, each value checked."""
+
+    email: str
+    name: str | None
+    subject: str
+
+
+def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
+    """The recipient's address, display name and subject, each safe in a header; ValueError
+    (BadAddress or UnsafeText, naming the value and the character) when one is not."""
+    email = check_address(recipient.email)
+    name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
+    subject = batch.variants[recipient.variant].subject_for(substitutions(recipient.values))
+    return HeaderValues(email, name, check_header_text(subject, "the subject"))
+
+
+def without(batch: OutgoingBatch, refused: dict[int, str]) -> OutgoingBatch:
+    """The batch without its refused recipients."""
+    if not refused:
+        return batch
+    kept = [r for r in batch.recipients if r.delivery_id not in refused]
+    return replace(batch, recipients=kept)
+
+
 class Transport(Protocol):
     """Sends batches; one instance per sending process."""
 
     name: str
 
-    def send(self, batch: OutgoingBatch) -> BatchResult:
-        """Deliver the batch (with the transport's own safe retries) and say what happened."""
+    def prepare(self, batch: OutgoingBatch) -> Prepared:
+        """Check every recipient and build the request; nothing leaves Herald here."""
+        ...
+
+    def send(self, prepared: Prepared) -> BatchResult:
+        """Deliver a prepared batch (with the transport's own safe retries) and say what
+        happened. Called only with at least one recipient."""
         ...
 
 
-class TransportError(Exception):
+class TransportError(HeraldError):
     """The transport cannot be used as configured (nothing was sent)."""
 
 

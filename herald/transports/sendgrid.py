@@ -1,5 +1,7 @@
 """SendGrid: one ``/v3/mail/send`` request per batch, built with the official Mail helpers.
 
+Each recipient's address, name and subject are checked first (:func:`herald.transports.
+header_values`); one that fails is refused alone and the rest of the batch goes.
 A batch mixes variants (segment x role x locale) but SendGrid takes one body per request,
 so each variant's rendered HTML and text travel once as a *section*, and each
 personalization points its ``-body_html-`` / ``-body_text-`` substitutions at its
@@ -57,7 +59,16 @@ from sendgrid.helpers.mail import (
 from herald.config import Sending
 from herald.messages import substitutions
 from herald.settings import Settings
-from herald.transports import BatchResult, OutgoingBatch, TransportError
+from herald.transports import (
+    BatchResult,
+    HeaderValues,
+    OutgoingBatch,
+    Prepared,
+    Recipient,
+    TransportError,
+    header_values,
+    without,
+)
 
 # The HTTP client logs request headers (the API key among them) at DEBUG: never let it.
 logging.getLogger("python_http_client").setLevel(logging.INFO)
@@ -104,8 +115,27 @@ class SendGridTransport:
 
     # ----------------------------------------------------------------------- request
 
+    def prepare(self, batch: OutgoingBatch) -> Prepared:
+        """Check each recipient (address, name, subject) and build the request body from
+        those that pass; a recipient that fails is refused alone, with the reason."""
+        refused: dict[int, str] = {}
+        checked: list[tuple[Recipient, HeaderValues]] = []
+        for recipient in batch.recipients:
+            try:
+                checked.append((recipient, header_values(batch, recipient)))
+            except ValueError as error:
+                refused[recipient.delivery_id] = f"not sent: {error}"
+        kept = without(batch, refused)
+        return Prepared(kept, refused, self._body(kept, checked) if checked else None)
+
     def build(self, batch: OutgoingBatch) -> dict[str, Any]:
-        """The request body for a batch (the Mail helpers' JSON)."""
+        """The request body for a batch (its refused recipients left out)."""
+        body: dict[str, Any] = self.prepare(batch).payload
+        return body
+
+    def _body(
+        self, batch: OutgoingBatch, recipients: list[tuple[Recipient, HeaderValues]]
+    ) -> dict[str, Any]:
         mail = Mail()
         mail.from_email = From(batch.sender.email, batch.sender.name)
         if batch.sender.reply_to:
@@ -118,14 +148,12 @@ class SendGridTransport:
             sections[variant] = (html_key, text_key)
         mail.add_content(Content("text/plain", BODY_TEXT))
         mail.add_content(Content("text/html", BODY_HTML))
-        for recipient in batch.recipients:
-            rendered = batch.variants[recipient.variant]
+        for recipient, header in recipients:
             html_key, text_key = sections[recipient.variant]
             personalization = Personalization()
-            personalization.add_to(To(recipient.email, recipient.name or None))
-            personal = substitutions(recipient.values)
-            personalization.subject = rendered.subject_for(personal)
-            values = {BODY_HTML: html_key, BODY_TEXT: text_key, **personal}
+            personalization.add_to(To(header.email, header.name))
+            personalization.subject = header.subject
+            values = {BODY_HTML: html_key, BODY_TEXT: text_key, **substitutions(recipient.values)}
             for key, value in values.items():
                 personalization.add_substitution(Substitution(key, value))
             personalization.add_custom_arg(CustomArg("herald_key", recipient.key))
@@ -152,9 +180,9 @@ class SendGridTransport:
 
     # ----------------------------------------------------------------------- sending
 
-    def send(self, batch: OutgoingBatch) -> BatchResult:
+    def send(self, prepared: Prepared) -> BatchResult:
         """One batch, one request (plus the retries that cannot duplicate anything)."""
-        body = self.build(batch)
+        body = prepared.payload
         requests = failures = rate_limited = 0
         mail_send = self._client.client.mail.send
         while True:

@@ -1,0 +1,185 @@
+"""What may reach a mail header: e-mail addresses and display text, checked and normalised.
+
+One rule for the whole of Herald, applied twice: at the door (customer import, webhook
+events, config) and at the edge (every transport checks each recipient's values again
+before it builds a header, so a value that slipped in another way fails alone).
+
+**Addresses.** An address is stored in its *canonical* form: lower-case ASCII, an
+internationalised domain (``bücher.example``) as its A-label (``xn--bcher-kva.example``).
+That is the form SendGrid and SMTP envelopes take and the form SendGrid's events report
+back, so suppressions match without conversions. People read the *display* form
+(:func:`display_email`). A non-ASCII local part (``josé@...``) is refused: it needs
+SMTPUTF8, which SendGrid does not offer.
+
+**Display text** (contact and account names, subjects, the sender's name). Line breaks,
+tabs and the other line-breaking characters (CR, LF, VT, FF, the ASCII separators FS/GS/RS,
+NEL U+0085, LINE SEPARATOR U+2028, PARAGRAPH SEPARATOR U+2029) are *normalised*: each run of
+them becomes one space (a CRM's multi-line field stays readable). Any other control
+character (C0 and C1 controls, DEL), a lone surrogate, and the bidirectional embedding,
+override and isolate controls (U+202A-U+202E, U+2066-U+2069, which can make a name read
+backwards) are *refused*: the value is rejected with the character named. Text is put in
+Unicode NFC form first.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import idna
+from email_validator import EmailNotValidError, validate_email
+
+# Each run of these becomes one space.
+LINE_BREAKING = "\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"
+# Bidirectional embeddings, overrides and isolates: refused.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_BREAKS = re.compile(f"[{re.escape(LINE_BREAKING)}]+")
+_SPACES = re.compile(r" {2,}")
+# What an ASCII addr-spec may hold once canonical (RFC 5322 dot-atom, no quoting).
+_ADDRESS = re.compile(
+    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+
+
+class UnsafeText(ValueError):
+    """A value that must not reach a mail header (the message names the character)."""
+
+
+class BadAddress(ValueError):
+    """An e-mail address Herald cannot deliver to (the message says why)."""
+
+
+# Unicode gives control characters no names; these are their usual ones.
+_CONTROL_NAMES = {
+    "\x00": "NULL",
+    "\x07": "BELL",
+    "\x08": "BACKSPACE",
+    "\t": "CHARACTER TABULATION",
+    "\n": "LINE FEED",
+    "\v": "LINE TABULATION",
+    "\f": "FORM FEED",
+    "\r": "CARRIAGE RETURN",
+    "\x1b": "ESCAPE",
+    "\x1c": "FILE SEPARATOR",
+    "\x1d": "GROUP SEPARATOR",
+    "\x1e": "RECORD SEPARATOR",
+    "\x7f": "DELETE",
+    "\x85": "NEXT LINE",
+}
+
+
+def describe(char: str) -> str:
+    """A character as people can read it in an error: ``U+202E RIGHT-TO-LEFT OVERRIDE``."""
+    name = unicodedata.name(char, "") or _CONTROL_NAMES.get(char, "")
+    if not name:
+        name = "a control character" if unicodedata.category(char) == "Cc" else "unnamed"
+    return f"U+{ord(char):04X} {name}"
+
+
+def _refused(char: str) -> bool:
+    if char in BIDI_CONTROLS:
+        return True
+    category = unicodedata.category(char)
+    return category in ("Cc", "Cs")
+
+
+def unsafe_char(value: str) -> str | None:
+    """The first character of ``value`` that may never reach a header (line breaks included)."""
+    for char in value:
+        if char in LINE_BREAKING or _refused(char):
+            return char
+    return None
+
+
+def clean_text(value: str, what: str = "value") -> str:
+    """``value`` normalised for a header: NFC, line breaks and tabs to single spaces,
+    trimmed; UnsafeText when it holds a character that is refused."""
+    text = unicodedata.normalize("NFC", value)
+    text = _SPACES.sub(" ", _BREAKS.sub(" ", text)).strip()
+    for char in text:
+        if _refused(char):
+            raise UnsafeText(f"{what} contains {describe(char)}")
+    return text
+
+
+def check_header_text(value: str, what: str) -> str:
+    """``value`` unchanged if it is safe in a header as it is, else UnsafeText (the edge:
+    a transport fails the recipient instead of changing what it sends)."""
+    char = unsafe_char(value)
+    if char is not None:
+        raise UnsafeText(f"{what} contains {describe(char)}")
+    return value
+
+
+# An unquoted ASCII local part (RFC 5322 dot-atom), lower-cased.
+_PLAIN_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def canonical_email(value: str) -> str:
+    """The canonical form of an address (lower-case ASCII, A-label domain), or BadAddress.
+
+    The common address (a plain ASCII local part) is checked here, with its domain's verdict
+    cached (a file or a batch has few domains); anything else goes through email-validator
+    whole, so the result and the error are always the same as :func:`_validated`'s."""
+    text = value.strip()
+    if text.isascii() and len(text) <= 254:
+        local, _, domain = text.lower().rpartition("@")
+        if len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local):
+            canonical = _canonical_domain(domain)
+            if canonical is not None:
+                return f"{local}@{canonical}"
+    return _validated(text)
+
+
+@lru_cache(maxsize=8192)
+def _canonical_domain(domain: str) -> str | None:
+    """A domain's canonical form, None when it is not valid."""
+    try:
+        return _validated(f"x@{domain}").rpartition("@")[2]
+    except BadAddress:
+        return None
+
+
+def _validated(text: str) -> str:
+    char = unsafe_char(text)
+    if char is not None:
+        raise BadAddress(f"contains {describe(char)}")
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as error:
+        message = str(error)
+        if "before the @-sign are not supported" in message:
+            message += " SendGrid cannot deliver to a non-ASCII local part (no SMTPUTF8)."
+        raise BadAddress(message) from None
+    ascii_email = checked.ascii_email
+    if ascii_email is None:  # only with SMTPUTF8, which is refused above
+        raise BadAddress("the address has no ASCII form")
+    return ascii_email.lower()
+
+
+@lru_cache(maxsize=4096)
+def _unicode_domain(domain: str) -> str:
+    try:
+        return idna.decode(domain)
+    except idna.IDNAError:
+        return domain
+
+
+def display_email(value: str) -> str:
+    """The form people read: an A-label domain shown in Unicode (``user@bücher.example``)."""
+    local, at, domain = value.rpartition("@")
+    if not at or "xn--" not in domain:
+        return value
+    return f"{local}@{_unicode_domain(domain)}"
+
+
+def check_address(value: str) -> str:
+    """``value`` if it is a canonical ASCII address a transport may put in a header, else
+    BadAddress (the edge: a stored value that escaped :func:`canonical_email`)."""
+    if not value.isascii():
+        raise BadAddress(f"{value!r} is not ASCII (internationalised domains go as A-labels)")
+    if len(value) > 254 or not _ADDRESS.match(value.lower()):
+        raise BadAddress(f"{value!r} is not a plain address (local@domain)")
+    return value
