@@ -92,6 +92,20 @@ asyncio.run(main())
 WAIT = 300
 RUN_WAIT = 540  # the run: a worker picks it up, starts a process, pauses, resumes, finishes
 
+LIST_FLOW_RUNS = """
+import asyncio, json
+from prefect.client.orchestration import get_client
+
+async def main():
+    async with get_client() as client:
+        runs = await client.read_flow_runs()
+        names = sorted({(await client.read_flow(run.flow_id)).name for run in runs})
+        print(json.dumps(names))
+
+asyncio.run(main())
+"""
+
+
 RUN_AND_APPROVE = """
 import json, sys, time
 from prefect.client.orchestration import get_client
@@ -126,7 +140,8 @@ class TestDeployAgainstAServer:
         self, db: Database, tmp_path: Path
     ) -> None:
         """`prefect server start`, `prefect deploy --all`: every deployment with its schedule;
-        then a process worker runs the preview with send: the run pauses until approved."""
+        then a process worker runs the preview with send: the run pauses until approved; and
+        a `herald` command with PREFECT_API_URL set runs its flow on that server."""
         loaded = load_base(db, tmp_path)
         port = free_port()
         env = {
@@ -194,6 +209,26 @@ class TestDeployAgainstAServer:
             finally:
                 stop(worker)
             assert approved.returncode == 0, approved.stderr
+            # A `herald` command run with PREFECT_API_URL uses that server, not a temporary one.
+            segmented = subprocess.run(
+                [sys.executable, "-m", "herald.cli", "segment", "--as-of", "2026-11-25"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=RUN_WAIT,
+            )
+            runs = subprocess.run(
+                [sys.executable, "-c", LIST_FLOW_RUNS],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=RUN_WAIT,
+            )
+        assert segmented.returncode == 0, segmented.stdout + segmented.stderr
+        assert "Starting temporary server" not in segmented.stdout + segmented.stderr
+        assert "segment-customers" in json.loads(runs.stdout.strip().splitlines()[-1])
         # The real send paused for approval, sent once approved, and the audit log says who.
         assert json.loads(approved.stdout.strip().splitlines()[-1]) == ["PAUSED", "COMPLETED"]
         with db.engine.connect() as conn:
