@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from herald.config import load_config  # noqa: E402
-from herald.customers import import_customers  # noqa: E402
+from herald.customers.importer import import_customers  # noqa: E402
+from herald.customers.segmentation import assign_segments  # noqa: E402
 from herald.db import get_engine, upgrade  # noqa: E402
-from herald.demo import write_demo_base  # noqa: E402
-from herald.segmentation import assign_segments  # noqa: E402
+from herald.sandbox.demo import write_demo_base  # noqa: E402
 
 
 def peak_rss_mb() -> float:

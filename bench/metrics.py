@@ -35,8 +35,8 @@ if str(ROOT) not in sys.path:
 
 from herald.config import load_config  # noqa: E402
 from herald.db import get_engine, upgrade  # noqa: E402
-from herald.metrics import compute_metrics  # noqa: E402
 from herald.models import metadata  # noqa: E402
+from herald.report.metrics import compute_metrics  # noqa: E402
 
 CAMPAIGN = "modular-migration-2027"
 IN_TIME = datetime(2027, 3, 20, 12, 0, tzinfo=UTC)

@@ -46,6 +46,7 @@ AS_OF = date(2027, 2, 9)  # the announcement's day
 PHASE = "announcement"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
+from herald.models import DELIVERY  # noqa: E402
 from herald.testing.synthetic import copy_config, reset_sends, seed_base, temporary_database  # noqa: E402
 
 
@@ -68,15 +69,15 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
     """The same rows and bodies with nothing around them."""
     from sqlalchemy import func, select, update
 
-    from herald import ledger
     from herald.config import load_config
     from herald.db import get_engine
-    from herald.messages import Variant, recipient_values
-    from herald.metrics import ACCOUNT, CONTACT
+    from herald.delivery import ledger
+    from herald.delivery.messages import Variant, recipient_values
+    from herald.delivery.sender import Renderer
+    from herald.delivery.transports import OutgoingBatch, Recipient
+    from herald.delivery.transports.sendgrid import SendGridTransport
     from herald.models import DeliveryState
-    from herald.sender import Renderer
-    from herald.transports import OutgoingBatch, Recipient
-    from herald.transports.sendgrid import SendGridTransport
+    from herald.report.metrics import ACCOUNT, CONTACT
 
     config = load_config(Path(config_dir))
     engine = get_engine(url)
@@ -84,7 +85,7 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
 
     transport = SendGridTransport(SecretStr(KEY), "http://127.0.0.1:9", config.campaign.sending)
     renderer = Renderer(config, ROOT / "templates")
-    d = ledger.deliveries
+    d = DELIVERY
     started = time.perf_counter()
     planned = ledger.plan(engine, config, PHASE, AS_OF).planned  # (Postgres: and ANALYZE)
     plan_seconds = time.perf_counter() - started
@@ -300,11 +301,11 @@ def part_naive(url: str, fake_url: str, config_dir: str, contacts: int) -> dict[
     from sendgrid.helpers.mail import Mail
     from sqlalchemy import select
 
-    from herald.audience import audience
     from herald.config import load_config
     from herald.db import get_engine
-    from herald.messages import Variant, recipient_values, render
-    from herald.metrics import ACCOUNT, CONTACT
+    from herald.delivery.audience import audience
+    from herald.delivery.messages import Variant, recipient_values, render
+    from herald.report.metrics import ACCOUNT, CONTACT
 
     config = load_config(Path(config_dir))
     engine = get_engine(url)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from herald.metrics import FLOW_NAME, MetricsResult
+from herald.report.metrics import FLOW_NAME, MetricsResult
 from tasks.common import as_is, load_campaign_config
 from tasks.metrics import (
     check_health_task,

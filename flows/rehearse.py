@@ -14,9 +14,11 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.weekly_report import produce_report
-from herald import ledger
 from herald.config import MessageKind
-from herald.rehearsal import (
+from herald.customers.segmentation import assign_segments
+from herald.delivery import ledger
+from herald.delivery.transports.outbox import OutboxTransport
+from herald.sandbox.rehearsal import (
     Behaviour,
     Day,
     Draws,
@@ -26,9 +28,7 @@ from herald.rehearsal import (
     telemetry_day,
     waiting,
 )
-from herald.segmentation import assign_segments
 from herald.settings import get_settings
-from herald.transports.outbox import OutboxTransport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import check_templates_task, deliver
 

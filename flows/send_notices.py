@@ -3,7 +3,7 @@
 An account that has migrated gets no more notices; if ``notices.thank_you`` is on, each of
 its contacts who was mailed by the campaign gets one thank-you with next steps instead.
 
-As of a day, every notice that is due and not yet superseded (see :mod:`herald.calendar`)
+As of a day, every notice that is due and not yet superseded (see :mod:`herald.delivery.calendar`)
 is planned for the contacts of its segment's accounts that have not migrated (the sunset
 phase's audience), then everything planned for any notice is sent: inside recipients'
 windows, within the frequency cap (critical notices aside). A notice missed while Herald
@@ -23,11 +23,11 @@ from datetime import UTC, date, datetime
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from herald import ledger
-from herald.calendar import due_notices, parse_message
+from herald.delivery import ledger
+from herald.delivery.calendar import due_notices, parse_message
+from herald.delivery.transports import get_transport
 from herald.settings import get_settings
 from herald.telemetry.health import require_healthy
-from herald.transports import get_transport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import check_templates_task, deliver
 

@@ -17,12 +17,13 @@ from prefect.input import RunInput
 from prefect.runtime import deployment
 from pydantic import BaseModel, Field
 
-from herald import audit, ledger
+from herald import audit
 from herald.config import PhaseName
+from herald.delivery import ledger
+from herald.delivery.transports import get_transport
 from herald.models import DeliveryState
 from herald.settings import get_settings
 from herald.telemetry.health import require_healthy
-from herald.transports import get_transport
 from tasks.common import database, load_campaign_config
 from tasks.delivery import (
     check_templates_task,

@@ -9,9 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from herald.models import AuditLog, table, utcnow
-
-audit_log = table(AuditLog)
+from herald.models import AUDIT_LOG, utcnow
 
 
 def actor() -> str:
@@ -37,7 +35,7 @@ def record(
 ) -> None:
     """Append one entry, in the caller's transaction (it lands with the change it describes)."""
     conn.execute(
-        insert(audit_log).values(
+        insert(AUDIT_LOG).values(
             at=utcnow(),
             actor=who or actor(),
             action=action,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -574,3 +574,26 @@ def table(model: type[SQLModel]) -> Table:
     """The Core table of a SQLModel class, for set-based statements."""
     core: Table = model.__table__  # type: ignore[attr-defined]
     return core
+
+
+# One Core handle per table, for set-based statements; every module uses these names.
+ACCOUNT: Final = table(Account)
+CONTACT: Final = table(Contact)
+SEGMENT_ASSIGNMENT: Final = table(SegmentAssignment)
+SUPPRESSION: Final = table(Suppression)
+DELIVERY: Final = table(Delivery)
+SEND_WORKER: Final = table(SendWorker)
+SEND_BATCH: Final = table(SendBatch)
+PHASE_CONTROL: Final = table(PhaseControl)
+EMAIL_EVENT: Final = table(EmailEvent)
+WEBHOOK_BATCH: Final = table(WebhookBatch)
+WEBHOOK_EVENT_FAILURE: Final = table(WebhookEventFailure)
+TELEMETRY_BATCH: Final = table(TelemetryBatch)
+ADOPTION_EVENT: Final = table(AdoptionEvent)
+SUPPORT_TICKET: Final = table(SupportTicket)
+SATISFACTION_RESPONSE: Final = table(SatisfactionResponse)
+PERFORMANCE_REPORT: Final = table(PerformanceReport)
+QUARANTINE: Final = table(Quarantine)
+METRIC_SNAPSHOT: Final = table(MetricSnapshot)
+REPORT_DELIVERY: Final = table(ReportDelivery)
+AUDIT_LOG: Final = table(AuditLog)

@@ -17,14 +17,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from herald import ledger
-from herald.audience import AudienceCount, audience_counts
 from herald.config import HeraldConfig, MessageKind, PhaseName
-from herald.messages import check_templates
-from herald.preview import Sample, sample_renders
-from herald.sender import BatchOutcome, PhaseSender, Renderer
+from herald.delivery import ledger
+from herald.delivery.audience import AudienceCount, audience_counts
+from herald.delivery.messages import check_templates
+from herald.delivery.preview import Sample, sample_renders
+from herald.delivery.sender import BatchOutcome, PhaseSender, Renderer
+from herald.delivery.transports import Transport
 from herald.settings import get_settings
-from herald.transports import Transport
 from tasks.common import as_is, database
 
 

@@ -9,7 +9,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from herald.config import HeraldConfig
-from herald.metrics import FLOW_NAME, MetricsResult, compute_metrics, markdown, snapshot_metrics
+from herald.report.metrics import (
+    FLOW_NAME,
+    MetricsResult,
+    compute_metrics,
+    markdown,
+    snapshot_metrics,
+)
 from herald.telemetry.health import require_healthy
 from tasks.common import database
 

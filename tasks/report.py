@@ -10,12 +10,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from herald.config import HeraldConfig
-from herald.metrics import MetricsResult
+from herald.delivery.transports import get_transport
 from herald.report import render
 from herald.report.delivery import ReportSent, send_report
+from herald.report.metrics import MetricsResult
 from herald.report.weekly import WeeklyReport, build_report
 from herald.settings import get_settings
-from herald.transports import get_transport
 from tasks.common import database
 
 ARTIFACT_KEY = "weekly-report"

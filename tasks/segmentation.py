@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from herald.config import SegmentsConfig
-from herald.segmentation import (
+from herald.customers.segmentation import (
     PriorityMatrix,
     SegmentationResult,
     assign_segments,

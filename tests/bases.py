@@ -1,7 +1,7 @@
 """A small, real customer base in a test database, and the eligible audience computed by hand.
 
 ``eligible`` re-states the audience rules in plain SQL, independently of
-:mod:`herald.audience`, so a test compares Herald's ledger against a second opinion.
+:mod:`herald.delivery.audience`, so a test compares Herald's ledger against a second opinion.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import text
 
 from herald.config import HeraldConfig, load_config
-from herald.customers import import_customers
-from herald.demo import write_demo_base
-from herald.segmentation import assign_segments
+from herald.customers.importer import import_customers
+from herald.customers.segmentation import assign_segments
+from herald.sandbox.demo import write_demo_base
 from tests.conftest import ROOT, Database
 
 DAY = date(2026, 11, 24)

@@ -49,10 +49,10 @@ from typing import Literal
 
 from sqlalchemy import Engine, func, select
 
-from herald import ledger
 from herald.config import load_config
 from herald.db import get_engine
-from herald.models import BatchState, DeliveryState
+from herald.delivery import ledger
+from herald.models import DELIVERY, SEND_BATCH, BatchState, DeliveryState
 from herald.telemetry.events import unprocessed_batches
 from herald.testing.event_webhook import EventPoster, Signer
 from herald.testing.fake_sendgrid import RESET_STATUS, FakeSendGrid, Faults
@@ -237,7 +237,7 @@ def states(stage: Stage) -> dict[str, int]:
 
 def in_flight_rows(engine: Engine) -> int:
     """Rows of the requests in flight (their batch marked requesting) when a sender died."""
-    d, b = ledger.deliveries, ledger.batches
+    d, b = DELIVERY, SEND_BATCH
     with engine.connect() as conn:
         return int(
             conn.execute(
@@ -257,7 +257,7 @@ def unknown_emails(stage: Stage) -> set[str]:
 
 
 def settled_by_events(engine: Engine) -> int:
-    d = ledger.deliveries
+    d = DELIVERY
     with engine.connect() as conn:
         return int(
             conn.execute(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from herald.customers import ACCOUNT_OPTIONAL, ACCOUNT_REQUIRED, CONTACT_OPTIONAL, CONTACT_REQUIRED
+from herald.customers.importer import (
+    ACCOUNT_OPTIONAL,
+    ACCOUNT_REQUIRED,
+    CONTACT_OPTIONAL,
+    CONTACT_REQUIRED,
+)
 
 ACCOUNT_HEADER = [
     *ACCOUNT_REQUIRED,

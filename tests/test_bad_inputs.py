@@ -23,8 +23,9 @@ from sqlalchemy import select, text
 
 from herald.addresses import unsafe_char
 from herald.config import ConfigError, load_config
-from herald.customers import ACCOUNT, CONTACT, ImportError_, import_customers
-from herald.messages import TemplateError, check_templates, recipient_values, substitutions
+from herald.customers.importer import ImportError_, import_customers
+from herald.delivery.messages import TemplateError, check_templates, recipient_values, substitutions
+from herald.models import ACCOUNT, CONTACT
 from herald.telemetry.events import list_failures
 from herald.telemetry.webhook import PATH
 from tests.conftest import Database

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from herald.customers import ImportError_, ImportResult, import_customers
-from herald.models import Account, Contact, table
+from herald.customers.importer import ImportError_, ImportResult, import_customers
+from herald.models import ACCOUNT, CONTACT
 from tests.conftest import Database
 from tests.csvfiles import (
     ACCOUNT_HEADER,
@@ -18,9 +18,6 @@ from tests.csvfiles import (
     read_rejects,
     write_csv,
 )
-
-ACCOUNT_TABLE = table(Account)
-CONTACT_TABLE = table(Contact)
 
 
 def run_import(
@@ -41,8 +38,8 @@ def run_import(
 
 def snapshot(db: Database) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     with db.engine.connect() as conn:
-        accounts = conn.execute(select(ACCOUNT_TABLE).order_by(ACCOUNT_TABLE.c.id)).all()
-        contacts = conn.execute(select(CONTACT_TABLE).order_by(CONTACT_TABLE.c.id)).all()
+        accounts = conn.execute(select(ACCOUNT).order_by(ACCOUNT.c.id)).all()
+        contacts = conn.execute(select(CONTACT).order_by(CONTACT.c.id)).all()
     return [tuple(r) for r in accounts], [tuple(r) for r in contacts]
 
 
@@ -181,9 +178,7 @@ class TestIdempotence:
             9,
         )
         with db.engine.connect() as conn:
-            row = conn.execute(
-                select(ACCOUNT_TABLE).where(ACCOUNT_TABLE.c.external_id == "A00004")
-            ).one()
+            row = conn.execute(select(ACCOUNT).where(ACCOUNT.c.external_id == "A00004")).one()
         assert row.id == 4
         assert row.tier == "enterprise"
         assert row.attributes == {"legacy_version": 4.0, "performance_focused": True}
@@ -202,7 +197,7 @@ class TestFileFormats:
         result = run_import(db, tmp_path, path)
         assert result.accounts.inserted == 1
         with db.engine.connect() as conn:
-            assert conn.execute(select(ACCOUNT_TABLE.c.name)).scalar_one() == "Zoë Ünïcode GmbH"
+            assert conn.execute(select(ACCOUNT.c.name)).scalar_one() == "Zoë Ünïcode GmbH"
 
     def test_blank_lines_are_skipped_and_not_counted(self, db: Database, tmp_path: Path) -> None:
         """Blank lines (often at the end of an export) are neither rows nor rejects."""
@@ -235,7 +230,7 @@ class TestFileFormats:
         assert (result.contacts.inserted, result.contacts.rejected) == (1, 2)
         with db.engine.connect() as conn:
             stored = conn.execute(
-                select(CONTACT_TABLE.c.email, CONTACT_TABLE.c.locale).order_by(CONTACT_TABLE.c.id)
+                select(CONTACT.c.email, CONTACT.c.locale).order_by(CONTACT.c.id)
             ).all()
         assert [tuple(r) for r in stored] == [("jose@xn--bcher-kva.de", "pt-BR")]
         assert [r["reason"] for r in read_rejects(result.rejects_path)] == [
@@ -267,7 +262,7 @@ class TestAtomicity:
         self, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If the contacts step fails, the accounts already upserted are rolled back too."""
-        import herald.customers as customers
+        import herald.customers.importer as customers
 
         accounts = write_csv(tmp_path / "a.csv", ACCOUNT_HEADER, [account(1), account(2)])
         contacts = write_csv(tmp_path / "c.csv", CONTACT_HEADER, [contact(1, 1), contact(2, 9)])

@@ -20,8 +20,9 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from herald import db as herald_db
-from herald import ledger
 from herald.cli.app import app
+from herald.delivery import ledger
+from herald.models import DELIVERY, SEND_WORKER
 from tests.bases import DAY, load_base
 from tests.conftest import ROOT, Database
 
@@ -110,9 +111,7 @@ class TestPhaseExitCodes:
         ledger.mark_requesting(db.engine, claimed.batch_id)
         with db.engine.begin() as conn:
             conn.execute(
-                update(ledger.workers)
-                .where(ledger.workers.c.id == worker.id)
-                .values(pid=_dead_pid())
+                update(SEND_WORKER).where(SEND_WORKER.c.id == worker.id).values(pid=_dead_pid())
             )
 
         result = CliRunner().invoke(
@@ -136,11 +135,11 @@ class TestPhaseExitCodes:
         ledger.plan(db.engine, loaded, "announcement", DAY)
         with db.engine.begin() as conn:
             first = conn.execute(
-                ledger.deliveries.select().with_only_columns(ledger.deliveries.c.id).limit(1)
+                DELIVERY.select().with_only_columns(DELIVERY.c.id).limit(1)
             ).scalar_one()
             conn.execute(
-                update(ledger.deliveries)
-                .where(ledger.deliveries.c.id == first)
+                update(DELIVERY)
+                .where(DELIVERY.c.id == first)
                 .values(state="failed", error="HTTP 400 from SendGrid: invalid address")
             )
         command = ["phase", "send", "announcement", "--send", "--ignore-window"]

@@ -21,13 +21,13 @@ from typer.testing import CliRunner, Result
 from herald.addresses import LINE_BREAKING, unsafe_char
 from herald.cli.app import app
 from herald.config import load_config
-from herald.customers import import_customers
-from herald.messages import Rendered, Variant, recipient_values
-from herald.segmentation import assign_segments
+from herald.customers.importer import import_customers
+from herald.customers.segmentation import assign_segments
+from herald.delivery.messages import Rendered, Variant, recipient_values
+from herald.delivery.transports import OutgoingBatch, Recipient
+from herald.delivery.transports.outbox import OutboxTransport
+from herald.delivery.transports.sendgrid import SendGridTransport
 from herald.testing.fake_sendgrid import FakeSendGrid
-from herald.transports import OutgoingBatch, Recipient
-from herald.transports.outbox import OutboxTransport
-from herald.transports.sendgrid import SendGridTransport
 from tests.bases import DAY, ledger_emails
 from tests.conftest import KEY, ROOT, Database
 

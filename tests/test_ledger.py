@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
-from herald import ledger
-from herald.audience import NoSegmentation
 from herald.config import HeraldConfig
+from herald.delivery import ledger
+from herald.delivery.audience import NoSegmentation
+from herald.delivery.sender import PhaseSender, RateLimiter, Renderer
+from herald.delivery.transports import BatchResult, OutgoingBatch, Prepared
 from herald.models import AuditLog, SendWorker, table
-from herald.sender import PhaseSender, RateLimiter, Renderer
-from herald.transports import BatchResult, OutgoingBatch, Prepared
 from tests.bases import (
     DAY,
     config,

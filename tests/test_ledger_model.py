@@ -39,11 +39,10 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, insert, select
 
-from herald import ledger
+from herald.customers.segmentation import assign_segments
 from herald.db import get_engine, upgrade
-from herald.metrics import ACCOUNT, CONTACT
-from herald.models import DeliveryState
-from herald.segmentation import assign_segments
+from herald.delivery import ledger
+from herald.models import ACCOUNT, CONTACT, DELIVERY, DeliveryState
 from herald.telemetry.events import apply_events
 from tests.bases import DAY, config
 
@@ -171,7 +170,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert planned == CONTACTS
         with self.engine.connect() as conn:
             ids = conn.execute(
-                select(ledger.deliveries.c.contact_id).where(ledger.deliveries.c.message == PHASE)
+                select(DELIVERY.c.contact_id).where(DELIVERY.c.message == PHASE)
             ).scalars()
             self.keys = {f"{self.campaign}/{PHASE}/{c}" for c in ids}
         self.new_worker()
@@ -277,8 +276,8 @@ class LedgerMachine(RuleBasedStateMachine):
         with self.engine.connect() as conn:
             accepted = set(
                 conn.execute(
-                    select(ledger.deliveries.c.contact_id).where(
-                        ledger.deliveries.c.state == DeliveryState.ACCEPTED.value
+                    select(DELIVERY.c.contact_id).where(
+                        DELIVERY.c.state == DeliveryState.ACCEPTED.value
                     )
                 ).scalars()
             )

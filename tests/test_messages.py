@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from herald.cli import app
 from herald.cli.common import ExitCode
 from herald.config import HeraldConfig, load_config
-from herald.messages import (
+from herald.delivery.messages import (
     TemplateError,
     Variant,
     all_variants,

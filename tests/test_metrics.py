@@ -53,22 +53,26 @@ from flows.compute_metrics import MetricsRun
 from flows.compute_metrics import compute_metrics as metrics_flow
 from herald.cli.metrics import metrics_app
 from herald.config import PHASES, HeraldConfig, Target
-from herald.metrics import (
+from herald.models import (
     ACCOUNT,
-    ADOPTION,
-    ASSIGNMENT,
-    AT_RISK,
+    ADOPTION_EVENT,
     CONTACT,
     DELIVERY,
     EMAIL_EVENT,
+    METRIC_SNAPSHOT,
+    PERFORMANCE_REPORT,
+    SATISFACTION_RESPONSE,
+    SEGMENT_ASSIGNMENT,
+    SUPPORT_TICKET,
+    TelemetryBatch,
+    table,
+)
+from herald.report.metrics import (
+    AT_RISK,
     MONITORED,
     NO_DATA,
     OFF_TRACK,
     ON_TRACK,
-    REPORT,
-    RESPONSE,
-    SNAPSHOT,
-    TICKET,
     FunnelRow,
     MetricsResult,
     compute_metrics,
@@ -76,7 +80,6 @@ from herald.metrics import (
     snapshot_metrics,
     status_for,
 )
-from herald.models import TelemetryBatch, table
 from herald.telemetry.health import SourceRejected
 from tests.bases import config
 from tests.conftest import Database
@@ -190,7 +193,7 @@ def build(engine: Engine) -> None:
             (account, date(2027, 5, 1), "conservative") for account in latest
         ]
         conn.execute(
-            insert(ASSIGNMENT),
+            insert(SEGMENT_ASSIGNMENT),
             [
                 {
                     "account_id": account,
@@ -235,7 +238,7 @@ def build(engine: Engine) -> None:
             ],
         )
         conn.execute(
-            insert(ADOPTION),
+            insert(ADOPTION_EVENT),
             [
                 {"account_id": account, "observed_on": day, "adoption_pct": pct}
                 for account, day, pct in [
@@ -248,7 +251,7 @@ def build(engine: Engine) -> None:
             ],
         )
         conn.execute(
-            insert(TICKET),
+            insert(SUPPORT_TICKET),
             [
                 {"ticket_id": f"T{n}", "account_id": account, "opened_at": moment, "category": cat}
                 for n, (account, moment, cat) in enumerate(
@@ -264,7 +267,7 @@ def build(engine: Engine) -> None:
             ],
         )
         conn.execute(
-            insert(RESPONSE),
+            insert(SATISFACTION_RESPONSE),
             [
                 {
                     "response_id": f"R{n}",
@@ -286,7 +289,7 @@ def build(engine: Engine) -> None:
             ],
         )
         conn.execute(
-            insert(REPORT),
+            insert(PERFORMANCE_REPORT),
             [
                 {
                     "report_id": f"P{n}",
@@ -753,9 +756,9 @@ class TestSnapshot:
         assert db.count("metric_snapshot") == len(again.values)
         with db.engine.connect() as conn:
             rows = conn.execute(
-                select(SNAPSHOT.c.segment, SNAPSHOT.c.value, SNAPSHOT.c.target).where(
-                    SNAPSHOT.c.metric == "migration_rate"
-                )
+                select(
+                    METRIC_SNAPSHOT.c.segment, METRIC_SNAPSHOT.c.value, METRIC_SNAPSHOT.c.target
+                ).where(METRIC_SNAPSHOT.c.metric == "migration_rate")
             ).all()
         assert {segment: (value, target) for segment, value, target in rows} == {
             "all": (0.5, 0.7),  # 3/6

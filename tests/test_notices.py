@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import text
 
 from flows.send_notices import NoticeRun, send_notices
-from herald import ledger
-from herald.calendar import (
+from herald.config import DeliveryWindow
+from herald.delivery import ledger
+from herald.delivery.calendar import (
     due_notices,
     extended_message,
     in_window,
@@ -19,7 +20,6 @@ from herald.calendar import (
     open_zones,
     openings,
 )
-from herald.config import DeliveryWindow
 from tests.bases import config, eligible, load_base
 from tests.conftest import Database
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import text
 
 from flows.rehearse import RehearsalRun, rehearse
-from herald.calendar import in_window, notices
 from herald.config import WEEKDAYS
-from herald.customers import import_customers
-from herald.demo import write_demo_base
+from herald.customers.importer import import_customers
+from herald.delivery.calendar import in_window, notices
+from herald.sandbox.demo import write_demo_base
 from tests.bases import config
 from tests.conftest import Database
 

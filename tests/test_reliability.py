@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.send_phase import PhaseRun, PhaseSummary, send_phase
-from herald import ledger
+from herald.delivery import ledger
 from herald.testing.fake_sendgrid import FakeSendGrid
 from herald.testing.synthetic import set_sending
 from tests.bases import DAY, eligible, load_base

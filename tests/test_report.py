@@ -27,7 +27,16 @@ from typer.testing import CliRunner
 
 from flows.weekly_report import ReportRun, weekly_report
 from herald.cli.app import app
-from herald.metrics import ACCOUNT, ASSIGNMENT, CONTACT, RESPONSE, SNAPSHOT, TICKET
+from herald.models import (
+    ACCOUNT,
+    CONTACT,
+    METRIC_SNAPSHOT,
+    SATISFACTION_RESPONSE,
+    SEGMENT_ASSIGNMENT,
+    SEND_BATCH,
+    SEND_WORKER,
+    SUPPORT_TICKET,
+)
 from herald.report.at_risk import at_risk_accounts
 from herald.report.weekly import change_text
 from herald.testing.fake_sendgrid import FakeSendGrid
@@ -117,7 +126,7 @@ def build_risks(engine: Engine) -> None:
             ],
         )
         conn.execute(
-            insert(ASSIGNMENT),
+            insert(SEGMENT_ASSIGNMENT),
             [
                 {
                     "account_id": id_,
@@ -149,7 +158,7 @@ def build_risks(engine: Engine) -> None:
         tickets = [(3, noon)] * 3 + [(5, noon)] * 2 + [(8, noon)] * 2
         tickets += [(8, datetime(2027, 9, 11, 0, 0, tzinfo=UTC))]  # after RISK_DAY
         conn.execute(
-            insert(TICKET),
+            insert(SUPPORT_TICKET),
             [
                 {"ticket_id": f"T{n}", "account_id": a, "opened_at": at, "category": "how-to"}
                 for n, (a, at) in enumerate(tickets)
@@ -157,7 +166,7 @@ def build_risks(engine: Engine) -> None:
         )
         surveys = [(4, 2), (4, 3), (5, 4)]
         conn.execute(
-            insert(RESPONSE),
+            insert(SATISFACTION_RESPONSE),
             [
                 {"response_id": f"S{n}", "account_id": a, "responded_at": noon, "csat": csat}
                 for n, (a, csat) in enumerate(surveys)
@@ -206,7 +215,7 @@ def campaign(db: Database) -> Database:
     build(db.engine)
     with db.engine.begin() as conn:
         conn.execute(
-            insert(SNAPSHOT),
+            insert(METRIC_SNAPSHOT),
             [
                 {
                     "as_of": AS_OF - timedelta(days=7),
@@ -373,7 +382,7 @@ class TestSending:
         """The report's e-mail has the ledger's states and recovery: a dead sender's row
         whose request was in flight becomes unknown and is never sent again; its row that
         was claimed but not requested goes back to planned and is sent."""
-        from herald import ledger
+        from herald.delivery import ledger
         from herald.report.delivery import REPORT_DELIVERY
 
         name = f"weekly-{AS_OF.isoformat()}"
@@ -385,7 +394,7 @@ class TestSending:
                 ("cto@example.com", "batch-claimed", "claimed"),
             ):
                 conn.execute(
-                    insert(ledger.batches).values(
+                    insert(SEND_BATCH).values(
                         id=batch,
                         worker_id=worker.id,
                         campaign="modular-migration-2027",
@@ -410,9 +419,7 @@ class TestSending:
                 )
             # The sender died: a process that no longer exists.
             conn.execute(
-                ledger.workers.update()
-                .where(ledger.workers.c.id == worker.id)
-                .values(pid=_dead_pid())
+                SEND_WORKER.update().where(SEND_WORKER.c.id == worker.id).values(pid=_dead_pid())
             )
 
         summary = weekly_report(ReportRun(as_of=AS_OF, send=True))
@@ -431,7 +438,7 @@ class TestSending:
     ) -> None:
         """Interrupted during its request, the sender settles its own batch on the way out:
         the rows are unknown (listed, never re-sent), not stuck in sending."""
-        from herald.transports.sendgrid import SendGridTransport
+        from herald.delivery.transports.sendgrid import SendGridTransport
 
         def interrupted(*_: object) -> object:
             raise KeyboardInterrupt
@@ -451,14 +458,14 @@ class TestSending:
     def test_the_sendgrid_body_carries_every_chart_inline_under_its_cid(self) -> None:
         from herald.config import load_config
         from herald.db import get_engine
-        from herald.metrics import compute_metrics
+        from herald.delivery.transports import OutgoingBatch, Recipient
+        from herald.delivery.transports.sendgrid import SendGridTransport
         from herald.report.charts import render_charts
         from herald.report.delivery import LEADERSHIP
+        from herald.report.metrics import compute_metrics
         from herald.report.render import email_parts
         from herald.report.weekly import build_report
         from herald.settings import get_settings
-        from herald.transports import OutgoingBatch, Recipient
-        from herald.transports.sendgrid import SendGridTransport
 
         settings = get_settings()
         loaded = load_config(settings.config_dir)
@@ -466,7 +473,7 @@ class TestSending:
         report = build_report(engine, loaded, compute_metrics(engine, loaded, AS_OF))
         charts = render_charts(report)
         subject, html, text, attachments = email_parts(report, charts)
-        from herald.messages import Rendered
+        from herald.delivery.messages import Rendered
 
         batch = OutgoingBatch(
             batch_id="b1",
@@ -515,10 +522,10 @@ class TestChromium:
 
 def test_eml_of_the_report_keeps_charts_beside_the_html(tmp_path: Path) -> None:
     """The outbox writes the report e-mail as multipart/related: each cid resolves."""
-    from herald.messages import Rendered
+    from herald.delivery.messages import Rendered
+    from herald.delivery.transports import Attachment, OutgoingBatch, Recipient
+    from herald.delivery.transports.outbox import OutboxTransport
     from herald.report.delivery import LEADERSHIP
-    from herald.transports import Attachment, OutgoingBatch, Recipient
-    from herald.transports.outbox import OutboxTransport
 
     loaded = config()
     png = base64.b64decode(

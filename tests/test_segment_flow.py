@@ -11,8 +11,8 @@ from prefect.artifacts import Artifact
 
 from flows.segment_customers import SegmentationRun, segment_customers
 from herald.config import ConfigError
-from herald.customers import import_customers
-from herald.demo import write_demo_base
+from herald.customers.importer import import_customers
+from herald.sandbox.demo import write_demo_base
 from tests.conftest import Database
 
 DAY = date(2026, 11, 24)

@@ -11,13 +11,11 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from herald.config import Condition, SegmentsConfig, load_config
-from herald.models import Account, SegmentAssignment, table
-from herald.rules import compile_condition
-from herald.segmentation import assign_segments, priority_matrix
+from herald.customers.rules import compile_condition
+from herald.customers.segmentation import assign_segments, priority_matrix
+from herald.models import ACCOUNT, SEGMENT_ASSIGNMENT
 from tests.conftest import ROOT, Database
 
-ACCOUNT = table(Account)
-ASSIGNMENT = table(SegmentAssignment)
 DAY = date(2026, 11, 24)
 
 
@@ -148,11 +146,11 @@ class TestAssignSegments:
             rows = conn.execute(
                 select(
                     ACCOUNT.c.external_id,
-                    ASSIGNMENT.c.segment,
-                    ASSIGNMENT.c.rule,
-                    ASSIGNMENT.c.readiness,
+                    SEGMENT_ASSIGNMENT.c.segment,
+                    SEGMENT_ASSIGNMENT.c.rule,
+                    SEGMENT_ASSIGNMENT.c.readiness,
                 )
-                .join(ASSIGNMENT, ASSIGNMENT.c.account_id == ACCOUNT.c.id)
+                .join(SEGMENT_ASSIGNMENT, SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id)
                 .order_by(ACCOUNT.c.id)
             ).all()
         assert [tuple(r) for r in rows] == [
@@ -177,8 +175,8 @@ class TestAssignSegments:
         assert again.by_segment == {"early_adopter": 0, "standard": 1, "conservative": 0}
         with db.engine.connect() as conn:
             days = conn.execute(
-                select(ASSIGNMENT.c.as_of, ASSIGNMENT.c.account_id).order_by(
-                    ASSIGNMENT.c.as_of, ASSIGNMENT.c.account_id
+                select(SEGMENT_ASSIGNMENT.c.as_of, SEGMENT_ASSIGNMENT.c.account_id).order_by(
+                    SEGMENT_ASSIGNMENT.c.as_of, SEGMENT_ASSIGNMENT.c.account_id
                 )
             ).all()
         assert [tuple(r) for r in days] == [

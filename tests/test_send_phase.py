@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from flows.send_phase import PhaseRun, send_phase
 from herald.cli.app import app
-from herald.messages import TemplateError, check_templates
+from herald.delivery.messages import TemplateError, check_templates
 from tests.bases import DAY, config, eligible, ledger_emails, load_base, some_contacts, suppress
 from tests.conftest import Database
 

@@ -21,15 +21,16 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from flows.send_phase import PhaseRun, send_phase
-from herald import ledger
 from herald.cli.app import app
 from herald.config import load_config
-from herald.messages import Variant, recipient_values, render
+from herald.delivery import ledger
+from herald.delivery.messages import Variant, recipient_values, render
+from herald.delivery.transports import OutgoingBatch, Recipient, TransportError
+from herald.delivery.transports.sendgrid import SendGridTransport
+from herald.models import DELIVERY
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid, Faults
 from herald.testing.synthetic import set_sending
-from herald.transports import OutgoingBatch, Recipient, TransportError
-from herald.transports.sendgrid import SendGridTransport
 from tests.bases import DAY, eligible, ledger_emails, load_base
 from tests.conftest import KEY, Database
 
@@ -165,11 +166,7 @@ class TestPhaseThroughSendGrid:
         assert fake.request_count(401) == fake.request_count() == summary.batches
         with db.engine.connect() as conn:
             errors = set(
-                conn.execute(
-                    ledger.deliveries.select().with_only_columns(ledger.deliveries.c.error)
-                )
-                .scalars()
-                .all()
+                conn.execute(DELIVERY.select().with_only_columns(DELIVERY.c.error)).scalars().all()
             )
         assert errors == {
             "HTTP 401 from SendGrid: The provided authorization grant is invalid, expired, "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from herald.demo import write_demo_base
+from herald.sandbox.demo import write_demo_base
 from herald.settings import Settings, TransportName
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from herald.config import HeraldConfig
-from herald.customers import import_customers
+from herald.customers.importer import import_customers
 from herald.models import Quarantine, SupportTicket, TelemetryBatch, table
 from herald.telemetry.health import (
     SourceRejected,
@@ -651,7 +651,7 @@ class TestDropFolderFlow:
 class TestCustomerSuite:
     def test_accounts_file_against_the_customers_suite(self, tmp_path: Path) -> None:
         """The demo accounts pass; a bad lifecycle and an empty name fail on their lines."""
-        from herald.demo import write_demo_base
+        from herald.sandbox.demo import write_demo_base
         from herald.telemetry.contracts import validate_customer_file
 
         files = write_demo_base(tmp_path / "demo", accounts=30, seed=5)

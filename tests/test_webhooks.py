@@ -23,10 +23,10 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from flows.send_phase import PhaseRun, send_phase
-from herald import ledger
 from herald.cli import app as cli
 from herald.cli.common import ExitCode
 from herald.config import WebhookConfig
+from herald.delivery import ledger
 from herald.telemetry import events as events_module
 from herald.telemetry import webhook as webhook_module
 from herald.telemetry.events import (

@@ -35,7 +35,7 @@ from herald.cli.metrics import metrics_app
 from herald.cli.report import report_app
 from herald.cli.telemetry import telemetry_app
 from herald.cli.webhooks import webhooks_app
-from herald.customers import ImportResult, import_customers
+from herald.customers.importer import ImportResult, import_customers
 
 app = typer.Typer(
     name="herald",
@@ -93,7 +93,7 @@ def config_check() -> None:
 @templates_app.command("check")
 def templates_check() -> None:
     """Render every template for every phase, segment, role and locale; fail on any error."""
-    from herald.messages import check_templates
+    from herald.delivery.messages import check_templates
 
     with guard():
         count = check_templates(campaign_config(), settings().templates_dir)
@@ -261,7 +261,7 @@ def phase_send(
     Exit code 3 means the phase is paused, or its ledger holds failed or unknown rows
     (whichever run left them): a person has something to settle.
     """
-    from herald.transports import get_transport
+    from herald.delivery.transports import get_transport
 
     name = parse_phase(phase)
     day = parse_day(as_of)
@@ -365,7 +365,7 @@ def phase_pause(
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "paused by hand",
 ) -> None:
     """Stop a phase's sending within one batch; `resume` continues it."""
-    from herald.ledger import set_paused
+    from herald.delivery.ledger import set_paused
 
     name = parse_phase(phase)
     with guard():
@@ -377,7 +377,7 @@ def phase_pause(
 @phase_app.command("resume")
 def phase_resume(phase: PhaseArg) -> None:
     """Let a paused phase send again (after the operator or the circuit breaker paused it)."""
-    from herald.ledger import paused_reason, set_paused
+    from herald.delivery.ledger import paused_reason, set_paused
 
     name = parse_phase(phase)
     with guard():
@@ -399,9 +399,9 @@ def schedule(
     """The campaign calendar: what goes to whom, when, with counts by segment."""
     from datetime import timedelta
 
-    from herald.audience import audience_counts
-    from herald.calendar import calendar
     from herald.config import WEEKDAYS
+    from herald.delivery.audience import audience_counts
+    from herald.delivery.calendar import calendar
 
     start = parse_day(as_of)
     with guard():
@@ -454,7 +454,7 @@ def approve(
     note: Annotated[str, typer.Option(help="Why, or what was checked (audit log).")] = "",
 ) -> None:
     """Approve the real send of a phase: its scheduled run sends without waiting."""
-    from herald.ledger import approve as record_approval
+    from herald.delivery.ledger import approve as record_approval
 
     name = parse_phase(phase)
     with guard():
@@ -468,7 +468,7 @@ def campaign_pause(
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "paused by hand",
 ) -> None:
     """Stop every phase and notice of the campaign within one batch."""
-    from herald.ledger import CAMPAIGN_WIDE, set_paused
+    from herald.delivery.ledger import CAMPAIGN_WIDE, set_paused
 
     with guard():
         config = campaign_config()
@@ -479,7 +479,7 @@ def campaign_pause(
 @campaign_app.command("resume")
 def campaign_resume() -> None:
     """Let the campaign send again (phases paused on their own stay paused)."""
-    from herald.ledger import CAMPAIGN_WIDE, set_paused
+    from herald.delivery.ledger import CAMPAIGN_WIDE, set_paused
 
     with guard():
         config = campaign_config()
@@ -490,7 +490,7 @@ def campaign_resume() -> None:
 @phase_app.command("status")
 def phase_status(phase: PhaseArg) -> None:
     """The phase's ledger by state, why rows failed, and whether it is paused."""
-    from herald.ledger import failure_reasons, paused_reason, state_counts
+    from herald.delivery.ledger import failure_reasons, paused_reason, state_counts
 
     name = parse_phase(phase)
     with guard():
@@ -524,7 +524,7 @@ def preview_command(
 
     Exit code 3 means the contact would not receive it (the reasons are printed).
     """
-    from herald.preview import preview
+    from herald.delivery.preview import preview
 
     name = parse_phase(phase)
     day = parse_day(as_of)
@@ -566,7 +566,7 @@ def deliveries_unknown(
 
     Exit code 3 when there are any.
     """
-    from herald.ledger import unknown_rows
+    from herald.delivery.ledger import unknown_rows
 
     name = parse_phase(phase) if phase else None
     with guard():
@@ -613,7 +613,7 @@ def deliveries_resolve(
     ] = False,
 ) -> None:
     """Settle unknown deliveries of a phase by hand (recorded in the audit log)."""
-    from herald.ledger import resolve
+    from herald.delivery.ledger import resolve
 
     name = parse_phase(phase)
     if resend == mark_sent:
@@ -712,7 +712,7 @@ def demo(
     The rehearsal runs the whole calendar (all four phases and every notice) on a
     simulated clock through the outbox (``var/outbox``), never through SendGrid.
     """
-    from herald.demo import write_demo_base
+    from herald.sandbox.demo import write_demo_base
 
     day = parse_day(as_of)
     with guard():

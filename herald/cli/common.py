@@ -14,14 +14,14 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from herald.audience import NoSegmentation
 from herald.config import PHASES, ConfigError, HeraldConfig, PhaseName, load_config
-from herald.customers import ImportError_
+from herald.customers.importer import ImportError_
 from herald.db import prepare_database
-from herald.messages import TemplateError
+from herald.delivery.audience import NoSegmentation
+from herald.delivery.messages import TemplateError
+from herald.delivery.transports import TransportError
 from herald.settings import Settings, get_settings
 from herald.telemetry.health import SourceRejected
-from herald.transports import TransportError
 
 # What Prefect raises when its temporary server does not answer in time.
 EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"

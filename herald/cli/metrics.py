@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from herald.cli.common import campaign_config, console, guard, parse_day
-from herald.metrics import ALL, MetricsResult, display, target_text
+from herald.report.metrics import ALL, MetricsResult, display, target_text
 
 metrics_app = typer.Typer(
     help="Success metrics: computed in SQL as of a day, per segment, against the targets.",

@@ -21,11 +21,20 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from herald.addresses import display_email
-from herald.audience import NoSegmentation, segmentation_day
-from herald.calendar import start_of
 from herald.config import HeraldConfig
-from herald.metrics import ACCOUNT, ADOPTION, ASSIGNMENT, CONTACT, RESPONSE, TICKET
-from herald.models import AccountLifecycle, ContactRole, MigrationState
+from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.delivery.calendar import start_of
+from herald.models import (
+    ACCOUNT,
+    ADOPTION_EVENT,
+    CONTACT,
+    SATISFACTION_RESPONSE,
+    SEGMENT_ASSIGNMENT,
+    SUPPORT_TICKET,
+    AccountLifecycle,
+    ContactRole,
+    MigrationState,
+)
 
 # Contacts an account team reaches first, in this order.
 CONTACT_ROLES = (ContactRole.EXECUTIVE.value, ContactRole.TECHNICAL.value, ContactRole.OTHER.value)
@@ -75,40 +84,40 @@ def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> lis
     cutoff = start_of(as_of + timedelta(days=1))
     sunset = config.campaign.sunset
     deadline = case(
-        *((ASSIGNMENT.c.segment == name, literal(day)) for name, day in sunset.items()),
+        *((SEGMENT_ASSIGNMENT.c.segment == name, literal(day)) for name, day in sunset.items()),
         else_=literal(max(sunset.values())),
     )
     latest_deadline_soon = [
         name for name, day in sunset.items() if (day - as_of).days <= rules.deadline_within_days
     ]
     tickets = (
-        select(TICKET.c.account_id, func.count().label("tickets"))
-        .where(TICKET.c.opened_at < cutoff)
-        .group_by(TICKET.c.account_id)
+        select(SUPPORT_TICKET.c.account_id, func.count().label("tickets"))
+        .where(SUPPORT_TICKET.c.opened_at < cutoff)
+        .group_by(SUPPORT_TICKET.c.account_id)
         .subquery("tickets")
     )
     surveys = (
         select(
-            RESPONSE.c.account_id,
-            func.avg(RESPONSE.c.csat).label("csat"),
+            SATISFACTION_RESPONSE.c.account_id,
+            func.avg(SATISFACTION_RESPONSE.c.csat).label("csat"),
             func.count().label("responses"),
         )
-        .where(RESPONSE.c.responded_at < cutoff)
-        .group_by(RESPONSE.c.account_id)
+        .where(SATISFACTION_RESPONSE.c.responded_at < cutoff)
+        .group_by(SATISFACTION_RESPONSE.c.account_id)
         .subquery("surveys")
     )
     adoption = (
         select(
-            ADOPTION.c.account_id,
-            ADOPTION.c.adoption_pct,
+            ADOPTION_EVENT.c.account_id,
+            ADOPTION_EVENT.c.adoption_pct,
             func.row_number()
             .over(
-                partition_by=ADOPTION.c.account_id,
-                order_by=(ADOPTION.c.observed_on.desc(), ADOPTION.c.id.desc()),
+                partition_by=ADOPTION_EVENT.c.account_id,
+                order_by=(ADOPTION_EVENT.c.observed_on.desc(), ADOPTION_EVENT.c.id.desc()),
             )
             .label("latest"),
         )
-        .where(ADOPTION.c.observed_on <= as_of)
+        .where(ADOPTION_EVENT.c.observed_on <= as_of)
         .subquery("adoption")
     )
     ticket_count = func.coalesce(tickets.c.tickets, 0)
@@ -124,7 +133,7 @@ def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> lis
             ACCOUNT.c.name,
             ACCOUNT.c.tier,
             ACCOUNT.c.region,
-            ASSIGNMENT.c.segment,
+            SEGMENT_ASSIGNMENT.c.segment,
             ticket_count.label("tickets"),
             surveys.c.csat,
             func.coalesce(surveys.c.responses, 0).label("responses"),
@@ -132,8 +141,11 @@ def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> lis
         )
         .select_from(
             ACCOUNT.join(
-                ASSIGNMENT,
-                and_(ASSIGNMENT.c.account_id == ACCOUNT.c.id, ASSIGNMENT.c.as_of == segmented_on),
+                SEGMENT_ASSIGNMENT,
+                and_(
+                    SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
+                    SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
+                ),
             )
             .outerjoin(tickets, tickets.c.account_id == ACCOUNT.c.id)
             .outerjoin(surveys, surveys.c.account_id == ACCOUNT.c.id)
@@ -145,7 +157,7 @@ def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> lis
             ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value,
             not_migrated,
             or_(
-                ASSIGNMENT.c.segment.in_(latest_deadline_soon),
+                SEGMENT_ASSIGNMENT.c.segment.in_(latest_deadline_soon),
                 ticket_count >= rules.min_tickets,
                 surveys.c.csat <= rules.max_average_csat,
             ),

@@ -1,7 +1,7 @@
 """Sending the weekly report to leadership, once per address and report.
 
 ``report_delivery`` holds one row per (campaign, report, e-mail) and goes through the same
-states, batches and recovery as the customer ledger (:mod:`herald.ledger`):
+states, batches and recovery as the customer ledger (:mod:`herald.delivery.ledger`):
 
 1. each leadership address is planned (a row already there stays as it is; a suppressed
    address, unsubscribed or bounced, is not planned and is reported);
@@ -23,25 +23,23 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 
-from herald import audit, ledger
+from herald import audit
 from herald.addresses import canonical_email
 from herald.config import WEEKLY_REPORT, HeraldConfig
 from herald.db import dialect_insert
-from herald.messages import TEMPLATES, Rendered, Variant, recipient_values
-from herald.metrics import ALL
+from herald.delivery import ledger
+from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values
+from herald.delivery.transports import OutgoingBatch, Recipient, Transport
 from herald.models import (
+    REPORT_DELIVERY,
+    SUPPRESSION,
     DeliveryState,
-    ReportDelivery,
-    Suppression,
-    table,
     utcnow,
 )
+from herald.report.metrics import ALL
 from herald.report.render import email_parts
 from herald.report.weekly import WeeklyReport
-from herald.transports import OutgoingBatch, Recipient, Transport
 
-REPORT_DELIVERY = table(ReportDelivery)
-SUPPRESSION = table(Suppression)
 LEADERSHIP = Variant(WEEKLY_REPORT, ALL, "leadership", "en")
 
 

@@ -21,10 +21,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from herald.messages import TEMPLATES, environment
-from herald.metrics import AT_RISK, NO_DATA, OFF_TRACK, ON_TRACK, display
+from herald.delivery.messages import TEMPLATES, environment
+from herald.delivery.transports import Attachment
+from herald.report.metrics import AT_RISK, NO_DATA, OFF_TRACK, ON_TRACK, display
 from herald.report.weekly import STATUS_ORDER, WeeklyReport
-from herald.transports import Attachment
 
 TEMPLATE = "report/weekly.html"
 HTML_NAME = "weekly-report.html"

@@ -19,17 +19,23 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import Engine, and_, func, select
 
-from herald.audience import NoSegmentation, segmentation_day
 from herald.config import AtRisk, HeraldConfig
-from herald.metrics import (
+from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.models import (
     ACCOUNT,
+    METRIC_SNAPSHOT,
+    SEGMENT_ASSIGNMENT,
+    AccountLifecycle,
+    MigrationState,
+    utcnow,
+)
+from herald.report.at_risk import AtRiskAccount, at_risk_accounts
+from herald.report.metrics import (
     ALL,
-    ASSIGNMENT,
     AT_RISK,
     NO_DATA,
     OFF_TRACK,
     ON_TRACK,
-    SNAPSHOT,
     MetricsResult,
     compute_metrics,
     display,
@@ -37,8 +43,6 @@ from herald.metrics import (
     snapshot_metrics,
     target_text,
 )
-from herald.models import AccountLifecycle, MigrationState, utcnow
-from herald.report.at_risk import AtRiskAccount, at_risk_accounts
 
 # Metrics the trend table and charts follow week by week.
 TREND_METRICS = (
@@ -139,9 +143,11 @@ def _snapshots(engine: Engine, days: list[date]) -> dict[date, dict[str, float |
     found: dict[date, dict[str, float | None]] = defaultdict(dict)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(SNAPSHOT.c.as_of, SNAPSHOT.c.metric, SNAPSHOT.c.value).where(
-                SNAPSHOT.c.as_of.in_(days),
-                SNAPSHOT.c.segment == ALL,
+            select(
+                METRIC_SNAPSHOT.c.as_of, METRIC_SNAPSHOT.c.metric, METRIC_SNAPSHOT.c.value
+            ).where(
+                METRIC_SNAPSHOT.c.as_of.in_(days),
+                METRIC_SNAPSHOT.c.segment == ALL,
             )
         ).all()
     for as_of, metric, value in rows:
@@ -183,28 +189,31 @@ def adoption_curve(engine: Engine, config: HeraldConfig, as_of: date) -> Adoptio
         except NoSegmentation:
             segmented_on = None
         joined = ACCOUNT.outerjoin(
-            ASSIGNMENT,
-            and_(ASSIGNMENT.c.account_id == ACCOUNT.c.id, ASSIGNMENT.c.as_of == segmented_on),
+            SEGMENT_ASSIGNMENT,
+            and_(
+                SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
+                SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
+            ),
         )
         active = ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value
         sizes = {
             segment: int(count)
             for segment, count in conn.execute(
-                select(ASSIGNMENT.c.segment, func.count())
+                select(SEGMENT_ASSIGNMENT.c.segment, func.count())
                 .select_from(joined)
                 .where(active)
-                .group_by(ASSIGNMENT.c.segment)
+                .group_by(SEGMENT_ASSIGNMENT.c.segment)
             )
         }
         moved = conn.execute(
-            select(ASSIGNMENT.c.segment, ACCOUNT.c.migrated_on, func.count())
+            select(SEGMENT_ASSIGNMENT.c.segment, ACCOUNT.c.migrated_on, func.count())
             .select_from(joined)
             .where(
                 active,
                 ACCOUNT.c.migration_state == MigrationState.MIGRATED.value,
                 ACCOUNT.c.migrated_on <= as_of,
             )
-            .group_by(ASSIGNMENT.c.segment, ACCOUNT.c.migrated_on)
+            .group_by(SEGMENT_ASSIGNMENT.c.segment, ACCOUNT.c.migrated_on)
         ).all()
     per_day: dict[str | None, dict[date, int]] = defaultdict(lambda: defaultdict(int))
     for segment, day, count in moved:

@@ -47,22 +47,17 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from herald.addresses import BadAddress, canonical_email, describe
 from herald.db import dialect_insert
 from herald.models import (
-    EmailEvent,
-    Suppression,
+    EMAIL_EVENT,
+    SUPPRESSION,
+    WEBHOOK_BATCH,
+    WEBHOOK_EVENT_FAILURE,
     SuppressionReason,
-    WebhookBatch,
-    WebhookEventFailure,
-    table,
     utcnow,
 )
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-email_events = table(EmailEvent)
-suppressions = table(Suppression)
-webhook_batches = table(WebhookBatch)
-failures = table(WebhookEventFailure)
 
 # Events after which an address must not be mailed again, and why.
 SUPPRESSING = {
@@ -466,7 +461,8 @@ def _begin_writing(conn: Connection) -> None:
 
 def _bulk(conn: Connection, events: Sequence[ValidEvent]) -> Processed:
     """Store valid events once and act on them (the statements, in bulk)."""
-    from herald.ledger import deliveries, settle_proven
+    from herald.delivery.ledger import settle_proven
+    from herald.models import DELIVERY
 
     rows: dict[str, dict[str, Any]] = {}
     keys: dict[str, tuple[str, str, int]] = {}
@@ -486,14 +482,12 @@ def _bulk(conn: Connection, events: Sequence[ValidEvent]) -> Processed:
         chunk = wanted[start : start + CHUNK]
         found = conn.execute(
             select(
-                deliveries.c.id,
-                deliveries.c.campaign,
-                deliveries.c.message,
-                deliveries.c.contact_id,
+                DELIVERY.c.id,
+                DELIVERY.c.campaign,
+                DELIVERY.c.message,
+                DELIVERY.c.contact_id,
             ).where(
-                tuple_(deliveries.c.campaign, deliveries.c.message, deliveries.c.contact_id).in_(
-                    chunk
-                )
+                tuple_(DELIVERY.c.campaign, DELIVERY.c.message, DELIVERY.c.contact_id).in_(chunk)
             )
         )
         for delivery_id, campaign, message, contact_id in found:
@@ -503,7 +497,7 @@ def _bulk(conn: Connection, events: Sequence[ValidEvent]) -> Processed:
 
     insert = dialect_insert(conn.dialect.name)
     stored = conn.execute(
-        insert(email_events)
+        insert(EMAIL_EVENT)
         .on_conflict_do_nothing(index_elements=["sg_event_id"])
         .execution_options(preserve_rowcount=True),
         list(rows.values()),
@@ -524,7 +518,7 @@ def _bulk(conn: Connection, events: Sequence[ValidEvent]) -> Processed:
     suppressed = 0
     if suppress_rows:
         suppressed = conn.execute(
-            insert(suppressions)
+            insert(SUPPRESSION)
             .on_conflict_do_nothing(index_elements=["email", "reason"])
             .execution_options(preserve_rowcount=True),
             list(suppress_rows.values()),
@@ -533,7 +527,7 @@ def _bulk(conn: Connection, events: Sequence[ValidEvent]) -> Processed:
     # The events are stored (with their delivery) by now: the rows they prove settle.
     proven = sorted({row["delivery_id"] for row in rows.values() if row["delivery_id"]})
     settled = sum(
-        settle_proven(conn, deliveries.c.id.in_(proven[start : start + CHUNK]))
+        settle_proven(conn, DELIVERY.c.id.in_(proven[start : start + CHUNK]))
         for start in range(0, len(proven), CHUNK)
     )
     return Processed(len(rows), max(stored, 0), max(suppressed, 0), settled)
@@ -615,9 +609,9 @@ def store_batch(engine: Engine, body: bytes, signed_at: datetime | None, events:
     """Keep a verified webhook body (committed before the sender hears 2xx); its id."""
     with engine.begin() as conn:
         batch_id = conn.execute(
-            webhook_batches.insert()
+            WEBHOOK_BATCH.insert()
             .values(body=body, signed_at=signed_at, events=events, received_at=utcnow())
-            .returning(webhook_batches.c.id)
+            .returning(WEBHOOK_BATCH.c.id)
         ).scalar_one()
     return int(batch_id)
 
@@ -659,14 +653,14 @@ def _record_failures(
     if not found:
         return
     insert = dialect_insert(conn.dialect.name)
-    statement = insert(failures)
+    statement = insert(WEBHOOK_EVENT_FAILURE)
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=["batch_id", "position"],
             set_={
                 "error": statement.excluded.error,
                 "raw": statement.excluded.raw,
-                "attempts": failures.c.attempts + 1,
+                "attempts": WEBHOOK_EVENT_FAILURE.c.attempts + 1,
                 "failed_at": statement.excluded.failed_at,
                 "resolved_at": None,
             },
@@ -707,8 +701,8 @@ def process_batch(engine: Engine, batch_id: int) -> Processed | None:
     with engine.begin() as conn:
         _begin_writing(conn)
         row = conn.execute(
-            select(webhook_batches.c.body, webhook_batches.c.processed_at)
-            .where(webhook_batches.c.id == batch_id)
+            select(WEBHOOK_BATCH.c.body, WEBHOOK_BATCH.c.processed_at)
+            .where(WEBHOOK_BATCH.c.id == batch_id)
             .with_for_update()  # Postgres: one processor per batch at a time
         ).first()
         if row is None or row.processed_at is not None:
@@ -718,8 +712,8 @@ def process_batch(engine: Engine, batch_id: int) -> Processed | None:
             items = load_events(bytes(row.body))
         except BadEvents as error:  # verified but unusable: keep it, say why
             conn.execute(
-                update(webhook_batches)
-                .where(webhook_batches.c.id == batch_id)
+                update(WEBHOOK_BATCH)
+                .where(WEBHOOK_BATCH.c.id == batch_id)
                 .values(processed_at=now, error=str(error))
             )
             return Processed(0, 0, 0, 0, batch_id=batch_id, error=str(error))
@@ -727,18 +721,18 @@ def process_batch(engine: Engine, batch_id: int) -> Processed | None:
         _record_failures(conn, batch_id, found, now)
         # Processed again (after a crash or by hand): what applies now is no longer open.
         conn.execute(
-            update(failures)
+            update(WEBHOOK_EVENT_FAILURE)
             .where(
-                failures.c.batch_id == batch_id,
-                failures.c.resolved_at.is_(None),
-                failures.c.position.not_in([failure.position for failure in found]),
+                WEBHOOK_EVENT_FAILURE.c.batch_id == batch_id,
+                WEBHOOK_EVENT_FAILURE.c.resolved_at.is_(None),
+                WEBHOOK_EVENT_FAILURE.c.position.not_in([failure.position for failure in found]),
             )
             .values(resolved_at=now)
         )
         summary = _summary(found, len(items)) if found else None
         conn.execute(
-            update(webhook_batches)
-            .where(webhook_batches.c.id == batch_id)
+            update(WEBHOOK_BATCH)
+            .where(WEBHOOK_BATCH.c.id == batch_id)
             .values(processed_at=now, error=summary)
         )
     if found:
@@ -764,10 +758,8 @@ def process_batch_safely(engine: Engine, batch_id: int) -> Processed | None:
         try:
             with engine.begin() as conn:
                 conn.execute(
-                    update(webhook_batches)
-                    .where(
-                        webhook_batches.c.id == batch_id, webhook_batches.c.processed_at.is_(None)
-                    )
+                    update(WEBHOOK_BATCH)
+                    .where(WEBHOOK_BATCH.c.id == batch_id, WEBHOOK_BATCH.c.processed_at.is_(None))
                     .values(error=reason)
                 )
         except Exception as unrecorded:  # the database may be the problem
@@ -784,7 +776,7 @@ def unprocessed_batches(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(
             conn.execute(
-                select(func.count()).where(webhook_batches.c.processed_at.is_(None))
+                select(func.count()).where(WEBHOOK_BATCH.c.processed_at.is_(None))
             ).scalar_one()
         )
 
@@ -797,9 +789,9 @@ def process_pending(engine: Engine, limit: int | None = None) -> list[Processed]
     """
     with engine.connect() as conn:
         query = (
-            select(webhook_batches.c.id)
-            .where(webhook_batches.c.processed_at.is_(None))
-            .order_by(webhook_batches.c.id)
+            select(WEBHOOK_BATCH.c.id)
+            .where(WEBHOOK_BATCH.c.processed_at.is_(None))
+            .order_by(WEBHOOK_BATCH.c.id)
         )
         if limit is not None:
             query = query.limit(limit)
@@ -830,7 +822,9 @@ def open_failures(engine: Engine) -> int:
     """Events kept as failures and not applied since."""
     with engine.connect() as conn:
         return int(
-            conn.execute(select(func.count()).where(failures.c.resolved_at.is_(None))).scalar_one()
+            conn.execute(
+                select(func.count()).where(WEBHOOK_EVENT_FAILURE.c.resolved_at.is_(None))
+            ).scalar_one()
         )
 
 
@@ -839,18 +833,18 @@ def list_failures(
 ) -> list[StoredFailure]:
     """Failures by batch and position (open ones only unless ``include_resolved``)."""
     query = select(
-        failures.c.id,
-        failures.c.batch_id,
-        failures.c.position,
-        failures.c.event,
-        failures.c.sg_event_id,
-        failures.c.error,
-        failures.c.attempts,
-        failures.c.failed_at,
-        failures.c.resolved_at,
-    ).order_by(failures.c.batch_id, failures.c.position)
+        WEBHOOK_EVENT_FAILURE.c.id,
+        WEBHOOK_EVENT_FAILURE.c.batch_id,
+        WEBHOOK_EVENT_FAILURE.c.position,
+        WEBHOOK_EVENT_FAILURE.c.event,
+        WEBHOOK_EVENT_FAILURE.c.sg_event_id,
+        WEBHOOK_EVENT_FAILURE.c.error,
+        WEBHOOK_EVENT_FAILURE.c.attempts,
+        WEBHOOK_EVENT_FAILURE.c.failed_at,
+        WEBHOOK_EVENT_FAILURE.c.resolved_at,
+    ).order_by(WEBHOOK_EVENT_FAILURE.c.batch_id, WEBHOOK_EVENT_FAILURE.c.position)
     if not include_resolved:
-        query = query.where(failures.c.resolved_at.is_(None))
+        query = query.where(WEBHOOK_EVENT_FAILURE.c.resolved_at.is_(None))
     if limit is not None:
         query = query.limit(limit)
     with engine.connect() as conn:
@@ -877,9 +871,12 @@ def retry_failures(engine: Engine) -> Retried:
         with engine.begin() as conn:
             _begin_writing(conn)
             rows = conn.execute(
-                select(failures.c.id, failures.c.raw)
-                .where(failures.c.resolved_at.is_(None), failures.c.id > last_id)
-                .order_by(failures.c.id)
+                select(WEBHOOK_EVENT_FAILURE.c.id, WEBHOOK_EVENT_FAILURE.c.raw)
+                .where(
+                    WEBHOOK_EVENT_FAILURE.c.resolved_at.is_(None),
+                    WEBHOOK_EVENT_FAILURE.c.id > last_id,
+                )
+                .order_by(WEBHOOK_EVENT_FAILURE.c.id)
                 .limit(CHUNK)
                 .with_for_update()
             ).all()
@@ -901,15 +898,19 @@ def retry_failures(engine: Engine) -> Retried:
             for index, row in enumerate(rows):
                 if index in errors:
                     conn.execute(
-                        update(failures)
-                        .where(failures.c.id == row.id)
+                        update(WEBHOOK_EVENT_FAILURE)
+                        .where(WEBHOOK_EVENT_FAILURE.c.id == row.id)
                         .values(
-                            error=errors[index], attempts=failures.c.attempts + 1, failed_at=now
+                            error=errors[index],
+                            attempts=WEBHOOK_EVENT_FAILURE.c.attempts + 1,
+                            failed_at=now,
                         )
                     )
                 else:
                     conn.execute(
-                        update(failures).where(failures.c.id == row.id).values(resolved_at=now)
+                        update(WEBHOOK_EVENT_FAILURE)
+                        .where(WEBHOOK_EVENT_FAILURE.c.id == row.id)
+                        .values(resolved_at=now)
                     )
             retried += len(rows)
             resolved += len(rows) - len(errors)

@@ -17,11 +17,9 @@ from sqlalchemy import Connection, Engine, select
 from herald.audit import record
 from herald.config import HeraldConfig
 from herald.errors import HeraldError
-from herald.models import AuditLog, TelemetryBatch, table
+from herald.models import AUDIT_LOG, TELEMETRY_BATCH
 
 OVERRIDE_ACTION = "telemetry.override"
-TELEMETRY_BATCH = table(TelemetryBatch)
-AUDIT_LOG = table(AuditLog)
 
 
 class SourceRejected(HeraldError):

@@ -53,16 +53,16 @@ from herald.addresses import BadAddress, canonical_email
 from herald.config import SOURCES, HeraldConfig
 from herald.db import dialect_insert
 from herald.models import (
-    Account,
+    ACCOUNT,
+    CONTACT,
+    QUARANTINE,
+    TELEMETRY_BATCH,
     AdoptionEvent,
-    Contact,
     MigrationSource,
     MigrationState,
     PerformanceReport,
-    Quarantine,
     SatisfactionResponse,
     SupportTicket,
-    TelemetryBatch,
     table,
     utcnow,
 )
@@ -79,10 +79,6 @@ from herald.telemetry.contracts import (
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped]
 
-ACCOUNT = table(Account)
-CONTACT = table(Contact)
-TELEMETRY_BATCH = table(TelemetryBatch)
-QUARANTINE = table(Quarantine)
 
 ROW_ERROR = "row__error"
 FILE_FORMAT_CHECK = "file_format"

@@ -22,9 +22,9 @@ from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
 from herald.config import load_config
+from herald.customers.segmentation import assign_segments
 from herald.db import get_engine, upgrade
-from herald.metrics import ACCOUNT, CONTACT
-from herald.segmentation import assign_segments
+from herald.models import ACCOUNT, CONTACT
 
 CHUNK = 50_000
 SENT_TABLES = (  # what sending a phase writes, children first

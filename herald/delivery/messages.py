@@ -29,7 +29,7 @@ from markupsafe import escape
 from herald.config import HeraldConfig, MessageKind
 from herald.errors import HeraldError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 # Per-recipient values; every one must be filled for every recipient.
 RECIPIENT_FIELDS = ("first_name", "name", "email", "account_name")

@@ -18,8 +18,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 
 from herald.addresses import display_email
-from herald.models import utcnow
-from herald.transports import (
+from herald.delivery.transports import (
     BatchResult,
     OutgoingBatch,
     Prepared,
@@ -27,6 +26,7 @@ from herald.transports import (
     header_values,
     without,
 )
+from herald.models import utcnow
 
 
 def _attach(mail: EmailMessage, batch: OutgoingBatch) -> None:

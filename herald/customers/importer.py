@@ -70,18 +70,14 @@ from herald.addresses import (
 from herald.db import dialect_insert
 from herald.errors import HeraldError
 from herald.models import (
-    Account,
+    ACCOUNT,
+    CONTACT,
     AccountLifecycle,
-    Contact,
     ContactRole,
     MigrationSource,
     MigrationState,
-    table,
     utcnow,
 )
-
-ACCOUNT = table(Account)
-CONTACT = table(Contact)
 
 ATTRIBUTE_PREFIX = "attr."
 ACCOUNT_REQUIRED = ("external_id", "name", "tier", "region")

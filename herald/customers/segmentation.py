@@ -14,11 +14,13 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from herald.config import SegmentsConfig
-from herald.models import Account, AccountLifecycle, SegmentAssignment, table, utcnow
-from herald.rules import first_match
-
-ACCOUNT = table(Account)
-ASSIGNMENT = table(SegmentAssignment)
+from herald.customers.rules import first_match
+from herald.models import (
+    ACCOUNT,
+    SEGMENT_ASSIGNMENT,
+    AccountLifecycle,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,13 @@ def assign_segments(*, engine: Engine, config: SegmentsConfig, as_of: date) -> S
         rule,
         level,
         level_rule,
-        literal(utcnow(), ASSIGNMENT.c.assigned_at.type),
+        literal(utcnow(), SEGMENT_ASSIGNMENT.c.assigned_at.type),
     ).where(ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value)
     with engine.begin() as conn:
         # Re-running a day replaces it whole: an account churned since then loses its row.
-        conn.execute(delete(ASSIGNMENT).where(ASSIGNMENT.c.as_of == as_of))
+        conn.execute(delete(SEGMENT_ASSIGNMENT).where(SEGMENT_ASSIGNMENT.c.as_of == as_of))
         conn.execute(
-            insert(ASSIGNMENT).from_select(
+            insert(SEGMENT_ASSIGNMENT).from_select(
                 [
                     "account_id",
                     "as_of",
@@ -120,9 +122,9 @@ def assign_segments(*, engine: Engine, config: SegmentsConfig, as_of: date) -> S
 
 def _counts_by_segment(conn: Connection, as_of: date) -> dict[str, int]:
     rows = conn.execute(
-        select(ASSIGNMENT.c.segment, func.count())
-        .where(ASSIGNMENT.c.as_of == as_of)
-        .group_by(ASSIGNMENT.c.segment)
+        select(SEGMENT_ASSIGNMENT.c.segment, func.count())
+        .where(SEGMENT_ASSIGNMENT.c.as_of == as_of)
+        .group_by(SEGMENT_ASSIGNMENT.c.segment)
     )
     return dict(rows.tuples().all())
 
@@ -131,9 +133,9 @@ def priority_matrix(*, engine: Engine, config: SegmentsConfig, as_of: date) -> P
     """Count the accounts of each (segment, readiness) cell assigned as of ``as_of``."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(ASSIGNMENT.c.segment, ASSIGNMENT.c.readiness, func.count())
-            .where(ASSIGNMENT.c.as_of == as_of)
-            .group_by(ASSIGNMENT.c.segment, ASSIGNMENT.c.readiness)
+            select(SEGMENT_ASSIGNMENT.c.segment, SEGMENT_ASSIGNMENT.c.readiness, func.count())
+            .where(SEGMENT_ASSIGNMENT.c.as_of == as_of)
+            .group_by(SEGMENT_ASSIGNMENT.c.segment, SEGMENT_ASSIGNMENT.c.readiness)
         )
         counts = {(segment, level): count for segment, level, count in rows}
     return PriorityMatrix(

@@ -8,15 +8,21 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from herald.audience import accounts, assignments, audience, contacts, segmentation_day
 from herald.config import HeraldConfig, PhaseName
-from herald.customers import normalize_email
-from herald.ledger import deliveries
-from herald.messages import TEMPLATES, Rendered, Variant, recipient_values, render
-from herald.models import AccountLifecycle, DeliveryState, MigrationState, Suppression, table
+from herald.customers.importer import normalize_email
+from herald.delivery.audience import audience, segmentation_day
+from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.models import (
+    ACCOUNT,
+    CONTACT,
+    DELIVERY,
+    SEGMENT_ASSIGNMENT,
+    SUPPRESSION,
+    AccountLifecycle,
+    DeliveryState,
+    MigrationState,
+)
 from herald.privacy import mask_email
-
-suppressions = table(Suppression)
 
 
 @dataclass
@@ -54,24 +60,24 @@ def preview(
     with engine.connect() as conn:
         contact = conn.execute(
             select(
-                contacts.c.id,
-                contacts.c.name,
-                contacts.c.role,
-                contacts.c.locale,
-                accounts.c.id.label("account_id"),
-                accounts.c.name.label("account_name"),
-                accounts.c.lifecycle,
-                accounts.c.migration_state,
-                accounts.c.migrated_on,
+                CONTACT.c.id,
+                CONTACT.c.name,
+                CONTACT.c.role,
+                CONTACT.c.locale,
+                ACCOUNT.c.id.label("account_id"),
+                ACCOUNT.c.name.label("account_name"),
+                ACCOUNT.c.lifecycle,
+                ACCOUNT.c.migration_state,
+                ACCOUNT.c.migrated_on,
             )
-            .join(accounts, accounts.c.id == contacts.c.account_id)
-            .where(contacts.c.email == address)
+            .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
+            .where(CONTACT.c.email == address)
         ).first()
         if contact is None:
             result.reasons.append("no contact has this address")
             return result
         for (reason,) in conn.execute(
-            select(suppressions.c.reason).where(suppressions.c.email == address)
+            select(SUPPRESSION.c.reason).where(SUPPRESSION.c.email == address)
         ):
             result.reasons.append(f"address suppressed ({reason})")
         if contact.lifecycle != AccountLifecycle.ACTIVE.value:
@@ -84,8 +90,9 @@ def preview(
             result.reasons.append(f"account already migrated{on}")
         day = segmentation_day(conn, as_of)
         segment = conn.execute(
-            select(assignments.c.segment).where(
-                assignments.c.account_id == contact.account_id, assignments.c.as_of == day
+            select(SEGMENT_ASSIGNMENT.c.segment).where(
+                SEGMENT_ASSIGNMENT.c.account_id == contact.account_id,
+                SEGMENT_ASSIGNMENT.c.as_of == day,
             )
         ).scalar_one_or_none()
         if segment is None:
@@ -101,10 +108,10 @@ def preview(
                 f"({', '.join(audience_config.roles)})"
             )
         row = conn.execute(
-            select(deliveries.c.state, deliveries.c.sent_at, deliveries.c.error).where(
-                deliveries.c.campaign == config.campaign.id,
-                deliveries.c.message == phase,
-                deliveries.c.contact_id == contact.id,
+            select(DELIVERY.c.state, DELIVERY.c.sent_at, DELIVERY.c.error).where(
+                DELIVERY.c.campaign == config.campaign.id,
+                DELIVERY.c.message == phase,
+                DELIVERY.c.contact_id == contact.id,
             )
         ).first()
     if row is not None:
@@ -161,12 +168,12 @@ def sample_renders(
                 source.c.segment,
                 source.c.role,
                 source.c.locale,
-                contacts.c.email,
-                contacts.c.name,
-                accounts.c.name,
+                CONTACT.c.email,
+                CONTACT.c.name,
+                ACCOUNT.c.name,
             )
-            .join(contacts, contacts.c.id == source.c.contact_id)
-            .join(accounts, accounts.c.id == contacts.c.account_id)
+            .join(CONTACT, CONTACT.c.id == source.c.contact_id)
+            .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
             .where(source.c.contact_id.in_(firsts))
             .order_by(source.c.segment, source.c.role)
         ).all()

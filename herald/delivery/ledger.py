@@ -46,16 +46,15 @@ from sqlalchemy import (
 )
 
 from herald import audit
-from herald.audience import (
-    accounts,
+from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
+from herald.db import dialect_insert
+from herald.delivery.audience import (
     audience,
-    contacts,
     extended_audience,
     segmentation_day,
-    suppressions,
     thank_you_audience,
 )
-from herald.calendar import (
+from herald.delivery.calendar import (
     THANK_YOU_MESSAGE,
     Notice,
     due_notices,
@@ -64,39 +63,33 @@ from herald.calendar import (
     notice_deadline,
     start_of,
 )
-from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
-from herald.db import dialect_insert
 from herald.models import (
+    ACCOUNT,
+    CONTACT,
+    DELIVERY,
+    EMAIL_EVENT,
+    PHASE_CONTROL,
+    REPORT_DELIVERY,
+    SEND_BATCH,
+    SEND_WORKER,
+    SUPPRESSION,
     AccountLifecycle,
     BatchState,
-    Delivery,
     DeliveryState,
-    EmailEvent,
     MigrationState,
-    PhaseControl,
-    ReportDelivery,
-    SendBatch,
-    SendWorker,
-    table,
     utcnow,
 )
 
-deliveries = table(Delivery)
-report_deliveries = table(ReportDelivery)
-email_events = table(EmailEvent)
-batches = table(SendBatch)
-workers = table(SendWorker)
-controls = table(PhaseControl)
 # The tables whose rows a batch claims: customer messages and the leadership report's.
 # Both go through the same batches, states and recovery.
-BATCH_ROWS = (deliveries, report_deliveries)
+BATCH_ROWS = (DELIVERY, REPORT_DELIVERY)
 
 BULK_PLAN_ROWS = 10_000  # a plan this large refreshes the planner's statistics (Postgres)
 SETTLED_BY_EVENTS = "settled: SendGrid reported an event for it"
 
 
 def _phase_rows(campaign: str, message: str) -> Any:
-    return and_(deliveries.c.campaign == campaign, deliveries.c.message == message)
+    return and_(DELIVERY.c.campaign == campaign, DELIVERY.c.message == message)
 
 
 # --------------------------------------------------------------------------- planning
@@ -175,7 +168,7 @@ def _insert_planned(
         literal(now, moment),
     ).where(true())  # SQLite reads "... ON CONFLICT" after a join as a join constraint
     statement = (
-        dialect_insert(conn.dialect.name)(deliveries)
+        dialect_insert(conn.dialect.name)(DELIVERY)
         .from_select(
             [
                 "campaign",
@@ -212,7 +205,7 @@ def plan_thank_you(engine: Engine, config: HeraldConfig, as_of: date) -> int:
     has migrated by ``as_of`` (active, not suppressed). Returns the rows added."""
     with engine.begin() as conn:
         day = segmentation_day(conn, as_of)
-        source = thank_you_audience(config, day, as_of, deliveries.alias("earlier")).subquery()
+        source = thank_you_audience(config, day, as_of, DELIVERY.alias("earlier")).subquery()
         return _insert_planned(
             conn,
             config.campaign.id,
@@ -267,16 +260,16 @@ def follow_deadlines(engine: Engine, config: HeraldConfig, as_of: date) -> Resch
     """
     campaign = config.campaign
     now = utcnow()
-    name = deliveries.c.message
+    name = DELIVERY.c.message
     with engine.begin() as conn:
         expired = 0
         for segment, deadline in campaign.sunset.items():
             expired += conn.execute(
-                update(deliveries)
+                update(DELIVERY)
                 .where(
-                    deliveries.c.campaign == campaign.id,
-                    deliveries.c.segment == segment,
-                    deliveries.c.state == DeliveryState.PLANNED.value,
+                    DELIVERY.c.campaign == campaign.id,
+                    DELIVERY.c.segment == segment,
+                    DELIVERY.c.state == DeliveryState.PLANNED.value,
                     is_notice(name),
                     notice_deadline(name) != deadline.isoformat(),
                 )
@@ -293,7 +286,7 @@ def follow_deadlines(engine: Engine, config: HeraldConfig, as_of: date) -> Resch
                 if as_of >= deadline:
                     continue
                 source = extended_audience(
-                    config, day, segment, deliveries.alias("earlier")
+                    config, day, segment, DELIVERY.alias("earlier")
                 ).subquery()
                 message = extended_message(deadline)
                 extended[message] = extended.get(message, 0) + _insert_planned(
@@ -311,13 +304,13 @@ def follow_deadlines(engine: Engine, config: HeraldConfig, as_of: date) -> Resch
 def planned_rows(conn: Connection, campaign: str) -> dict[str, int]:
     """Rows still planned, per message, in message order."""
     rows = conn.execute(
-        select(deliveries.c.message, func.count())
+        select(DELIVERY.c.message, func.count())
         .where(
-            deliveries.c.campaign == campaign,
-            deliveries.c.state == DeliveryState.PLANNED.value,
+            DELIVERY.c.campaign == campaign,
+            DELIVERY.c.state == DeliveryState.PLANNED.value,
         )
-        .group_by(deliveries.c.message)
-        .order_by(deliveries.c.message)
+        .group_by(DELIVERY.c.message)
+        .order_by(DELIVERY.c.message)
     )
     return {str(message): int(count) for message, count in rows}
 
@@ -325,13 +318,13 @@ def planned_rows(conn: Connection, campaign: str) -> dict[str, int]:
 def accepted_rows(conn: Connection, campaign: str) -> dict[str, int]:
     """Rows sent (accepted), per message, in the order the messages first went."""
     rows = conn.execute(
-        select(deliveries.c.message, func.count())
+        select(DELIVERY.c.message, func.count())
         .where(
-            deliveries.c.campaign == campaign,
-            deliveries.c.state == DeliveryState.ACCEPTED.value,
+            DELIVERY.c.campaign == campaign,
+            DELIVERY.c.state == DeliveryState.ACCEPTED.value,
         )
-        .group_by(deliveries.c.message)
-        .order_by(func.min(deliveries.c.sent_at), deliveries.c.message)
+        .group_by(DELIVERY.c.message)
+        .order_by(func.min(DELIVERY.c.sent_at), DELIVERY.c.message)
     )
     return {str(message): int(count) for message, count in rows}
 
@@ -340,12 +333,12 @@ def expire(engine: Engine, campaign: str, message: str, now: datetime) -> int:
     """Planned rows past their ``not_after`` (a later notice superseded them) expire."""
     with engine.begin() as conn:
         return conn.execute(
-            update(deliveries)
+            update(DELIVERY)
             .where(
                 _phase_rows(campaign, message),
-                deliveries.c.state == DeliveryState.PLANNED.value,
-                deliveries.c.not_after.isnot(None),
-                deliveries.c.not_after <= now,
+                DELIVERY.c.state == DeliveryState.PLANNED.value,
+                DELIVERY.c.not_after.isnot(None),
+                DELIVERY.c.not_after <= now,
             )
             .values(
                 state=DeliveryState.EXPIRED.value,
@@ -360,10 +353,10 @@ def waiting_zones(conn: Connection, campaign: str, message: str) -> list[str]:
     return [
         zone_name or ""
         for zone_name in conn.execute(
-            select(deliveries.c.timezone)
+            select(DELIVERY.c.timezone)
             .where(
                 _phase_rows(campaign, message),
-                deliveries.c.state == DeliveryState.PLANNED.value,
+                DELIVERY.c.state == DeliveryState.PLANNED.value,
             )
             .distinct()
         ).scalars()
@@ -381,15 +374,15 @@ def suppress_ineligible(
     campaign = config.campaign.id
     planned = and_(
         _phase_rows(campaign, message or phase),
-        deliveries.c.state == DeliveryState.PLANNED.value,
+        DELIVERY.c.state == DeliveryState.PLANNED.value,
     )
     suppressed_reason = (
-        select(func.min(suppressions.c.reason))
+        select(func.min(SUPPRESSION.c.reason))
         .where(
-            contacts.c.id == deliveries.c.contact_id,
-            suppressions.c.email == contacts.c.email,
+            CONTACT.c.id == DELIVERY.c.contact_id,
+            SUPPRESSION.c.email == CONTACT.c.email,
         )
-        .correlate(deliveries)
+        .correlate(DELIVERY)
         .scalar_subquery()
     )
 
@@ -397,11 +390,11 @@ def suppress_ineligible(
         return (
             exists()
             .where(
-                contacts.c.id == deliveries.c.contact_id,
-                accounts.c.id == contacts.c.account_id,
+                CONTACT.c.id == DELIVERY.c.contact_id,
+                ACCOUNT.c.id == CONTACT.c.account_id,
                 condition,
             )
-            .correlate(deliveries)
+            .correlate(DELIVERY)
         )
 
     checks: list[tuple[str, Any, Any]] = [
@@ -409,15 +402,15 @@ def suppress_ineligible(
             "address suppressed",
             exists()
             .where(
-                contacts.c.id == deliveries.c.contact_id,
-                suppressions.c.email == contacts.c.email,
+                CONTACT.c.id == DELIVERY.c.contact_id,
+                SUPPRESSION.c.email == CONTACT.c.email,
             )
-            .correlate(deliveries),
+            .correlate(DELIVERY),
             literal("address suppressed: ") + suppressed_reason,
         ),
         (
             "account churned",
-            account_is(accounts.c.lifecycle != AccountLifecycle.ACTIVE.value),
+            account_is(ACCOUNT.c.lifecycle != AccountLifecycle.ACTIVE.value),
             literal("account churned"),
         ),
     ]
@@ -431,7 +424,7 @@ def suppress_ineligible(
         checks.append(
             (
                 "account migrated",
-                account_is(accounts.c.migration_state == MigrationState.MIGRATED.value),
+                account_is(ACCOUNT.c.migration_state == MigrationState.MIGRATED.value),
                 literal("account migrated"),
             )
         )
@@ -440,7 +433,7 @@ def suppress_ineligible(
     with engine.begin() as conn:
         for name, condition, error in checks:
             result = conn.execute(
-                update(deliveries)
+                update(DELIVERY)
                 .where(planned, condition)
                 .values(state=DeliveryState.SUPPRESSED.value, error=error, updated_at=now)
             )
@@ -467,7 +460,7 @@ def start_worker(engine: Engine, campaign: str, message: str, transport: str) ->
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
-            insert(workers).values(
+            insert(SEND_WORKER).values(
                 id=worker.id,
                 campaign=campaign,
                 message=message,
@@ -497,11 +490,11 @@ def _settle_worker(conn: Connection, worker_id: str, outcome: str) -> tuple[int,
     process); rows of one that did become unknown (the provider may have accepted them),
     unless SendGrid already reported an event for them."""
     now = utcnow()
-    claimed = select(batches.c.id).where(
-        batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value
+    claimed = select(SEND_BATCH.c.id).where(
+        SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.CLAIMED.value
     )
-    requesting = select(batches.c.id).where(
-        batches.c.worker_id == worker_id, batches.c.state == BatchState.REQUESTING.value
+    requesting = select(SEND_BATCH.c.id).where(
+        SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.REQUESTING.value
     )
     released = unknown = 0
     for rows in BATCH_ROWS:
@@ -519,20 +512,22 @@ def _settle_worker(conn: Connection, worker_id: str, outcome: str) -> tuple[int,
                 updated_at=now,
             )
         ).rowcount
-    unknown -= settle_proven(conn, deliveries.c.batch_id.in_(requesting))
+    unknown -= settle_proven(conn, DELIVERY.c.batch_id.in_(requesting))
     conn.execute(
-        update(batches)
-        .where(batches.c.worker_id == worker_id, batches.c.state == BatchState.CLAIMED.value)
+        update(SEND_BATCH)
+        .where(SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.CLAIMED.value)
         .values(state=BatchState.RELEASED.value, finished_at=now)
     )
     conn.execute(
-        update(batches)
-        .where(batches.c.worker_id == worker_id, batches.c.state == BatchState.REQUESTING.value)
+        update(SEND_BATCH)
+        .where(
+            SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.REQUESTING.value
+        )
         .values(state=BatchState.UNKNOWN.value, finished_at=now)
     )
     conn.execute(
-        update(workers)
-        .where(workers.c.id == worker_id, workers.c.finished_at.is_(None))
+        update(SEND_WORKER)
+        .where(SEND_WORKER.c.id == worker_id, SEND_WORKER.c.finished_at.is_(None))
         .values(finished_at=now, outcome=outcome[:200])
     )
     return released, unknown
@@ -574,10 +569,12 @@ def recover(
     lease = timedelta(seconds=lease_seconds)
     with engine.connect() as conn:
         open_workers = conn.execute(
-            select(workers.c.id, workers.c.host, workers.c.pid, workers.c.heartbeat_at).where(
-                workers.c.campaign == campaign,
-                workers.c.message == message,
-                workers.c.finished_at.is_(None),
+            select(
+                SEND_WORKER.c.id, SEND_WORKER.c.host, SEND_WORKER.c.pid, SEND_WORKER.c.heartbeat_at
+            ).where(
+                SEND_WORKER.c.campaign == campaign,
+                SEND_WORKER.c.message == message,
+                SEND_WORKER.c.finished_at.is_(None),
             )
         ).all()
     dead = [
@@ -651,17 +648,19 @@ def claim(
     batch_id = str(uuid.uuid4())
     now = gate.now if gate else utcnow()
     with engine.begin() as conn:
-        conn.execute(update(workers).where(workers.c.id == worker.id).values(heartbeat_at=now))
+        conn.execute(
+            update(SEND_WORKER).where(SEND_WORKER.c.id == worker.id).values(heartbeat_at=now)
+        )
         open_batch(conn, batch_id, worker, now)
         candidates = (
-            select(deliveries.c.id)
+            select(DELIVERY.c.id)
             .where(
                 _phase_rows(worker.campaign, worker.message),
-                deliveries.c.state == DeliveryState.PLANNED.value,
-                deliveries.c.id > after,
+                DELIVERY.c.state == DeliveryState.PLANNED.value,
+                DELIVERY.c.id > after,
                 *_gated(gate),
             )
-            .order_by(deliveries.c.id)
+            .order_by(DELIVERY.c.id)
             .limit(limit)
         )
         if conn.dialect.name == "postgresql":
@@ -672,34 +671,36 @@ def claim(
         else:
             ids = candidates.scalar_subquery()  # one statement under SQLite's single writer
         claimed = conn.execute(
-            update(deliveries)
+            update(DELIVERY)
             .where(
-                deliveries.c.id.in_(ids),
-                deliveries.c.state == DeliveryState.PLANNED.value,
+                DELIVERY.c.id.in_(ids),
+                DELIVERY.c.state == DeliveryState.PLANNED.value,
             )
-            .values(**claim_values(deliveries, batch_id, now))
+            .values(**claim_values(DELIVERY, batch_id, now))
         ).rowcount
         if not claimed:
-            conn.execute(delete(batches).where(batches.c.id == batch_id))
+            conn.execute(delete(SEND_BATCH).where(SEND_BATCH.c.id == batch_id))
             return None
-        conn.execute(update(batches).where(batches.c.id == batch_id).values(recipients=claimed))
+        conn.execute(
+            update(SEND_BATCH).where(SEND_BATCH.c.id == batch_id).values(recipients=claimed)
+        )
     with engine.connect() as conn:
         rows = conn.execute(
             select(
-                deliveries.c.id,
-                deliveries.c.contact_id,
-                deliveries.c.segment,
-                deliveries.c.role,
-                deliveries.c.locale,
-                contacts.c.email,
-                contacts.c.name,
-                accounts.c.name,
+                DELIVERY.c.id,
+                DELIVERY.c.contact_id,
+                DELIVERY.c.segment,
+                DELIVERY.c.role,
+                DELIVERY.c.locale,
+                CONTACT.c.email,
+                CONTACT.c.name,
+                ACCOUNT.c.name,
             )
-            .select_from(deliveries)
-            .join(contacts, contacts.c.id == deliveries.c.contact_id)
-            .join(accounts, accounts.c.id == contacts.c.account_id)
-            .where(deliveries.c.batch_id == batch_id)
-            .order_by(deliveries.c.id)
+            .select_from(DELIVERY)
+            .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
+            .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
+            .where(DELIVERY.c.batch_id == batch_id)
+            .order_by(DELIVERY.c.id)
         ).all()
     return Claim(batch_id, [ClaimedRow(*row) for row in rows])
 
@@ -709,7 +710,7 @@ def open_batch(
 ) -> None:
     """Record a new claim of ``worker`` (``claimed``), in the transaction that takes its rows."""
     conn.execute(
-        insert(batches).values(
+        insert(SEND_BATCH).values(
             id=batch_id,
             worker_id=worker.id,
             campaign=worker.campaign,
@@ -738,24 +739,24 @@ def _gated(gate: Gate | None) -> list[Any]:
     if gate is None:
         return []
     conditions: list[Any] = [
-        or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= gate.now),
-        or_(deliveries.c.not_after.is_(None), deliveries.c.not_after > gate.now),
+        or_(DELIVERY.c.not_before.is_(None), DELIVERY.c.not_before <= gate.now),
+        or_(DELIVERY.c.not_after.is_(None), DELIVERY.c.not_after > gate.now),
     ]
     if gate.zones is not None:
-        conditions.append(deliveries.c.timezone.in_(gate.zones))
+        conditions.append(DELIVERY.c.timezone.in_(gate.zones))
     if gate.cap_messages is not None:
-        earlier = deliveries.alias("earlier")
+        earlier = DELIVERY.alias("earlier")
         recent = (
             select(func.count())
             .where(
-                earlier.c.contact_id == deliveries.c.contact_id,
+                earlier.c.contact_id == DELIVERY.c.contact_id,
                 earlier.c.state == DeliveryState.ACCEPTED.value,
                 earlier.c.sent_at > gate.now - timedelta(days=gate.cap_days),
             )
-            .correlate(deliveries)
+            .correlate(DELIVERY)
             .scalar_subquery()
         )
-        conditions.append(or_(deliveries.c.critical.is_(True), recent < gate.cap_messages))
+        conditions.append(or_(DELIVERY.c.critical.is_(True), recent < gate.cap_messages))
     return conditions
 
 
@@ -763,8 +764,8 @@ def mark_requesting(engine: Engine, batch_id: str) -> None:
     """Commit that the batch's request is about to leave: from now on a crash means unknown."""
     with engine.begin() as conn:
         conn.execute(
-            update(batches)
-            .where(batches.c.id == batch_id)
+            update(SEND_BATCH)
+            .where(SEND_BATCH.c.id == batch_id)
             .values(state=BatchState.REQUESTING.value)
         )
 
@@ -780,8 +781,8 @@ def release(engine: Engine, batch_id: str, reason: str) -> None:
                 .values(state=DeliveryState.PLANNED.value, batch_id=None, updated_at=now)
             )
         conn.execute(
-            update(batches)
-            .where(batches.c.id == batch_id)
+            update(SEND_BATCH)
+            .where(SEND_BATCH.c.id == batch_id)
             .values(state=BatchState.RELEASED.value, error=reason, finished_at=now)
         )
 
@@ -844,10 +845,10 @@ def record(
                 .values(**values)
             )
         if outcome == "unknown":
-            settle_proven(conn, deliveries.c.batch_id == batch_id)
+            settle_proven(conn, DELIVERY.c.batch_id == batch_id)
         conn.execute(
-            update(batches)
-            .where(batches.c.id == batch_id)
+            update(SEND_BATCH)
+            .where(SEND_BATCH.c.id == batch_id)
             .values(
                 state=outcome,
                 requests=requests,
@@ -864,15 +865,15 @@ def settle_proven(conn: Connection, *where: Any) -> int:
     accepted: mark them so. Events can arrive before the request's answer, or before a
     crashed sender's rows are found; without this they would wait for a person, who might
     send them again."""
-    proven = exists().where(email_events.c.delivery_id == deliveries.c.id)
+    proven = exists().where(EMAIL_EVENT.c.delivery_id == DELIVERY.c.id)
     return int(
         conn.execute(
-            update(deliveries)
-            .where(*where, deliveries.c.state == DeliveryState.UNKNOWN.value, proven)
+            update(DELIVERY)
+            .where(*where, DELIVERY.c.state == DeliveryState.UNKNOWN.value, proven)
             .values(
                 state=DeliveryState.ACCEPTED.value,
                 error=SETTLED_BY_EVENTS,
-                sent_at=deliveries.c.claimed_at,
+                sent_at=DELIVERY.c.claimed_at,
                 updated_at=utcnow(),
             )
         ).rowcount
@@ -886,9 +887,9 @@ def state_counts(conn: Connection, campaign: str, message: str) -> dict[str, int
     """Ledger rows of a phase per state (every state present, zeros included)."""
     counts = {state.value: 0 for state in DeliveryState}
     for state, count in conn.execute(
-        select(deliveries.c.state, func.count())
+        select(DELIVERY.c.state, func.count())
         .where(_phase_rows(campaign, message))
-        .group_by(deliveries.c.state)
+        .group_by(DELIVERY.c.state)
     ):
         counts[state] = count
     return counts
@@ -900,9 +901,9 @@ def failure_reasons(
     """Why a phase's rows failed: each distinct reason with its row count, most rows first."""
     count = func.count().label("rows")
     rows = conn.execute(
-        select(func.coalesce(deliveries.c.error, "no reason recorded"), count)
-        .where(_phase_rows(campaign, message), deliveries.c.state == DeliveryState.FAILED.value)
-        .group_by(deliveries.c.error)
+        select(func.coalesce(DELIVERY.c.error, "no reason recorded"), count)
+        .where(_phase_rows(campaign, message), DELIVERY.c.state == DeliveryState.FAILED.value)
+        .group_by(DELIVERY.c.error)
         .order_by(count.desc())
         .limit(limit)
     )
@@ -927,22 +928,22 @@ def unknown_rows(
     """The ``unknown`` rows of a campaign (or one phase), oldest claim first."""
     query = (
         select(
-            deliveries.c.id,
-            deliveries.c.message,
-            contacts.c.email,
-            deliveries.c.batch_id,
-            deliveries.c.claimed_at,
-            deliveries.c.error,
+            DELIVERY.c.id,
+            DELIVERY.c.message,
+            CONTACT.c.email,
+            DELIVERY.c.batch_id,
+            DELIVERY.c.claimed_at,
+            DELIVERY.c.error,
         )
-        .join(contacts, contacts.c.id == deliveries.c.contact_id)
+        .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
         .where(
-            deliveries.c.campaign == campaign,
-            deliveries.c.state == DeliveryState.UNKNOWN.value,
+            DELIVERY.c.campaign == campaign,
+            DELIVERY.c.state == DeliveryState.UNKNOWN.value,
         )
-        .order_by(deliveries.c.claimed_at, deliveries.c.id)
+        .order_by(DELIVERY.c.claimed_at, DELIVERY.c.id)
     )
     if message is not None:
-        query = query.where(deliveries.c.message == message)
+        query = query.where(DELIVERY.c.message == message)
     if limit is not None:
         query = query.limit(limit)
     return [UnsettledRow(*row) for row in conn.execute(query)]
@@ -964,9 +965,9 @@ def resolve(
     states = [DeliveryState.UNKNOWN.value]
     if include_failed:
         states.append(DeliveryState.FAILED.value)
-    where = [_phase_rows(campaign, message), deliveries.c.state.in_(states)]
+    where = [_phase_rows(campaign, message), DELIVERY.c.state.in_(states)]
     if batch_ids:
-        where.append(deliveries.c.batch_id.in_(list(batch_ids)))
+        where.append(DELIVERY.c.batch_id.in_(list(batch_ids)))
     now = utcnow()
     who = audit.actor()
     if resolution == "resend":
@@ -980,13 +981,13 @@ def resolve(
         values = {
             "state": DeliveryState.ACCEPTED.value,
             "error": f"marked sent by {who}",
-            "sent_at": deliveries.c.claimed_at,
+            "sent_at": DELIVERY.c.claimed_at,
             "updated_at": now,
         }
     with engine.begin() as conn:
         # Rows SendGrid already reported an event for were accepted: never send them again.
         proven = settle_proven(conn, *where)
-        count = conn.execute(update(deliveries).where(*where).values(**values)).rowcount
+        count = conn.execute(update(DELIVERY).where(*where).values(**values)).rowcount
         if resolution == "mark-sent":
             count += proven
         audit.record(
@@ -1015,8 +1016,8 @@ def paused_reason(conn: Connection, campaign: str, message: str) -> str | None:
     """Why the phase (or the whole campaign, message ``*``) is paused; None when it may send."""
     for name in (CAMPAIGN_WIDE, message):
         row = conn.execute(
-            select(controls.c.paused, controls.c.reason).where(
-                controls.c.campaign == campaign, controls.c.message == name
+            select(PHASE_CONTROL.c.paused, PHASE_CONTROL.c.reason).where(
+                PHASE_CONTROL.c.campaign == campaign, PHASE_CONTROL.c.message == name
             )
         ).first()
         if row is not None and row.paused:
@@ -1031,7 +1032,7 @@ def set_paused(
     who = who or audit.actor()
     now = utcnow()
     with engine.begin() as conn:
-        statement = dialect_insert(conn.dialect.name)(controls).values(
+        statement = dialect_insert(conn.dialect.name)(PHASE_CONTROL).values(
             campaign=campaign,
             message=message,
             paused=paused,
@@ -1074,16 +1075,16 @@ def approve(
 
 def approval(conn: Connection, campaign: str, message: str) -> tuple[str, datetime] | None:
     """Who approved the phase's real send, and when (the latest approval), if anyone did."""
-    from herald.audit import audit_log
+    from herald.models import AUDIT_LOG
 
     row = conn.execute(
-        select(audit_log.c.actor, audit_log.c.at)
+        select(AUDIT_LOG.c.actor, AUDIT_LOG.c.at)
         .where(
-            audit_log.c.action == "phase.approved",
-            audit_log.c.campaign == campaign,
-            audit_log.c.phase == message,
+            AUDIT_LOG.c.action == "phase.approved",
+            AUDIT_LOG.c.campaign == campaign,
+            AUDIT_LOG.c.phase == message,
         )
-        .order_by(audit_log.c.at.desc())
+        .order_by(AUDIT_LOG.c.at.desc())
         .limit(1)
     ).first()
     return (str(row.actor), row.at) if row is not None else None
@@ -1094,11 +1095,11 @@ def timezone_fallbacks(conn: Connection, campaign: str, message: str) -> int:
     return int(
         conn.execute(
             select(func.count())
-            .select_from(deliveries)
-            .join(contacts, contacts.c.id == deliveries.c.contact_id)
+            .select_from(DELIVERY)
+            .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
             .where(
                 _phase_rows(campaign, message),
-                or_(contacts.c.timezone.is_(None), contacts.c.timezone == ""),
+                or_(CONTACT.c.timezone.is_(None), CONTACT.c.timezone == ""),
             )
         ).scalar_one()
     )

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, or_, select
 
-from herald import ledger
-from herald.audience import accounts, contacts
-from herald.calendar import (
+from herald.config import HeraldConfig, MessageKind
+from herald.db import dialect_insert
+from herald.delivery import ledger
+from herald.delivery.calendar import (
     THANK_YOU_MESSAGE,
     due_notices,
     in_window,
@@ -30,16 +31,16 @@ from herald.calendar import (
     parse_message,
     start_of,
 )
-from herald.config import HeraldConfig, MessageKind
-from herald.db import dialect_insert
 from herald.models import (
-    AdoptionEvent,
+    ACCOUNT,
+    ADOPTION_EVENT,
+    CONTACT,
+    DELIVERY,
+    PERFORMANCE_REPORT,
+    SATISFACTION_RESPONSE,
+    SUPPORT_TICKET,
     DeliveryState,
     MigrationState,
-    PerformanceReport,
-    SatisfactionResponse,
-    SupportTicket,
-    table,
 )
 from herald.telemetry.events import apply_events
 from herald.telemetry.ingest import apply_adoption
@@ -47,10 +48,6 @@ from herald.telemetry.ingest import apply_adoption
 T = TypeVar("T")
 
 PHASE_WEEK = timedelta(days=7)
-adoption = table(AdoptionEvent)
-tickets = table(SupportTicket)
-surveys = table(SatisfactionResponse)
-performance = table(PerformanceReport)
 
 
 @dataclass(frozen=True)
@@ -82,14 +79,13 @@ class Day:
 
 def _due_messages(engine: Engine, config: HeraldConfig, at: datetime) -> list[str]:
     """Messages with planned rows that may go at ``at``: due, unexpired, window open."""
-    deliveries = ledger.deliveries
     with engine.connect() as conn:
         waiting = conn.execute(
-            select(deliveries.c.message, deliveries.c.timezone)
+            select(DELIVERY.c.message, DELIVERY.c.timezone)
             .where(
-                deliveries.c.campaign == config.campaign.id,
-                deliveries.c.state == DeliveryState.PLANNED.value,
-                or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= at),
+                DELIVERY.c.campaign == config.campaign.id,
+                DELIVERY.c.state == DeliveryState.PLANNED.value,
+                or_(DELIVERY.c.not_before.is_(None), DELIVERY.c.not_before <= at),
             )
             .distinct()
         ).all()
@@ -123,8 +119,8 @@ def zones(engine: Engine, config: HeraldConfig) -> list[str]:
     with engine.connect() as conn:
         own = set(
             conn.execute(
-                select(ledger.deliveries.c.timezone)
-                .where(ledger.deliveries.c.state == DeliveryState.PLANNED.value)
+                select(DELIVERY.c.timezone)
+                .where(DELIVERY.c.state == DeliveryState.PLANNED.value)
                 .distinct()
             ).scalars()
         )
@@ -176,26 +172,25 @@ def telemetry_day(
     """Synthetic responses to the day's sends and the day's migrations: (events, migrated).
 
     Idempotent: events have fixed ids, and every other row is inserted once by its key."""
-    deliveries = ledger.deliveries
     start, end = start_of(day), start_of(day + timedelta(days=1))
     with engine.connect() as conn:
         sent = conn.execute(
             select(
-                deliveries.c.id,
-                deliveries.c.campaign,
-                deliveries.c.message,
-                deliveries.c.contact_id,
-                deliveries.c.sent_at,
-                contacts.c.email,
+                DELIVERY.c.id,
+                DELIVERY.c.campaign,
+                DELIVERY.c.message,
+                DELIVERY.c.contact_id,
+                DELIVERY.c.sent_at,
+                CONTACT.c.email,
             )
-            .join(contacts, contacts.c.id == deliveries.c.contact_id)
+            .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
             .where(
-                deliveries.c.campaign == config.campaign.id,
-                deliveries.c.state == DeliveryState.ACCEPTED.value,
-                deliveries.c.sent_at >= start,
-                deliveries.c.sent_at < end,
+                DELIVERY.c.campaign == config.campaign.id,
+                DELIVERY.c.state == DeliveryState.ACCEPTED.value,
+                DELIVERY.c.sent_at >= start,
+                DELIVERY.c.sent_at < end,
             )
-            .order_by(deliveries.c.id)
+            .order_by(DELIVERY.c.id)
         ).all()
     events: list[dict[str, Any]] = []
     for row in sent:
@@ -240,30 +235,29 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
     """Accounts that move on ``day``: the chance rises with the messages each had received
     by the end of that day. The move comes back as adoption telemetry (100%), applied as
     real telemetry is; surveys, performance reports and tickets follow."""
-    deliveries = ledger.deliveries
     end = start_of(day + timedelta(days=1))
     received = (
-        select(contacts.c.account_id, func.count().label("messages"))
-        .join(deliveries, deliveries.c.contact_id == contacts.c.id)
+        select(CONTACT.c.account_id, func.count().label("messages"))
+        .join(DELIVERY, DELIVERY.c.contact_id == CONTACT.c.id)
         .where(
-            deliveries.c.campaign == config.campaign.id,
-            deliveries.c.state == DeliveryState.ACCEPTED.value,
-            deliveries.c.sent_at < end,
+            DELIVERY.c.campaign == config.campaign.id,
+            DELIVERY.c.state == DeliveryState.ACCEPTED.value,
+            DELIVERY.c.sent_at < end,
         )
-        .group_by(contacts.c.account_id)
+        .group_by(CONTACT.c.account_id)
         .subquery()
     )
     candidates = conn.execute(
-        select(accounts.c.id, func.coalesce(received.c.messages, 0))
-        .outerjoin(received, received.c.account_id == accounts.c.id)
+        select(ACCOUNT.c.id, func.coalesce(received.c.messages, 0))
+        .outerjoin(received, received.c.account_id == ACCOUNT.c.id)
         .where(
-            accounts.c.lifecycle == "active",
+            ACCOUNT.c.lifecycle == "active",
             or_(
-                accounts.c.migration_state != MigrationState.MIGRATED.value,
-                accounts.c.migrated_on >= day,  # moved on this day (a rerun of it)
+                ACCOUNT.c.migration_state != MigrationState.MIGRATED.value,
+                ACCOUNT.c.migrated_on >= day,  # moved on this day (a rerun of it)
             ),
         )
-        .order_by(accounts.c.id)
+        .order_by(ACCOUNT.c.id)
     ).all()
     moved = [
         account_id
@@ -276,7 +270,7 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
     noon = start_of(day) + timedelta(hours=12)
     _insert_once(
         conn,
-        adoption,
+        ADOPTION_EVENT,
         ["account_id", "observed_on"],
         [
             {
@@ -293,7 +287,7 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
     answered = [a for a in moved if draw(day, a, "survey") < behaviour.survey_rate]
     _insert_once(
         conn,
-        surveys,
+        SATISFACTION_RESPONSE,
         ["response_id"],
         [
             {
@@ -312,7 +306,7 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
     measured = [a for a in moved if draw(day, a, "report") < behaviour.report_rate]
     _insert_once(
         conn,
-        performance,
+        PERFORMANCE_REPORT,
         ["report_id"],
         [
             {
@@ -333,7 +327,7 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
     opened = [a for a in reached if draw(day, a, "ticket") < behaviour.ticket_rate]
     _insert_once(
         conn,
-        tickets,
+        SUPPORT_TICKET,
         ["ticket_id"],
         [
             {

@@ -45,40 +45,28 @@ from sqlalchemy import (
     true,
 )
 
-from herald.audience import NoSegmentation, segmentation_day
-from herald.calendar import start_of
 from herald.config import PHASES, HeraldConfig, Target
+from herald.customers.rules import attribute_value
 from herald.db import dialect_insert
+from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.delivery.calendar import start_of
 from herald.models import (
-    Account,
+    ACCOUNT,
+    ADOPTION_EVENT,
+    CONTACT,
+    DELIVERY,
+    EMAIL_EVENT,
+    METRIC_SNAPSHOT,
+    PERFORMANCE_REPORT,
+    SATISFACTION_RESPONSE,
+    SEGMENT_ASSIGNMENT,
+    SUPPORT_TICKET,
     AccountLifecycle,
-    AdoptionEvent,
-    Contact,
-    Delivery,
     DeliveryState,
-    EmailEvent,
-    MetricSnapshot,
     MigrationState,
-    PerformanceReport,
-    SatisfactionResponse,
-    SegmentAssignment,
-    SupportTicket,
-    table,
     utcnow,
 )
-from herald.rules import attribute_value
 from herald.telemetry.health import require_healthy
-
-ACCOUNT = table(Account)
-CONTACT = table(Contact)
-ASSIGNMENT = table(SegmentAssignment)
-DELIVERY = table(Delivery)
-EMAIL_EVENT = table(EmailEvent)
-ADOPTION = table(AdoptionEvent)
-TICKET = table(SupportTicket)
-RESPONSE = table(SatisfactionResponse)
-REPORT = table(PerformanceReport)
-SNAPSHOT = table(MetricSnapshot)
 
 ALL = "all"
 UNSEGMENTED = "unsegmented"
@@ -412,8 +400,10 @@ def _per_account(campaign: str, cutoff: Any) -> Any:
 
 def _segment_join(segmented_on: date | None) -> ColumnElement[bool]:
     if segmented_on is None:
-        return and_(ASSIGNMENT.c.account_id == ACCOUNT.c.id, false())
-    return and_(ASSIGNMENT.c.account_id == ACCOUNT.c.id, ASSIGNMENT.c.as_of == segmented_on)
+        return and_(SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id, false())
+    return and_(
+        SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id, SEGMENT_ASSIGNMENT.c.as_of == segmented_on
+    )
 
 
 def _campaign_query(
@@ -428,23 +418,26 @@ def _campaign_query(
         .subquery("cc")
     )
     adopted = (
-        select(ADOPTION.c.account_id.label("account_id"))
-        .where(ADOPTION.c.observed_on <= as_of, ADOPTION.c.adoption_pct > 0)
-        .group_by(ADOPTION.c.account_id)
+        select(ADOPTION_EVENT.c.account_id.label("account_id"))
+        .where(ADOPTION_EVENT.c.observed_on <= as_of, ADOPTION_EVENT.c.adoption_pct > 0)
+        .group_by(ADOPTION_EVENT.c.account_id)
         .subquery("adopted")
     )
     reports = (
         select(
-            REPORT.c.account_id.label("account_id"),
-            case((REPORT.c.new_import_ms < REPORT.c.legacy_import_ms, 1), else_=0).label("faster"),
+            PERFORMANCE_REPORT.c.account_id.label("account_id"),
+            case(
+                (PERFORMANCE_REPORT.c.new_import_ms < PERFORMANCE_REPORT.c.legacy_import_ms, 1),
+                else_=0,
+            ).label("faster"),
             func.row_number()
             .over(
-                partition_by=REPORT.c.account_id,
-                order_by=(REPORT.c.reported_at.desc(), REPORT.c.id.desc()),
+                partition_by=PERFORMANCE_REPORT.c.account_id,
+                order_by=(PERFORMANCE_REPORT.c.reported_at.desc(), PERFORMANCE_REPORT.c.id.desc()),
             )
             .label("latest"),
         )
-        .where(REPORT.c.reported_at < cutoff)
+        .where(PERFORMANCE_REPORT.c.reported_at < cutoff)
         .subquery("reports")
     )
     active = a.c.lifecycle == AccountLifecycle.ACTIVE.value
@@ -456,7 +449,7 @@ def _campaign_query(
     early = and_(active, attribute_value(PERFORMANCE_ATTRIBUTE, "bool") == true())
     reached = and_(active, af.c.reached == 1)
     columns: list[Any] = [
-        ASSIGNMENT.c.segment.label("segment"),
+        SEGMENT_ASSIGNMENT.c.segment.label("segment"),
         _n(active).label("active"),
         func.sum(case((active, func.coalesce(contacts.c.contacts, 0)), else_=0)).label(
             "active_contacts"
@@ -486,50 +479,50 @@ def _campaign_query(
     return (
         select(*columns)
         .select_from(
-            a.outerjoin(ASSIGNMENT, _segment_join(segmented_on))
+            a.outerjoin(SEGMENT_ASSIGNMENT, _segment_join(segmented_on))
             .outerjoin(af, af.c.account_id == a.c.id)
             .outerjoin(contacts, contacts.c.account_id == a.c.id)
             .outerjoin(adopted, adopted.c.account_id == a.c.id)
             .outerjoin(reports, and_(reports.c.account_id == a.c.id, reports.c.latest == 1))
         )
-        .group_by(ASSIGNMENT.c.segment)
+        .group_by(SEGMENT_ASSIGNMENT.c.segment)
     )
 
 
 def _tickets_query(cutoff: Any, segmented_on: date | None) -> Select[Any]:
     """Tickets of active accounts opened by the cutoff, per segment and category."""
     return (
-        select(ASSIGNMENT.c.segment, TICKET.c.category, func.count())
+        select(SEGMENT_ASSIGNMENT.c.segment, SUPPORT_TICKET.c.category, func.count())
         .select_from(
-            TICKET.join(ACCOUNT, ACCOUNT.c.id == TICKET.c.account_id).outerjoin(
-                ASSIGNMENT, _segment_join(segmented_on)
+            SUPPORT_TICKET.join(ACCOUNT, ACCOUNT.c.id == SUPPORT_TICKET.c.account_id).outerjoin(
+                SEGMENT_ASSIGNMENT, _segment_join(segmented_on)
             )
         )
         .where(
-            TICKET.c.opened_at < cutoff,
+            SUPPORT_TICKET.c.opened_at < cutoff,
             ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value,
         )
-        .group_by(ASSIGNMENT.c.segment, TICKET.c.category)
+        .group_by(SEGMENT_ASSIGNMENT.c.segment, SUPPORT_TICKET.c.category)
     )
 
 
 def _survey_query(cutoff: Any, segmented_on: date | None) -> Select[Any]:
     """Survey responses by the cutoff per segment: all, CSAT >= 4, with a comment."""
-    comment = RESPONSE.c.comment
+    comment = SATISFACTION_RESPONSE.c.comment
     return (
         select(
-            ASSIGNMENT.c.segment,
+            SEGMENT_ASSIGNMENT.c.segment,
             func.count().label("responses"),
-            _n(RESPONSE.c.csat >= 4).label("satisfied"),
+            _n(SATISFACTION_RESPONSE.c.csat >= 4).label("satisfied"),
             _n(and_(comment.is_not(None), func.length(func.trim(comment)) > 0)).label("commented"),
         )
         .select_from(
-            RESPONSE.join(ACCOUNT, ACCOUNT.c.id == RESPONSE.c.account_id).outerjoin(
-                ASSIGNMENT, _segment_join(segmented_on)
-            )
+            SATISFACTION_RESPONSE.join(
+                ACCOUNT, ACCOUNT.c.id == SATISFACTION_RESPONSE.c.account_id
+            ).outerjoin(SEGMENT_ASSIGNMENT, _segment_join(segmented_on))
         )
-        .where(RESPONSE.c.responded_at < cutoff)
-        .group_by(ASSIGNMENT.c.segment)
+        .where(SATISFACTION_RESPONSE.c.responded_at < cutoff)
+        .group_by(SEGMENT_ASSIGNMENT.c.segment)
     )
 
 
@@ -730,7 +723,7 @@ def snapshot_metrics(engine: Engine, result: MetricsResult) -> int:
     if not rows:
         return 0
     with engine.begin() as conn:
-        insert = dialect_insert(conn.dialect.name)(SNAPSHOT)
+        insert = dialect_insert(conn.dialect.name)(METRIC_SNAPSHOT)
         conn.execute(
             insert.on_conflict_do_update(
                 index_elements=["as_of", "metric", "segment"],

@@ -16,14 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, and_, func, select
 
-from herald import ledger
-from herald.calendar import open_zones
 from herald.config import HeraldConfig, MessageKind
-from herald.messages import TEMPLATES, Rendered, Variant, recipient_values, render
-from herald.models import DeliveryState, EmailEvent, table, utcnow
-from herald.transports import OutgoingBatch, Recipient, Transport
-
-email_events = table(EmailEvent)
+from herald.delivery import ledger
+from herald.delivery.calendar import open_zones
+from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.delivery.transports import OutgoingBatch, Recipient, Transport
+from herald.models import DELIVERY, EMAIL_EVENT, DeliveryState, utcnow
 
 
 class Renderer:
@@ -323,17 +321,16 @@ class PhaseSender:
         now = time.monotonic()
         if now - self.counts.bounces_checked_at < 5.0:
             return self.counts.bounced
-        deliveries = ledger.deliveries
         with self.engine.connect() as conn:
             self.counts.bounced = conn.execute(
-                select(func.count(func.distinct(email_events.c.delivery_id)))
-                .select_from(email_events)
-                .join(deliveries, deliveries.c.id == email_events.c.delivery_id)
+                select(func.count(func.distinct(EMAIL_EVENT.c.delivery_id)))
+                .select_from(EMAIL_EVENT)
+                .join(DELIVERY, DELIVERY.c.id == EMAIL_EVENT.c.delivery_id)
                 .where(
                     and_(
-                        email_events.c.event == "bounce",
-                        deliveries.c.campaign == self.worker.campaign,
-                        deliveries.c.message == self.message,
+                        EMAIL_EVENT.c.event == "bounce",
+                        DELIVERY.c.campaign == self.worker.campaign,
+                        DELIVERY.c.message == self.message,
                     )
                 )
             ).scalar_one()

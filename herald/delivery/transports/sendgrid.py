@@ -1,6 +1,6 @@
 """SendGrid: one ``/v3/mail/send`` request per batch, built with the official Mail helpers.
 
-Each recipient's address, name and subject are checked first (:func:`herald.transports.
+Each recipient's address, name and subject are checked first (:func:`herald.delivery.transports.
 header_values`); one that fails is refused alone and the rest of the batch goes.
 A batch mixes variants (segment x role x locale) but SendGrid takes one body per request,
 so each variant's rendered HTML and text travel once as a *section*, and each
@@ -57,9 +57,8 @@ from sendgrid.helpers.mail import (
 )
 
 from herald.config import Sending
-from herald.messages import substitutions
-from herald.settings import Settings
-from herald.transports import (
+from herald.delivery.messages import substitutions
+from herald.delivery.transports import (
     BatchResult,
     HeaderValues,
     OutgoingBatch,
@@ -69,6 +68,7 @@ from herald.transports import (
     header_values,
     without,
 )
+from herald.settings import Settings
 
 # The HTTP client logs request headers (the API key among them) at DEBUG: never let it.
 logging.getLogger("python_http_client").setLevel(logging.INFO)

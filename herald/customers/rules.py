@@ -32,9 +32,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from herald.config import Condition
-from herald.models import Account, table
-
-ACCOUNT = table(Account)
+from herald.models import ACCOUNT
 
 AttributeKind = Literal["number", "text", "bool", "exists"]
 _TYPES: dict[str, TypeEngine[Any]] = {

@@ -22,8 +22,8 @@ from typing import Any, Literal, Protocol
 
 from herald.addresses import check_address, check_header_text
 from herald.config import HeraldConfig, Sender
+from herald.delivery.messages import Rendered, Variant, substitutions
 from herald.errors import HeraldError
-from herald.messages import Rendered, Variant, substitutions
 from herald.settings import Settings, TransportName
 
 
@@ -132,9 +132,9 @@ class TransportError(HeraldError):
 def get_transport(settings: Settings, config: HeraldConfig) -> Transport:
     """The configured transport, ready to send (raises TransportError when it is not)."""
     if settings.transport == TransportName.SENDGRID:
-        from herald.transports.sendgrid import SendGridTransport
+        from herald.delivery.transports.sendgrid import SendGridTransport
 
         return SendGridTransport.from_settings(settings, config.campaign.sending)
-    from herald.transports.outbox import OutboxTransport
+    from herald.delivery.transports.outbox import OutboxTransport
 
     return OutboxTransport(settings.var_dir / "outbox")

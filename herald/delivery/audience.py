@@ -25,24 +25,18 @@ from sqlalchemy import (
     select,
 )
 
-from herald.calendar import is_notice, notice_deadline, timezone_expression
 from herald.config import HeraldConfig, PhaseName
+from herald.delivery.calendar import is_notice, notice_deadline, timezone_expression
 from herald.errors import HeraldError
 from herald.models import (
-    Account,
+    ACCOUNT,
+    CONTACT,
+    SEGMENT_ASSIGNMENT,
+    SUPPRESSION,
     AccountLifecycle,
-    Contact,
     DeliveryState,
     MigrationState,
-    SegmentAssignment,
-    Suppression,
-    table,
 )
-
-accounts = table(Account)
-contacts = table(Contact)
-assignments = table(SegmentAssignment)
-suppressions = table(Suppression)
 
 
 class NoSegmentation(HeraldError):
@@ -57,7 +51,7 @@ class NoSegmentation(HeraldError):
 def segmentation_day(conn: Connection, as_of: date) -> date:
     """The day of the most recent segmentation on or before ``as_of``."""
     day = conn.execute(
-        select(func.max(assignments.c.as_of)).where(assignments.c.as_of <= as_of)
+        select(func.max(SEGMENT_ASSIGNMENT.c.as_of)).where(SEGMENT_ASSIGNMENT.c.as_of <= as_of)
     ).scalar_one()
     if day is None:
         raise NoSegmentation(as_of)
@@ -67,7 +61,7 @@ def segmentation_day(conn: Connection, as_of: date) -> date:
 def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
     """The contact's locale if the templates are checked in it, else the campaign default."""
     locales = config.campaign.locales
-    return case((contacts.c.locale.in_(locales), contacts.c.locale), else_=literal(locales[0]))
+    return case((CONTACT.c.locale.in_(locales), CONTACT.c.locale), else_=literal(locales[0]))
 
 
 def recipients(config: HeraldConfig, segmented_on: date) -> Select[tuple[int, str, str, str, str]]:
@@ -75,26 +69,26 @@ def recipients(config: HeraldConfig, segmented_on: date) -> Select[tuple[int, st
     contact_id, segment, role, locale, timezone. Every audience narrows this one."""
     return (
         select(
-            contacts.c.id.label("contact_id"),
-            assignments.c.segment.label("segment"),
-            contacts.c.role.label("role"),
+            CONTACT.c.id.label("contact_id"),
+            SEGMENT_ASSIGNMENT.c.segment.label("segment"),
+            CONTACT.c.role.label("role"),
             locale_expression(config).label("locale"),
             timezone_expression(
-                config.campaign.delivery_window, contacts.c.timezone, accounts.c.region
+                config.campaign.delivery_window, CONTACT.c.timezone, ACCOUNT.c.region
             ).label("timezone"),
         )
-        .select_from(contacts)
-        .join(accounts, accounts.c.id == contacts.c.account_id)
+        .select_from(CONTACT)
+        .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
         .join(
-            assignments,
+            SEGMENT_ASSIGNMENT,
             and_(
-                assignments.c.account_id == accounts.c.id,
-                assignments.c.as_of == segmented_on,
+                SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
+                SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
             ),
         )
         .where(
-            accounts.c.lifecycle == AccountLifecycle.ACTIVE.value,
-            ~exists().where(suppressions.c.email == contacts.c.email),
+            ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value,
+            ~exists().where(SUPPRESSION.c.email == CONTACT.c.email),
         )
     )
 
@@ -113,11 +107,11 @@ def audience(
     wanted = config.campaign.audiences[phase]
     chosen = [s for s in wanted.segments if segments is None or s in segments]
     conditions: list[ColumnElement[bool]] = [
-        assignments.c.segment.in_(chosen),
-        contacts.c.role.in_(wanted.roles),
+        SEGMENT_ASSIGNMENT.c.segment.in_(chosen),
+        CONTACT.c.role.in_(wanted.roles),
     ]
     if wanted.exclude_migrated:
-        conditions.append(accounts.c.migration_state != MigrationState.MIGRATED.value)
+        conditions.append(ACCOUNT.c.migration_state != MigrationState.MIGRATED.value)
     return recipients(config, segmented_on).where(*conditions)
 
 
@@ -127,10 +121,10 @@ def thank_you_audience(
     """Contacts the campaign mailed (an accepted row in ``mailed``, the ledger) whose account
     has migrated by ``as_of``."""
     return recipients(config, segmented_on).where(
-        accounts.c.migration_state == MigrationState.MIGRATED.value,
-        accounts.c.migrated_on <= as_of,
+        ACCOUNT.c.migration_state == MigrationState.MIGRATED.value,
+        ACCOUNT.c.migrated_on <= as_of,
         exists().where(
-            mailed.c.contact_id == contacts.c.id,
+            mailed.c.contact_id == CONTACT.c.id,
             mailed.c.campaign == config.campaign.id,
             mailed.c.state == DeliveryState.ACCEPTED.value,
         ),
@@ -146,7 +140,7 @@ def extended_audience(
     name = mailed.c.message
     return audience(config, "sunset", segmented_on, segments=[segment]).where(
         exists().where(
-            mailed.c.contact_id == contacts.c.id,
+            mailed.c.contact_id == CONTACT.c.id,
             mailed.c.campaign == config.campaign.id,
             mailed.c.state == DeliveryState.ACCEPTED.value,
             is_notice(name),

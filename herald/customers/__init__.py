@@ -1,0 +1,1 @@
+"""Customers: the import of accounts and contacts, the segment rules and segmentation."""
