@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test test-load bench chaos lint typecheck install clean
+.PHONY: demo test test-load bench chaos lint typecheck docs install clean
 
 install: $(VENV)/.synced
 
@@ -44,11 +44,11 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# `make test` while another process keeps every core busy (tests/load.py: one busy loop per
+# `make test` while another process keeps every core busy (tests/support/load.py: one busy loop per
 # core, normal priority, started before the suite and always stopped after it, on failure or
 # Ctrl-C too): nothing in the suite may depend on timing. Its exit status is the suite's.
 test-load: install
-	$(BIN)/python -m tests.load -- $(MAKE) --no-print-directory test
+	$(BIN)/python -m tests.support.load -- $(MAKE) --no-print-directory test
 
 # Not part of `make test`: a 1M-contact phase on SQLite and Postgres against the floor and the
 # naive way (about half an hour on 2 cores). Results in bench/results/<date>.json.
@@ -64,9 +64,9 @@ bench: install
 CHAOS_ARGS ?=
 chaos: install
 	@mkdir -p "$(PREFECT_HOME)"
-	HERALD_MODEL_EXAMPLES=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_ledger_model.py
+	HERALD_MODEL_EXAMPLES=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/delivery/test_ledger_model.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_bad_inputs.py
-	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m tests.support.chaos $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -75,5 +75,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The runbook (docs/) as a site in site/: MkDocs from the `docs` dependency group, added to
+# .venv without removing anything (the next exact `uv sync` of `make install` drops it again).
+# The build itself needs no network; --strict fails it on a broken link or anchor.
+docs: install
+	$(UV) sync --locked --inexact --group docs --python $(PYTHON)
+	$(BIN)/mkdocs build --strict --clean
+
 clean:
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var site .pytest_cache .mypy_cache .ruff_cache

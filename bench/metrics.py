@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 from herald.config import load_config  # noqa: E402
 from herald.db import get_engine, upgrade  # noqa: E402
 from herald.models import metadata  # noqa: E402
-from herald.report.metrics import compute_metrics  # noqa: E402
+from herald.report.metrics.compute import compute_metrics  # noqa: E402
 
 CAMPAIGN = "modular-migration-2027"
 IN_TIME = datetime(2027, 3, 20, 12, 0, tzinfo=UTC)
@@ -273,7 +273,7 @@ def main() -> None:
     runs = []
     result = None
     for _ in range(args.runs):
-        seconds, result = _timed(lambda: compute_metrics(engine, config, shape.as_of))
+        seconds, result = _timed(lambda: compute_metrics(engine, config=config, as_of=shape.as_of))
         runs.append(seconds)
     assert result is not None
 

@@ -71,13 +71,13 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
 
     from herald.config import load_config
     from herald.db import get_engine
-    from herald.delivery import ledger
+    from herald.delivery import planning
+    from herald.delivery.keys import LedgerKey
     from herald.delivery.messages import Variant, recipient_values
     from herald.delivery.sender import Renderer
     from herald.delivery.transports import OutgoingBatch, Recipient
     from herald.delivery.transports.sendgrid import SendGridTransport
-    from herald.models import DeliveryState
-    from herald.report.metrics import ACCOUNT, CONTACT
+    from herald.models import ACCOUNT, CONTACT, DeliveryState
 
     config = load_config(Path(config_dir))
     engine = get_engine(url)
@@ -87,7 +87,8 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
     renderer = Renderer(config, ROOT / "templates")
     d = DELIVERY
     started = time.perf_counter()
-    planned = ledger.plan(engine, config, PHASE, AS_OF).planned  # (Postgres: and ANALYZE)
+    # The plan (on Postgres, and ANALYZE):
+    planned = planning.plan(engine, config=config, phase=PHASE, as_of=AS_OF).planned
     plan_seconds = time.perf_counter() - started
     size = config.campaign.sending.batch_size
     campaign = config.campaign.id
@@ -134,7 +135,7 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
                 recipients.append(
                     Recipient(
                         row.id,
-                        f"{campaign}/{PHASE}/{row.contact_id}",
+                        LedgerKey(campaign, PHASE, row.contact_id).format(),
                         row.email,
                         row.name,
                         variant,
@@ -277,18 +278,18 @@ def part_herald(url: str, fake_url: str, config_dir: str) -> dict[str, Any]:
     rerun_wall = time.perf_counter() - started
     return {
         "wall_s": wall,
-        "recipients": summary.accepted,
+        "recipients": summary.delivery.accepted,
         "planned": summary.planned_new,
-        "rps": summary.accepted / wall,
-        "requests": summary.requests,
-        "failed": summary.failed,
-        "unknown": summary.unknown,
+        "rps": summary.delivery.accepted / wall,
+        "requests": summary.delivery.requests,
+        "failed": summary.delivery.failed,
+        "unknown": summary.delivery.unknown,
         "plan_s": plan_s,
         "prefect_share": prefect_s / wall,
         "prefect_s": prefect_s,
         "task_runs": task_runs,
         "rerun_s": rerun_wall,
-        "rerun_sent": rerun.accepted,
+        "rerun_sent": rerun.delivery.accepted,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -305,7 +306,7 @@ def part_naive(url: str, fake_url: str, config_dir: str, contacts: int) -> dict[
     from herald.db import get_engine
     from herald.delivery.audience import audience
     from herald.delivery.messages import Variant, recipient_values, render
-    from herald.report.metrics import ACCOUNT, CONTACT
+    from herald.models import ACCOUNT, CONTACT
 
     config = load_config(Path(config_dir))
     engine = get_engine(url)

@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from herald.db import get_engine, upgrade  # noqa: E402
-from herald.telemetry.events import parse_events, unprocessed_batches  # noqa: E402
+from herald.telemetry.events import parse_events  # noqa: E402
 from herald.telemetry.webhook import PATH, SIGNATURE_HEADER, public_key, verify  # noqa: E402
+from herald.telemetry.webhook_batches import unprocessed_batches  # noqa: E402
 from herald.testing.event_webhook import Signer  # noqa: E402
 from herald.testing.processes import free_port, served  # noqa: E402
 

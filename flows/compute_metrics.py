@@ -12,10 +12,10 @@ from datetime import UTC, date, datetime
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from herald.report.metrics import FLOW_NAME, MetricsResult
-from tasks.common import as_is, load_campaign_config
+from herald.report.metrics.compute import FLOW_NAME
+from herald.report.metrics.results import MetricsResult
+from tasks.common import as_is, preflight
 from tasks.metrics import (
-    check_health_task,
     compute_metrics_task,
     publish_metrics_task,
     snapshot_metrics_task,
@@ -35,8 +35,7 @@ def compute_metrics(params: MetricsRun | None = None) -> MetricsResult:
     """Refuse on unhealthy telemetry, compute every metric, snapshot and publish them."""
     params = params or MetricsRun()
     as_of = params.as_of or datetime.now(UTC).date()
-    config = load_campaign_config()
-    check_health_task(config)
+    config = preflight(FLOW_NAME)
     result = compute_metrics_task(config, as_of)
     saved = snapshot_metrics_task(as_is(result))
     publish_metrics_task(as_is(result))

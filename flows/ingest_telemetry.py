@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from herald.config import SOURCES, SourceName
 from herald.settings import get_settings
-from herald.telemetry.ingest import SUFFIXES, BatchesRejected, IngestResult
-from tasks.common import load_campaign_config
+from herald.telemetry.batch_file import SUFFIXES
+from herald.telemetry.ingest import BatchesRejected, IngestResult
+from tasks.common import preflight
 from tasks.telemetry import ingest_file_task, publish_batch_task
 
 
@@ -81,7 +82,7 @@ def ingest_telemetry(params: TelemetryIngestRun | None = None) -> TelemetryInges
     params = params or TelemetryIngestRun()
     inbox = params.inbox or get_settings().var_dir / "inbox"
     sources = [params.source] if params.source else list(SOURCES)
-    config = load_campaign_config()
+    config = preflight("ingest-telemetry", telemetry=False)
     logger = get_run_logger()
     results: list[IngestResult] = []
     batches: list[BatchSummary] = []

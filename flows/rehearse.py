@@ -13,24 +13,15 @@ from datetime import date, datetime, timedelta
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.deliver import deliver
 from flows.weekly_report import produce_report
 from herald.config import MessageKind
-from herald.customers.segmentation import assign_segments
-from herald.delivery import ledger
-from herald.delivery.transports.outbox import OutboxTransport
-from herald.sandbox.rehearsal import (
-    Behaviour,
-    Day,
-    Draws,
-    due_today,
-    plan_day,
-    send_day,
-    telemetry_day,
-    waiting,
-)
-from herald.settings import get_settings
-from tasks.common import database, load_campaign_config
-from tasks.delivery import check_templates_task, deliver
+from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, send_day
+from herald.settings import TransportName, get_settings
+from tasks.common import database, preflight
+from tasks.delivery import check_templates_task
+from tasks.rehearsal import accepted_rows_task, plan_day_task, telemetry_day_task, waiting_task
+from tasks.segmentation import assign_segments_task
 
 REPORT_WEEKDAY = 0  # Monday, as the weekly-report deployment
 
@@ -71,16 +62,18 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     """Run the calendar from ``start`` to ``end`` on a simulated clock, against the outbox."""
     logger = get_run_logger()
     settings = get_settings()
-    config = load_campaign_config()
+    config = preflight("rehearse")
     check_templates_task(config)
     engine = database()
-    transport = OutboxTransport(settings.var_dir / "outbox")
     draw = Draws(params.seed)
     behaviour = Behaviour()
-    assign_segments(engine=engine, config=config.segments, as_of=params.start)
+    assign_segments_task(config.segments, params.start)
 
     def send(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
-        done = deliver(config, phase, transport, message=message, notice=notice, clock=lambda: at)
+        # deliver's function, not a subflow run: hundreds of simulated sends in one run
+        done = deliver.fn(
+            config, phase, message, notice=notice, at=at, transport=TransportName.OUTBOX
+        )
         return done.accepted
 
     def down(day: date) -> bool:
@@ -97,18 +90,15 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
             params.weekly_reports and day.weekday() == REPORT_WEEKDAY and day > params.start
         )
         if down(day) or not (
-            due_today(config, day)
-            or day == back
-            or report_day
-            or waiting(engine, config.campaign.id)
+            due_today(config, day) or day == back or report_day or waiting_task(config)
         ):
             day += timedelta(days=1)
             continue
         if report_day:  # Monday 08:00: the week up to Sunday, before the day's sends
             reports.append(str(produce_report(config, day - timedelta(days=1), send=True).path))
-        today = Day(day=day, planned=plan_day(engine, config, day))
+        today = Day(day=day, planned=plan_day_task(config, day))
         today.sent = send_day(engine, config, day, send)
-        today.events, today.migrated = telemetry_day(engine, config, day, behaviour, draw)
+        today.events, today.migrated = telemetry_day_task(config, day, behaviour, draw)
         if today.sent:
             logger.info(
                 f"{day}: sent "
@@ -121,8 +111,7 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     for visited in days:
         for message, count in visited.sent.items():
             sent[message] = sent.get(message, 0) + count
-    with engine.connect() as conn:
-        accepted = ledger.accepted_rows(conn, config.campaign.id)
+    accepted = accepted_rows_task(config)
     return RehearsalSummary(
         start=params.start,
         end=params.end,

@@ -9,8 +9,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from herald.settings import get_settings
-from herald.telemetry.health import require_healthy
-from tasks.common import database, load_campaign_config
+from tasks.common import preflight
 from tasks.segmentation import (
     assign_segments_task,
     priority_matrix_task,
@@ -46,8 +45,7 @@ def segment_customers(params: SegmentationRun | None = None) -> SegmentationSumm
     params = params or SegmentationRun()
     as_of = params.as_of or datetime.now(UTC).date()
     output_dir = params.output_dir or get_settings().var_dir / "segmentation"
-    config = load_campaign_config()
-    require_healthy(database(), config, "segment-customers")
+    config = preflight("segment-customers")
     result = assign_segments_task(config.segments, as_of)
     matrix = priority_matrix_task(config.segments, as_of)
     path = publish_priority_matrix(matrix, output_dir)

@@ -23,13 +23,18 @@ from datetime import UTC, date, datetime
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from herald.delivery import ledger
+from flows.deliver import deliver
 from herald.delivery.calendar import due_notices, parse_message
 from herald.delivery.transports import get_transport
 from herald.settings import get_settings
-from herald.telemetry.health import require_healthy
-from tasks.common import database, load_campaign_config
-from tasks.delivery import check_templates_task, deliver
+from tasks.common import preflight
+from tasks.delivery import (
+    check_templates_task,
+    follow_deadlines_task,
+    plan_notices_task,
+    plan_thank_you_task,
+    planned_notices_task,
+)
 
 
 class NoticeRun(BaseModel):
@@ -68,26 +73,13 @@ class NoticeSummary(BaseModel):
     expired_for_moved_deadline: int = 0
 
 
-def planned_notices(campaign: str) -> dict[str, int]:
-    """Notices, thank-yous and "deadline extended" messages with rows still planned (waiting
-    for a window or the cap)."""
-    with database().connect() as conn:
-        planned = ledger.planned_rows(conn, campaign)
-    return {
-        message: count
-        for message, count in planned.items()
-        if parse_message(message).kind in ("sunset", "thank_you", "deadline_extended")
-    }
-
-
 @flow(name="send-notices")
 def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
     """Plan the notices due as of a day and send every planned notice (dry unless ``send``)."""
     params = params or NoticeRun()
     logger = get_run_logger()
     as_of = params.as_of or datetime.now(UTC).date()
-    config = load_campaign_config()
-    require_healthy(database(), config, "send-notices")  # a rejected telemetry batch stops the run
+    config = preflight("send-notices")  # a rejected telemetry batch stops the run here
     check_templates_task(config)
     campaign = config.campaign
     due = due_notices(campaign, as_of)
@@ -101,31 +93,22 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
     if not params.send:
         logger.info(f"Dry run: {len(due)} notice(s) due as of {as_of}. Nothing was sent.")
         return summary
-    transport = get_transport(get_settings(), config)
-    fixed = params.at
-
-    def clock() -> datetime:
-        return fixed if fixed is not None else datetime.now(UTC)
-
-    engine = database()
-    moved = ledger.follow_deadlines(engine, config, as_of)
+    get_transport(get_settings(), config)  # a missing key stops the run here
+    moved = follow_deadlines_task(config, as_of)
     summary.expired_for_moved_deadline = moved.expired
     summary.extended_planned = moved.extended
-    for line, (_, added) in zip(
-        summary.due, ledger.plan_notices(engine, config, as_of), strict=True
-    ):
+    for line, (_, added) in zip(summary.due, plan_notices_task(config, as_of), strict=True):
         line.planned_new = added
     if campaign.notices.thank_you:
-        summary.thank_you_planned = ledger.plan_thank_you(engine, config, as_of)
-    for message in planned_notices(campaign.id):
+        summary.thank_you_planned = plan_thank_you_task(config, as_of)
+    for message in planned_notices_task(config):
         name = parse_message(message)
         done = deliver(
             config,
             name.kind,
-            transport,
-            message=message,
+            message,
             notice=name.offset,
-            clock=clock,
+            at=params.at,
             window=params.window,
         )
         summary.sent[message] = done.accepted
@@ -135,7 +118,7 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
         if done.paused:
             summary.paused = done.paused
             break
-    summary.waiting = sum(planned_notices(campaign.id).values())
+    summary.waiting = sum(planned_notices_task(config).values())
     logger.info(
         f"Notices as of {as_of}: {len(due)} due; sent "
         + (", ".join(f"{m} {n}" for m, n in summary.sent.items()) or "none")

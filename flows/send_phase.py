@@ -17,20 +17,21 @@ from prefect.input import RunInput
 from prefect.runtime import deployment
 from pydantic import BaseModel, Field
 
-from herald import audit
+from flows.deliver import Delivered, deliver
 from herald.config import PhaseName
-from herald.delivery import ledger
 from herald.delivery.transports import get_transport
 from herald.models import DeliveryState
 from herald.settings import get_settings
-from herald.telemetry.health import require_healthy
-from tasks.common import database, load_campaign_config
+from tasks.common import preflight
 from tasks.delivery import (
+    approve_task,
+    approved_task,
     check_templates_task,
     count_audience_task,
-    deliver,
+    ledger_counts_task,
     plan_ledger_task,
     publish_summary_task,
+    reject_task,
     sample_renders_task,
 )
 
@@ -68,23 +69,22 @@ class PhaseSummary(BaseModel):
     audience_total: int
     templates_checked: int
     planned_new: int = 0
-    suppressed_now: dict[str, int] = Field(default_factory=dict)
-    recovered_unknown: int = 0
-    recovered_released: int = 0
-    expired: int = 0
+    delivery: Delivered | None = Field(
+        default=None, description="What sending did (None: a dry run, or not approved)."
+    )
+    refused: str | None = Field(default=None, description="Why the real send did not go.")
     waiting: int = Field(default=0, description="Planned rows left for a later window or cap.")
     timezone_fallbacks: int = Field(
         default=0, description="Recipients without a time zone, sent in their region's window."
     )
-    batches: int = 0
-    requests: int = 0
-    accepted: int = 0
-    failed: int = 0
-    unknown: int = 0
-    paused: str | None = None
     ledger: dict[str, int] = Field(default_factory=dict)
     samples: list[dict[str, str]] = Field(default_factory=list)
     outbox: str | None = None
+
+    @property
+    def paused(self) -> str | None:
+        """Why this run stopped before its end: not approved, or the phase paused."""
+        return self.refused or (self.delivery.paused if self.delivery else None)
 
 
 @flow(name="send-phase")
@@ -94,8 +94,7 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
     settings = get_settings()
     phase = params.phase
     as_of = params.as_of or datetime.now(UTC).date()
-    config = load_campaign_config()
-    require_healthy(database(), config, "send-phase")  # a rejected telemetry batch stops the run
+    config = preflight("send-phase")  # a rejected telemetry batch stops the run here
     checked = check_templates_task(config)  # a broken template stops the run here
     counts = count_audience_task(config, phase, as_of)
     summary = PhaseSummary(
@@ -129,38 +128,25 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         return summary
 
     transport = get_transport(settings, config)  # a missing key stops the run here
-    refused = _approval(config.campaign.id, phase, params)
-    if refused:
-        summary.paused = refused
+    summary.refused = _approval(config.campaign.id, phase, params)
+    if summary.refused:
         _finish(summary)
         return summary
-    fixed = params.at
-
-    def clock() -> datetime:
-        return fixed if fixed is not None else datetime.now(UTC)
-
     summary.planned_new = plan_ledger_task(config, phase, as_of).planned
-    done = deliver(
+    done = summary.delivery = deliver(
         config,
         phase,
-        transport,
-        clock=clock,
+        phase,
+        at=params.at,
         window=params.window,
         max_batches=params.max_batches,
     )
-    summary.recovered_unknown = done.recovered_unknown
-    summary.recovered_released = done.recovered_released
-    summary.suppressed_now = done.suppressed_now
-    summary.expired = done.expired
-    summary.batches, summary.requests = done.batches, done.requests
-    summary.accepted, summary.failed, summary.unknown = done.accepted, done.failed, done.unknown
-    summary.paused = done.paused
     if transport.name == "outbox":
         summary.outbox = str(settings.var_dir / "outbox" / config.campaign.id / phase)
     _finish(summary)
     logger.info(
-        f"Phase {phase}: planned {summary.planned_new} new, sent {summary.accepted} in "
-        f"{summary.requests} request(s), failed {summary.failed}, unknown {summary.unknown}."
+        f"Phase {phase}: planned {summary.planned_new} new, sent {done.accepted} in "
+        f"{done.requests} request(s), failed {done.failed}, unknown {done.unknown}."
     )
     return summary
 
@@ -180,12 +166,10 @@ def _approval(campaign: str, phase: PhaseName, params: PhaseRun) -> str | None:
     once. Otherwise a run from a deployment pauses and waits for a :class:`PhaseApproval`;
     a run started by hand with ``--send`` is the operator's approval, recorded as such.
     """
-    engine = database()
-    with engine.connect() as conn:
-        if ledger.approval(conn, campaign, phase) is not None:
-            return None
+    if approved_task(campaign, phase):
+        return None
     if deployment.get_id() is None:
-        ledger.approve(engine, campaign, phase, "started by hand with --send")
+        approve_task(campaign, phase, "started by hand with --send")
         return None
     get_run_logger().warning(
         f"Phase {phase} waits for approval: answer this paused run with approve/approver, "
@@ -197,28 +181,17 @@ def _approval(campaign: str, phase: PhaseName, params: PhaseRun) -> str | None:
         key=f"approve-{phase}",
     )
     if not answer.approve:
-        with engine.begin() as conn:
-            audit.record(
-                conn,
-                "phase.rejected",
-                campaign=campaign,
-                phase=phase,
-                detail={"note": answer.note},
-                who=answer.approver,
-            )
+        reject_task(campaign, phase, answer.note, answer.approver)
         return f"not approved by {answer.approver}: {answer.note or 'no reason given'}"
-    ledger.approve(engine, campaign, phase, answer.note, who=answer.approver)
+    approve_task(campaign, phase, answer.note, answer.approver)
     return None
 
 
 def _finish(summary: PhaseSummary) -> None:
-    with database().connect() as conn:
-        summary.ledger = ledger.state_counts(conn, summary.campaign, summary.phase)
-        if not (summary.dry_run or summary.paused):
-            summary.waiting = summary.ledger[DeliveryState.PLANNED.value]
-        summary.timezone_fallbacks = ledger.timezone_fallbacks(
-            conn, summary.campaign, summary.phase
-        )
+    counts = ledger_counts_task(summary.campaign, summary.phase)
+    summary.ledger, summary.timezone_fallbacks = counts.states, counts.timezone_fallbacks
+    if not (summary.dry_run or summary.paused):
+        summary.waiting = summary.ledger[DeliveryState.PLANNED.value]
     publish_summary_task(summary.phase, _markdown(summary))
 
 
@@ -239,11 +212,12 @@ def _markdown(summary: PhaseSummary) -> str:
         *(f"| {state} | {count} |" for state, count in summary.ledger.items()),
     ]
     if not summary.dry_run:
+        done = summary.delivery or Delivered(message=summary.phase)
         lines += [
             "",
-            f"This run: planned {summary.planned_new} new rows, {summary.batches} batches, "
-            f"{summary.requests} requests; accepted {summary.accepted}, failed "
-            f"{summary.failed}, unknown {summary.unknown}.",
+            f"This run: planned {summary.planned_new} new rows, {done.batches} batches, "
+            f"{done.requests} requests; accepted {done.accepted}, failed "
+            f"{done.failed}, unknown {done.unknown}.",
         ]
         if summary.paused:
             lines += ["", f"**Paused:** {summary.paused}"]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from herald.config import HeraldConfig
 from herald.report.delivery import ReportSent
-from tasks.common import as_is, load_campaign_config
+from tasks.common import as_is, preflight
 from tasks.metrics import compute_metrics_task, snapshot_metrics_task
 from tasks.report import make_report_task, send_report_task
 
@@ -52,7 +52,7 @@ def weekly_report(params: ReportRun | None = None) -> ReportSummary:
     """Compute, snapshot, build, draw, save, publish and (with ``send``) send the report."""
     params = params or ReportRun()
     as_of = params.as_of or datetime.now(UTC).date() - timedelta(days=1)
-    return produce_report(load_campaign_config(), as_of, send=params.send)
+    return produce_report(preflight("weekly-report"), as_of, send=params.send)
 
 
 def produce_report(config: HeraldConfig, as_of: date, *, send: bool) -> ReportSummary:

@@ -84,15 +84,13 @@ class SuppressionReason(StrEnum):
 
 
 class DeliveryState(StrEnum):
-    """The life of one ledger row: one message to one contact in one campaign.
+    """The life of one ledger row; ``herald.delivery.ledger.move`` allows these moves only.
 
-    planned -> sending (claimed by a batch) -> accepted   (the provider took it: 2xx)
-                                            -> failed     (rejected, not retried: 4xx)
-                                            -> unknown    (the request may or may not have
-                                                           been accepted: never re-sent
-                                                           until settled)
-    planned -> suppressed (unsubscribed, bounced, migrated or churned when its turn came)
-    planned -> expired    (a notice superseded by a later one before it could be sent)
+    planned -> sending (claimed) -> accepted (2xx) | failed (4xx: not retried) | unknown (may
+               have been accepted: never re-sent until settled) | planned (never requested)
+    planned -> suppressed (no longer eligible) | expired (a notice superseded before it went)
+    unknown -> planned (re-send approved) | accepted (marked sent, or SendGrid's events)
+    failed -> planned | accepted (settled by hand) | sending (a leadership report's rerun)
     """
 
     PLANNED = "planned"
@@ -108,7 +106,7 @@ class BatchState(StrEnum):
     """The life of one send batch (at most one provider request's worth of recipients).
 
     claimed -> requesting (the request is about to leave) -> accepted | failed | unknown
-    claimed -> released (nothing left the process: its rows went back to planned)
+    claimed -> released (nothing left the process: its rows went back to planned) | failed
     """
 
     CLAIMED = "claimed"
@@ -306,7 +304,7 @@ class SendBatch(SQLModel, table=True):
 
 
 class PhaseControl(SQLModel, table=True):
-    """Whether a phase may send: paused by an operator or by the circuit breaker, and why."""
+    """Whether a phase may send: paused (by an operator or the breaker) and why; approved."""
 
     __tablename__ = "phase_control"
     __table_args__ = (UniqueConstraint("campaign", "message", name="uq_phase_control_key"),)
@@ -318,6 +316,9 @@ class PhaseControl(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_type=Text)
     changed_by: str = Field(sa_type=String(200))
     changed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    approved_by: str | None = Field(default=None, sa_type=String(200))
+    approved_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    approval_note: str | None = Field(default=None, sa_type=Text)
 
 
 # --------------------------------------------------------------------------- telemetry

@@ -1,4 +1,4 @@
-"""Tasks every flow starts with: load the campaign config, open the database."""
+"""The step every flow starts with (preflight), and how tasks reach the database."""
 
 from __future__ import annotations
 
@@ -13,16 +13,24 @@ from herald.config import HeraldConfig, load_config
 from herald.db import prepare_database
 from herald.errors import quiet_expected_tracebacks
 from herald.settings import get_settings
+from herald.telemetry.health import require_healthy
 
 # A flow run stopped by an expected error (bad config, template, key) logs its message,
 # not a stack: on the terminal, in a worker's log and in the Prefect UI.
 quiet_expected_tracebacks()
 
 
-@task(name="load-config", cache_policy=NO_CACHE)
-def load_campaign_config() -> HeraldConfig:
-    """Load and validate config/*.yaml; any problem fails the run before work starts."""
-    return load_config(get_settings().config_dir)
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight(flow_name: str, telemetry: bool = True) -> HeraldConfig:
+    """Everything a run needs before it works, checked once: load and validate
+    config/*.yaml, migrate the database to the current schema (once per process), and unless
+    ``telemetry`` is false (the ingest itself) refuse when a telemetry source the flow relies
+    on was rejected. Any problem fails the run here, before anything is written or sent."""
+    config = load_config(get_settings().config_dir)
+    engine = database()
+    if telemetry:
+        require_healthy(engine, config=config, flow_name=flow_name)
+    return config
 
 
 T = TypeVar("T")

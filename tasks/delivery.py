@@ -1,4 +1,4 @@
-"""Delivery tasks: check templates, count and plan the audience, send one batch, publish.
+"""Delivery tasks: check templates, count and plan the audience, the sender's steps, publish.
 
 A task run covers a batch of up to ``sending.batch_size`` (1,000) recipients, never one
 recipient: Prefect's bookkeeping stays a small share of a phase's wall time.
@@ -6,26 +6,26 @@ recipient: Prefect's bookkeeping stays a small share of a phase's wall time.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
 
+from herald import audit
 from herald.config import HeraldConfig, MessageKind, PhaseName
-from herald.delivery import ledger
+from herald.delivery import controls, ledger, planning
 from herald.delivery.audience import AudienceCount, audience_counts
+from herald.delivery.calendar import Notice, parse_message
+from herald.delivery.ledger import Worker
 from herald.delivery.messages import check_templates
 from herald.delivery.preview import Sample, sample_renders
-from herald.delivery.sender import BatchOutcome, PhaseSender, Renderer
-from herald.delivery.transports import Transport
+from herald.delivery.recovery import Recovery, finish_worker, recover, start_worker
+from herald.delivery.sender import BatchOutcome, PhaseSender
 from herald.settings import get_settings
-from tasks.common import as_is, database
+from tasks.common import database
 
 
 @task(name="check-templates", cache_policy=NO_CACHE)
@@ -52,9 +52,40 @@ def sample_renders_task(
 
 
 @task(name="plan-ledger", cache_policy=NO_CACHE)
-def plan_ledger_task(config: HeraldConfig, phase: PhaseName, as_of: date) -> ledger.PlanResult:
+def plan_ledger_task(config: HeraldConfig, phase: PhaseName, as_of: date) -> planning.PlanResult:
     """Insert the audience as planned ledger rows in one statement (a rerun adds nothing)."""
-    return ledger.plan(database(), config, phase, as_of)
+    return planning.plan(database(), config=config, phase=phase, as_of=as_of)
+
+
+@task(name="follow-deadlines", cache_policy=NO_CACHE)
+def follow_deadlines_task(config: HeraldConfig, as_of: date) -> planning.Rescheduled:
+    """A moved deadline: expire notices planned for the old one, plan "deadline extended"."""
+    return planning.follow_deadlines(database(), config=config, as_of=as_of)
+
+
+@task(name="plan-notices", cache_policy=NO_CACHE)
+def plan_notices_task(config: HeraldConfig, as_of: date) -> list[tuple[Notice, int]]:
+    """Plan every notice due as of the day (a rerun adds nothing)."""
+    return planning.plan_notices(database(), config=config, as_of=as_of)
+
+
+@task(name="plan-thank-you", cache_policy=NO_CACHE)
+def plan_thank_you_task(config: HeraldConfig, as_of: date) -> int:
+    """Plan a thank-you to contacts of accounts that migrated (once per contact)."""
+    return planning.plan_thank_you(database(), config=config, as_of=as_of)
+
+
+@task(name="planned-notices", cache_policy=NO_CACHE)
+def planned_notices_task(config: HeraldConfig) -> dict[str, int]:
+    """Notices, thank-yous and "deadline extended" messages with rows still planned (waiting
+    for a window or the cap)."""
+    with database().connect() as conn:
+        planned = planning.planned_rows(conn, campaign=config.campaign.id)
+    return {
+        message: count
+        for message, count in planned.items()
+        if parse_message(message).kind in ("sunset", "thank_you", "deadline_extended")
+    }
 
 
 @task(name="suppress-ineligible", cache_policy=NO_CACHE)
@@ -62,17 +93,37 @@ def suppress_ineligible_task(
     config: HeraldConfig, phase: MessageKind, message: str
 ) -> dict[str, int]:
     """Planned rows no longer sendable (unsubscribed, bounced, churned, migrated) stop here."""
-    return ledger.suppress_ineligible(database(), config, phase, message)
+    return planning.suppress_ineligible(database(), config=config, phase=phase, message=message)
+
+
+@task(name="expire-rows", cache_policy=NO_CACHE)
+def expire_task(config: HeraldConfig, message: str, now: datetime) -> int:
+    """Planned rows whose day has passed (``not_after``) become ``expired``: never sent late."""
+    return planning.expire(database(), campaign=config.campaign.id, message=message, now=now)
+
+
+@task(name="start-sender", cache_policy=NO_CACHE)
+def start_sender_task(config: HeraldConfig, message: str, transport: str) -> Worker:
+    """Register this process as a sender of ``message`` (its heartbeat proves it alive)."""
+    return start_worker(
+        database(), campaign=config.campaign.id, message=message, transport=transport
+    )
+
+
+@task(name="finish-sender", cache_policy=NO_CACHE)
+def finish_sender_task(worker: Worker, outcome: str) -> None:
+    """Mark this process's sending finished (``outcome``: finished, paused or failed)."""
+    finish_worker(database(), worker=worker, outcome=outcome)
 
 
 @task(name="recover-senders", cache_policy=NO_CACHE)
-def recover_task(config: HeraldConfig, worker: ledger.Worker) -> ledger.Recovery:
+def recover_task(config: HeraldConfig, worker: Worker) -> Recovery:
     """Settle what senders that died left behind: unrequested rows back, in-flight unknown."""
-    return ledger.recover(
+    return recover(
         database(),
-        config.campaign.id,
-        worker.message,
-        config.campaign.sending.worker_lease_seconds,
+        campaign=config.campaign.id,
+        message=worker.message,
+        lease_seconds=config.campaign.sending.worker_lease_seconds,
         by=worker,
     )
 
@@ -83,6 +134,46 @@ def send_batch_task(sender: PhaseSender) -> BatchOutcome:
     return sender.send_batch()
 
 
+@task(name="approved", cache_policy=NO_CACHE)
+def approved_task(campaign: str, phase: PhaseName) -> bool:
+    """Whether the phase's real send is approved (the phase control holds the approval)."""
+    with database().connect() as conn:
+        return controls.approval(conn, campaign=campaign, message=phase) is not None
+
+
+@task(name="approve", cache_policy=NO_CACHE)
+def approve_task(campaign: str, phase: PhaseName, note: str, who: str | None = None) -> None:
+    """Record an approval of the phase's real send (on its control and in the audit log)."""
+    controls.approve(database(), campaign=campaign, message=phase, note=note, who=who)
+
+
+@task(name="reject", cache_policy=NO_CACHE)
+def reject_task(campaign: str, phase: PhaseName, note: str, who: str) -> None:
+    """Record that an operator answered a paused real send with "no" (audit log)."""
+    with database().begin() as conn:
+        audit.record(
+            conn, "phase.rejected", campaign=campaign, phase=phase, detail={"note": note}, who=who
+        )
+
+
+@dataclass(frozen=True)
+class LedgerCounts:
+    """A message's rows by state, and how many recipients fell back to a region's window."""
+
+    states: dict[str, int]
+    timezone_fallbacks: int
+
+
+@task(name="count-ledger", cache_policy=NO_CACHE)
+def ledger_counts_task(campaign: str, message: str) -> LedgerCounts:
+    """The message's ledger rows by state, and the time-zone fallbacks among them."""
+    with database().connect() as conn:
+        return LedgerCounts(
+            states=ledger.state_counts(conn, campaign=campaign, message=message),
+            timezone_fallbacks=ledger.timezone_fallbacks(conn, campaign=campaign, message=message),
+        )
+
+
 @task(name="publish-phase-summary", cache_policy=NO_CACHE)
 def publish_summary_task(phase: PhaseName, markdown: str) -> None:
     """The run's summary as a Prefect markdown artifact (no e-mail addresses in it)."""
@@ -91,116 +182,3 @@ def publish_summary_task(phase: PhaseName, markdown: str) -> None:
         markdown=markdown,
         description=f"Herald phase {phase}: audience, ledger and what this run sent.",
     )
-
-
-@dataclass
-class Delivered:
-    """What sending one message's planned rows did."""
-
-    message: str
-    recovered_unknown: int = 0
-    recovered_released: int = 0
-    suppressed_now: dict[str, int] = field(default_factory=dict)
-    expired: int = 0
-    batches: int = 0
-    requests: int = 0
-    accepted: int = 0
-    failed: int = 0
-    unknown: int = 0
-    paused: str | None = None
-
-
-def deliver(
-    config: HeraldConfig,
-    phase: MessageKind,
-    transport: Transport,
-    *,
-    message: str | None = None,
-    notice: int | None = None,
-    clock: Callable[[], datetime],
-    window: bool = True,
-    max_batches: int | None = None,
-) -> Delivered:
-    """Send what is planned for one message: settle dead senders, drop what became ineligible
-    or expired, then one task run per batch (``sending.in_flight`` at a time) until nothing
-    is left, the message is paused or ``max_batches`` is reached. Runs inside a flow run."""
-    logger = get_run_logger()
-    engine = database()
-    name = message or phase
-    worker = ledger.start_worker(engine, config.campaign.id, name, transport.name)
-    done = Delivered(message=name)
-    outcome = "failed"
-    try:
-        recovery = recover_task(config, worker)
-        done.recovered_unknown, done.recovered_released = recovery.unknown, recovery.released
-        done.suppressed_now = suppress_ineligible_task(config, phase, name)
-        done.expired = ledger.expire(engine, config.campaign.id, name, clock())
-        sender = PhaseSender(
-            engine=engine,
-            config=config,
-            phase=phase,
-            worker=worker,
-            transport=transport,
-            renderer=Renderer(config, get_settings().templates_dir),
-            notice=notice,
-            clock=clock,
-            window=window,
-        )
-        # Up to `sending.in_flight` batches at once: the next is claimed and built while the
-        # previous one waits for SendGrid's answer (each batch is its own claim in the ledger).
-        # One at a time until a full batch shows there is more than one batch's worth.
-        in_flight: deque[PrefectFuture[BatchOutcome]] = deque()
-        width, submitted, exhausted = 1, 0, False
-
-        def may_submit() -> bool:
-            return (
-                not exhausted
-                and done.paused is None
-                and (max_batches is None or submitted < max_batches)
-            )
-
-        try:
-            while True:
-                while width > 1 and may_submit() and len(in_flight) < width:
-                    in_flight.append(send_batch_task.submit(as_is(sender)))
-                    submitted += 1
-                if in_flight:
-                    batch = in_flight.popleft().result()
-                elif may_submit():
-                    submitted += 1
-                    batch = send_batch_task(sender)  # one at a time: no thread hand-off
-                else:
-                    break
-                if batch.recipients >= config.campaign.sending.batch_size:
-                    width = config.campaign.sending.in_flight
-                if batch.batch_id is None:
-                    exhausted = True
-                else:
-                    done.batches += 1
-                    done.requests += batch.requests
-                    requested = batch.recipients - batch.refused
-                    done.failed += batch.refused
-                    if batch.refused:
-                        logger.warning(
-                            f"Batch {batch.batch_id}: {batch.refused} recipient(s) refused "
-                            "before the request (their values cannot go in a header; see "
-                            "herald phase status)"
-                        )
-                    if batch.outcome == "accepted":
-                        done.accepted += requested
-                    elif batch.outcome == "failed":
-                        done.failed += requested
-                        logger.warning(f"Batch {batch.batch_id} failed: {batch.error}")
-                    else:
-                        done.unknown += requested
-                        logger.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
-                if batch.paused and done.paused is None:
-                    done.paused = batch.paused
-                    logger.warning(f"{name} paused: {batch.paused}")
-        finally:
-            for future in in_flight:  # never leave a batch half-recorded behind
-                future.wait()
-        outcome = "paused" if done.paused else "finished"
-    finally:
-        ledger.finish_worker(engine, worker, outcome)
-    return done

@@ -1,4 +1,4 @@
-"""Metrics tasks: refuse on unhealthy telemetry, compute, snapshot, publish."""
+"""Metrics tasks: compute, snapshot, publish (telemetry health is checked by preflight)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,25 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from herald.config import HeraldConfig
-from herald.report.metrics import (
-    FLOW_NAME,
-    MetricsResult,
-    compute_metrics,
-    markdown,
-    snapshot_metrics,
-)
-from herald.telemetry.health import require_healthy
+from herald.report.metrics.compute import compute_metrics
+from herald.report.metrics.display import markdown
+from herald.report.metrics.results import MetricsResult
+from herald.report.metrics.snapshot import snapshot_metrics
 from tasks.common import database
 
 ARTIFACT_KEY = "success-metrics"
 
 
-@task(name="check-telemetry-health", cache_policy=NO_CACHE)
-def check_health_task(config: HeraldConfig) -> None:
-    """Fail (SourceRejected, naming source, check and column) if a source it needs is rejected."""
-    require_healthy(database(), config, FLOW_NAME)
-
-
 @task(name="compute-metrics", cache_policy=NO_CACHE)
 def compute_metrics_task(config: HeraldConfig, as_of: date) -> MetricsResult:
     """Every success metric as of the day, per segment, in SQL."""
-    return compute_metrics(database(), config, as_of)
+    return compute_metrics(database(), config=config, as_of=as_of)
 
 
 @task(name="snapshot-metrics", cache_policy=NO_CACHE)
 def snapshot_metrics_task(result: MetricsResult) -> int:
     """Upsert the values into metric_snapshot (a rerun of a day replaces its values)."""
-    return snapshot_metrics(database(), result)
+    return snapshot_metrics(database(), result=result)
 
 
 @task(name="publish-metrics", cache_policy=NO_CACHE)

@@ -13,7 +13,7 @@ from herald.config import HeraldConfig
 from herald.delivery.transports import get_transport
 from herald.report import render
 from herald.report.delivery import ReportSent, send_report
-from herald.report.metrics import MetricsResult
+from herald.report.metrics.results import MetricsResult
 from herald.report.weekly import WeeklyReport, build_report
 from herald.settings import get_settings
 from tasks.common import database
@@ -42,7 +42,7 @@ def make_report_task(config: HeraldConfig, result: MetricsResult) -> MadeReport:
     from herald.report.charts import render_charts
 
     settings = get_settings()
-    report = build_report(database(), config, result)
+    report = build_report(database(), config=config, result=result)
     charts = render_charts(report)
     saved = render.save(report, charts, reports_dir(), settings.templates_dir)
     create_markdown_artifact(

@@ -88,7 +88,9 @@ def ingest_file_task(config: HeraldConfig, source: str, path: Path) -> IngestRes
     """
     logger = get_run_logger()
     try:
-        result = ingest_file(database(), config, source, path, var_dir=get_settings().var_dir)
+        result = ingest_file(
+            database(), config=config, source=source, path=path, var_dir=get_settings().var_dir
+        )
     except BatchRejected as rejected:
         logger.error(f"{path.name}: {rejected}")
         return rejected.result

@@ -10,14 +10,12 @@ opened in headless Chromium) are handled the same way, with ``HERALD_TEST_CHROMI
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from herald.db import get_engine, upgrade
@@ -25,14 +23,15 @@ from herald.models import metadata
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid
 from herald.testing.synthetic import set_sending, temporary_database
-
-POSTGRES_URL = os.environ.get(
-    "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.support.environment import (
+    CHROMIUM,
+    CHROMIUM_REQUIRED,
+    KEY,
+    POSTGRES_REQUIRED,
+    POSTGRES_URL,
+    ROOT,
+    Database,
 )
-POSTGRES_REQUIRED = os.environ.get("HERALD_TEST_POSTGRES", "") == "required"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_REQUIRED = os.environ.get("HERALD_TEST_CHROMIUM", "") == "required"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _postgres_problem() -> str | None:
@@ -105,24 +104,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 # --------------------------------------------------------------------------- databases
-
-
-@dataclass(frozen=True)
-class Database:
-    """A migrated, empty database for one test."""
-
-    backend: str
-    url: str
-
-    @property
-    def engine(self) -> Engine:
-        """The engine Herald itself uses for this URL."""
-        return get_engine(self.url)
-
-    def count(self, table: str) -> int:
-        """Rows in ``table``."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 @pytest.fixture(scope="session")
@@ -219,8 +200,6 @@ def prefect_server() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- fake SendGrid
-
-KEY = "SG.test-key-never-printed"
 
 
 @pytest.fixture

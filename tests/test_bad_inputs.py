@@ -23,14 +23,15 @@ from sqlalchemy import select, text
 
 from herald.addresses import unsafe_char
 from herald.config import ConfigError, load_config
-from herald.customers.importer import ImportError_, import_customers
+from herald.customers.importer import import_customers
+from herald.customers.rows import ImportError_
 from herald.delivery.messages import TemplateError, check_templates, recipient_values, substitutions
 from herald.models import ACCOUNT, CONTACT
-from herald.telemetry.events import list_failures
 from herald.telemetry.webhook import PATH
-from tests.conftest import Database
-from tests.csvfiles import read_rejects
-from tests.test_webhooks import NOW, POISONS, Poison, Signer, client_for, event
+from herald.telemetry.webhook_batches import list_failures
+from tests.support.csvfiles import read_rejects
+from tests.support.environment import Database
+from tests.support.webhooks import NOW, POISONS, Poison, Signer, client_for, event
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "corpus"

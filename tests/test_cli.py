@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from herald.cli import app
 from herald.cli.common import ExitCode
-from tests.conftest import Database
-from tests.csvfiles import ACCOUNT_HEADER, CONTACT_HEADER, account, contact, write_csv
+from tests.support.csvfiles import ACCOUNT_HEADER, CONTACT_HEADER, account, contact, write_csv
+from tests.support.environment import Database
 
 COMMANDS = [
     [],

@@ -8,7 +8,7 @@ from sqlalchemy import inspect
 
 from herald.db import downgrade, upgrade
 from herald.models import metadata
-from tests.conftest import Database
+from tests.support.environment import Database
 
 
 class TestMigrations:

@@ -18,10 +18,11 @@ from flows.weekly_report import ReportRun, weekly_report
 from herald.cli.app import app
 from herald.privacy import mask_email
 from herald.settings import get_settings
+from herald.telemetry.webhook import PATH
 from herald.testing.fake_sendgrid import FakeSendGrid
-from tests.bases import DAY, eligible, load_base
-from tests.conftest import Database
-from tests.test_webhooks import NOW, PATH, Signer, client_for, event
+from tests.support.bases import DAY, eligible, load_base
+from tests.support.environment import Database
+from tests.support.webhooks import NOW, Signer, client_for, event
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -70,7 +71,7 @@ def test_no_key_anywhere_and_addresses_masked_in_logs(
         ]
         dry = send_phase(PhaseRun(phase="announcement", as_of=DAY))
         summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
-        assert summary.accepted == len(recipients)
+        assert summary.delivery.accepted == len(recipients)
         # A revoked key: the 401 and its handling are logged, the key is not.
         monkeypatch.setenv("SENDGRID_API_KEY", "SG.revoked-" + API_KEY[3:])
         get_settings.cache_clear()

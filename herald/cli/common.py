@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import IntEnum
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from herald.config import PHASES, ConfigError, HeraldConfig, PhaseName, load_config
-from herald.customers.importer import ImportError_
+from herald.customers.rows import ImportError_
 from herald.db import prepare_database
 from herald.delivery.audience import NoSegmentation
 from herald.delivery.messages import TemplateError
@@ -29,6 +30,16 @@ EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect 
 console = Console(highlight=False)
 # Errors are never hard-wrapped: each problem stays one greppable line.
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# The options and arguments several commands share, so that each reads the same everywhere.
+AsOf = Annotated[
+    str | None, typer.Option("--as-of", help="Day to act as of, YYYY-MM-DD (default today, UTC).")
+]
+PhaseArg = Annotated[
+    str, typer.Argument(help="preview, announcement, deprecation or sunset.", show_default=False)
+]
+# How a metric's status is coloured in the terminal.
+STATUS_STYLE = {"on track": "green", "at risk": "yellow", "off track": "red"}
 
 
 class ExitCode(IntEnum):

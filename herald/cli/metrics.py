@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from herald.cli.common import campaign_config, console, guard, parse_day
-from herald.report.metrics import ALL, MetricsResult, display, target_text
+from herald.cli.common import STATUS_STYLE, campaign_config, console, guard, parse_day
+from herald.report.metrics.display import display, ratio_text, target_text
+from herald.report.metrics.results import ALL, MetricsResult
 
 metrics_app = typer.Typer(
     help="Success metrics: computed in SQL as of a day, per segment, against the targets.",
@@ -21,8 +22,6 @@ AsOf = Annotated[
     str | None,
     typer.Option("--as-of", help="Day the metrics hold at the end of, YYYY-MM-DD (default today)."),
 ]
-
-_STYLE = {"on track": "green", "at risk": "yellow", "off track": "red"}
 
 
 @metrics_app.callback()
@@ -51,7 +50,7 @@ def _run(day: date) -> MetricsResult:
 
 
 def _styled(status: str, text: str) -> str:
-    style = _STYLE.get(status)
+    style = STATUS_STYLE.get(status)
     return f"[{style}]{escape(text)}[/]" if style else escape(text)
 
 
@@ -72,17 +71,12 @@ def print_metrics(result: MetricsResult) -> None:
         by_segment.add_column(segment, overflow="fold", justify="right")
     for metric in result.metrics():
         value = result.get(metric)
-        ratio = (
-            f"{value.numerator} / {value.denominator}"
-            if value.numerator is not None and value.denominator is not None
-            else ""
-        )
         overall.add_row(
             escape(metric),
             _styled(value.status, display(metric, value.value)),
             escape(target_text(value, result)),
             _styled(value.status, value.status),
-            ratio,
+            ratio_text(value),
         )
         by_segment.add_row(
             escape(metric),

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import webbrowser
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from herald.cli.common import campaign_config, console, guard, parse_day
+from herald.cli.common import STATUS_STYLE, campaign_config, console, guard, parse_day
+
+if TYPE_CHECKING:  # the flows import Prefect: only when a command runs one
+    from flows.weekly_report import ReportSummary
 
 report_app = typer.Typer(help="The weekly leadership report.", no_args_is_help=True)
-
-_STYLE = {"on track": "green", "at risk": "yellow", "off track": "red"}
 
 
 @report_app.callback()
@@ -45,7 +46,7 @@ def weekly(
         summary = _run(day, send)
     verdict = summary.verdict
     console.print(
-        f"Week ending {summary.as_of}: [{_STYLE.get(verdict, 'bold')}]{verdict}[/]; "
+        f"Week ending {summary.as_of}: [{STATUS_STYLE.get(verdict, 'bold')}]{verdict}[/]; "
         + ", ".join(f"{n} {status}" for status, n in summary.statuses.items() if n)
         + f"; {summary.weeks_of_trend} week(s) of trend; {summary.at_risk} at-risk account(s)."
     )
@@ -61,7 +62,7 @@ def weekly(
         webbrowser.open(summary.path.resolve().as_uri())
 
 
-def _run(day: date, send: bool) -> Any:
+def _run(day: date, send: bool) -> ReportSummary:
     from flows.weekly_report import ReportRun, weekly_report
 
     return weekly_report(ReportRun(as_of=day, send=send))

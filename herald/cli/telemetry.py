@@ -49,7 +49,9 @@ def ingest(
         config = campaign_config()
         engine = database()
         try:
-            result = ingest_file(engine, config, source, file, var_dir=settings().var_dir)
+            result = ingest_file(
+                engine, config=config, source=source, path=file, var_dir=settings().var_dir
+            )
         except ContractError as error:
             errors.print(f"[bold red]error:[/] {escape(str(error))}")
             raise typer.Exit(ExitCode.INVALID) from None
@@ -92,7 +94,7 @@ def status() -> None:
     from herald.telemetry.health import source_status
 
     with guard(), database().connect() as conn:
-        statuses = {s.source: s for s in source_status(conn, SOURCES)}
+        statuses = {s.source: s for s in source_status(conn, sources=SOURCES)}
     console.print("Telemetry sources (last batch of each):")
     for source in SOURCES:
         item = statuses.get(source)
@@ -136,13 +138,13 @@ def override(
     with guard():
         engine = database()
         with engine.begin() as conn:
-            current = source_status(conn, [name])
+            current = source_status(conn, sources=[name])
             if not current or current[0].status != "rejected":
                 errors.print(
                     f"[bold red]error:[/] {name}'s last batch is not rejected: nothing to override."
                 )
                 raise typer.Exit(ExitCode.INVALID)
-            record_override(conn, name, reason)
+            record_override(conn, source=name, reason=reason)
     console.print(
         f"Override recorded: flows depending on {name} may run despite batch "
         f"{current[0].batch_id} ({current[0].failed_check}).",

@@ -9,7 +9,9 @@ from rich.markup import escape
 
 from herald.cli.common import ExitCode, campaign_config, console, database, errors, guard, settings
 
-webhooks_app = typer.Typer(help="SendGrid Event Webhook: receive and process events.")
+webhooks_app = typer.Typer(
+    help="SendGrid Event Webhook: receive and process events.", no_args_is_help=True
+)
 
 
 @webhooks_app.command("serve")
@@ -49,7 +51,7 @@ def process() -> None:
     Exit code 3 when an event could not be applied (see `herald webhooks failures`) or a
     batch could not be processed (it stays pending for a later try).
     """
-    from herald.telemetry.events import process_pending
+    from herald.telemetry.webhook_batches import process_pending
 
     with guard():
         results = process_pending(database())
@@ -92,7 +94,7 @@ def failures(
 
     Exit code 3 when any is still open.
     """
-    from herald.telemetry.events import list_failures, open_failures
+    from herald.telemetry.webhook_batches import list_failures, open_failures
 
     with guard():
         engine = database()
@@ -130,7 +132,7 @@ def retry() -> None:
 
     Exit code 3 when some still cannot be applied.
     """
-    from herald.telemetry.events import retry_failures
+    from herald.telemetry.webhook_batches import retry_failures
 
     with guard():
         result = retry_failures(database())

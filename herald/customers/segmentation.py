@@ -112,7 +112,7 @@ def assign_segments(*, engine: Engine, config: SegmentsConfig, as_of: date) -> S
                 source,
             )
         )
-        by_segment = _counts_by_segment(conn, as_of)
+        by_segment = _counts_by_segment(conn, as_of=as_of)
         active = conn.execute(
             select(func.count()).where(ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value)
         ).scalar_one()
@@ -120,7 +120,7 @@ def assign_segments(*, engine: Engine, config: SegmentsConfig, as_of: date) -> S
     return SegmentationResult(as_of=as_of, active_accounts=active, by_segment=ordered)
 
 
-def _counts_by_segment(conn: Connection, as_of: date) -> dict[str, int]:
+def _counts_by_segment(conn: Connection, *, as_of: date) -> dict[str, int]:
     rows = conn.execute(
         select(SEGMENT_ASSIGNMENT.c.segment, func.count())
         .where(SEGMENT_ASSIGNMENT.c.as_of == as_of)

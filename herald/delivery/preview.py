@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from herald.config import HeraldConfig, PhaseName
-from herald.customers.importer import normalize_email
+from herald.customers.rows import normalize_email
 from herald.delivery.audience import audience, segmentation_day
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
 from herald.models import (

@@ -19,7 +19,10 @@ from sqlalchemy import Engine, and_, func, select
 from herald.config import HeraldConfig, MessageKind
 from herald.delivery import ledger
 from herald.delivery.calendar import open_zones
+from herald.delivery.controls import paused_reason, set_paused
+from herald.delivery.keys import LedgerKey, Outcome
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.delivery.planning import waiting_zones
 from herald.delivery.transports import OutgoingBatch, Recipient, Transport
 from herald.models import DELIVERY, EMAIL_EVENT, DeliveryState, utcnow
 
@@ -82,7 +85,7 @@ class BatchOutcome:
 
     batch_id: str | None
     recipients: int = 0  # rows claimed, the refused ones included
-    outcome: str | None = None  # of the request (the refused rows failed before it)
+    outcome: Outcome | None = None  # of the request (the refused rows failed before it)
     requests: int = 0
     error: str | None = None
     paused: str | None = None
@@ -129,9 +132,9 @@ class PhaseSender:
         self.limiter = limiter or RateLimiter(config.campaign.sending.rate_per_second)
         self.sending = config.campaign.sending
         with engine.connect() as conn:
-            counts = ledger.state_counts(conn, worker.campaign, worker.message)
+            counts = ledger.state_counts(conn, campaign=worker.campaign, message=worker.message)
             # Zones of the rows waiting now; rows planned later by another run wait for a rerun.
-            self.zones = ledger.waiting_zones(conn, worker.campaign, worker.message)
+            self.zones = waiting_zones(conn, campaign=worker.campaign, message=worker.message)
         self.counts = RunningCounts(
             accepted=counts[DeliveryState.ACCEPTED.value],
             failed=counts[DeliveryState.FAILED.value],
@@ -143,17 +146,23 @@ class PhaseSender:
         """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
         campaign = self.worker.campaign
         with self.engine.connect() as conn:
-            paused = ledger.paused_reason(conn, campaign, self.message)
+            paused = paused_reason(conn, campaign=campaign, message=self.message)
         if paused:
             return BatchOutcome(batch_id=None, paused=paused)
         after = self._after
         claimed = ledger.claim(
-            self.engine, self.worker, self.sending.batch_size, self.gate(), after=after
+            self.engine,
+            worker=self.worker,
+            limit=self.sending.batch_size,
+            gate=self.gate(),
+            after=after,
         )
         if claimed is None and after:
             # Rows below the watermark may be planned again (released by a recovery, or
             # outside a window that has opened since): one pass from the start.
-            claimed = ledger.claim(self.engine, self.worker, self.sending.batch_size, self.gate())
+            claimed = ledger.claim(
+                self.engine, worker=self.worker, limit=self.sending.batch_size, gate=self.gate()
+            )
         if claimed is None:
             return BatchOutcome(batch_id=None)
         with self._counts_lock:
@@ -161,7 +170,9 @@ class PhaseSender:
         try:
             batch = self._outgoing(claimed)
         except Exception as error:
-            ledger.release(self.engine, claimed.batch_id, f"rendering failed: {error}")
+            ledger.release(
+                self.engine, batch_id=claimed.batch_id, reason=f"rendering failed: {error}"
+            )
             raise
         try:
             prepared = self.transport.prepare(batch)
@@ -171,30 +182,30 @@ class PhaseSender:
                 len(batch.recipients),
                 f"the request could not be built: {type(error).__name__}: {error}",
             )
-        refused = ledger.refuse(self.engine, claimed.batch_id, prepared.refused)
+        refused = ledger.refuse(self.engine, batch_id=claimed.batch_id, refused=prepared.refused)
         going = len(prepared.batch.recipients)
         if not going:
             return self._failed_whole(
                 claimed.batch_id, refused, "every recipient of the batch was refused", refused
             )
         self.limiter.acquire(going)
-        ledger.mark_requesting(self.engine, claimed.batch_id)
+        ledger.mark_requesting(self.engine, batch_id=claimed.batch_id)
         try:
             result = self.transport.send(prepared)
         except Exception as error:
             # A transport bug after the request may have left: say so, never guess.
             ledger.record(
                 self.engine,
-                claimed.batch_id,
-                "unknown",
+                batch_id=claimed.batch_id,
+                outcome=Outcome.UNKNOWN,
                 requests=1,
                 error=f"transport error: {type(error).__name__}: {error}",
             )
             raise
         ledger.record(
             self.engine,
-            claimed.batch_id,
-            result.outcome,
+            batch_id=claimed.batch_id,
+            outcome=result.outcome,
             requests=result.requests,
             http_status=result.http_status,
             provider_message_id=result.provider_message_id,
@@ -203,9 +214,9 @@ class PhaseSender:
         )
         with self._counts_lock:
             self.counts.failed += refused
-            if result.outcome == "accepted":
+            if result.outcome == Outcome.ACCEPTED:
                 self.counts.accepted += going
-            elif result.outcome == "failed":
+            elif result.outcome == Outcome.FAILED:
                 self.counts.failed += going
         return self._trip(
             BatchOutcome(
@@ -222,14 +233,21 @@ class PhaseSender:
         self, batch_id: str, recipients: int, reason: str, refused: int = 0
     ) -> BatchOutcome:
         """A batch none of whose rows could go (nothing was requested): failed, with why."""
-        ledger.record(self.engine, batch_id, "failed", requests=0, error=reason, at=self.clock())
+        ledger.record(
+            self.engine,
+            batch_id=batch_id,
+            outcome=Outcome.FAILED,
+            requests=0,
+            error=reason,
+            at=self.clock(),
+        )
         with self._counts_lock:
             self.counts.failed += recipients
         return self._trip(
             BatchOutcome(
                 batch_id=batch_id,
                 recipients=recipients,
-                outcome="failed",
+                outcome=Outcome.FAILED,
                 error=reason,
                 refused=refused,
             )
@@ -240,12 +258,12 @@ class PhaseSender:
         with self._counts_lock:
             tripped = self.breaker_reason()
         if tripped:
-            ledger.set_paused(
+            set_paused(
                 self.engine,
-                self.worker.campaign,
-                self.message,
-                True,
-                tripped,
+                campaign=self.worker.campaign,
+                message=self.message,
+                paused=True,
+                reason=tripped,
                 who="herald circuit breaker",
             )
             outcome.paused = tripped
@@ -278,7 +296,7 @@ class PhaseSender:
             recipients.append(
                 Recipient(
                     delivery_id=row.delivery_id,
-                    key=f"{campaign}/{self.message}/{row.contact_id}",
+                    key=LedgerKey(campaign, self.message, row.contact_id).format(),
                     email=row.email,
                     name=row.name,
                     variant=variant,

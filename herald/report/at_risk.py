@@ -74,7 +74,7 @@ def _reasons(config: HeraldConfig, days_left: int, tickets: int, csat: float | N
     return reasons
 
 
-def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> list[AtRiskAccount]:
+def at_risk_accounts(conn: Connection, *, config: HeraldConfig, as_of: date) -> list[AtRiskAccount]:
     """Every at-risk account as of the end of ``as_of`` (UTC), most urgent first."""
     try:
         segmented_on = segmentation_day(conn, as_of)
@@ -165,7 +165,7 @@ def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> lis
         .order_by(deadline, ticket_count.desc(), ACCOUNT.c.external_id)
     )
     rows = conn.execute(query).all()
-    contacts = _contacts(conn, [row.id for row in rows])
+    contacts = _contacts(conn, account_ids=[row.id for row in rows])
     listed = []
     for row in rows:
         day = sunset.get(row.segment, max(sunset.values()))
@@ -191,7 +191,7 @@ def at_risk_accounts(conn: Connection, config: HeraldConfig, as_of: date) -> lis
     return listed
 
 
-def _contacts(conn: Connection, account_ids: list[int]) -> dict[int, list[str]]:
+def _contacts(conn: Connection, *, account_ids: list[int]) -> dict[int, list[str]]:
     """Up to three contacts per account: executives first, then technical, then others."""
     found: dict[int, list[str]] = {}
     rank = case(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from herald.report.metrics import FUNNEL_PHASES, OTHER_PHASE
+from herald.report.metrics.results import FUNNEL_PHASES, OTHER_PHASE
 from herald.report.weekly import WeeklyReport
 
 CHARTS = ("adoption", "funnel", "segments", "deliverability")

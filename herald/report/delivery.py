@@ -1,7 +1,8 @@
 """Sending the weekly report to leadership, once per address and report.
 
 ``report_delivery`` holds one row per (campaign, report, e-mail) and goes through the same
-states, batches and recovery as the customer ledger (:mod:`herald.delivery.ledger`):
+states, batches and recovery as the customer ledger (:mod:`herald.delivery.ledger`,
+:mod:`herald.delivery.recovery`):
 
 1. each leadership address is planned (a row already there stays as it is; a suppressed
    address, unsubscribed or bounced, is not planned and is reported);
@@ -21,13 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from herald import audit
 from herald.addresses import canonical_email
 from herald.config import WEEKLY_REPORT, HeraldConfig
 from herald.db import dialect_insert
-from herald.delivery import ledger
+from herald.delivery import ledger, recovery
+from herald.delivery.keys import LedgerKey, Outcome
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values
 from herald.delivery.transports import OutgoingBatch, Recipient, Transport
 from herald.models import (
@@ -36,7 +38,7 @@ from herald.models import (
     DeliveryState,
     utcnow,
 )
-from herald.report.metrics import ALL
+from herald.report.metrics.results import ALL
 from herald.report.render import email_parts
 from herald.report.weekly import WeeklyReport
 
@@ -93,18 +95,24 @@ def send_report(
     if not addresses:
         return outcome
     wanted = _plan(engine, campaign, name, addresses, saved, outcome)
-    worker = ledger.start_worker(engine, campaign, name, transport.name)
+    worker = recovery.start_worker(
+        engine, campaign=campaign, message=name, transport=transport.name
+    )
     finished = "failed"
     try:
-        ledger.recover(
-            engine, campaign, name, config.campaign.sending.worker_lease_seconds, by=worker
+        recovery.recover(
+            engine,
+            campaign=campaign,
+            message=name,
+            lease_seconds=config.campaign.sending.worker_lease_seconds,
+            by=worker,
         )
         batch_id, claimed = _claim(engine, worker, name, wanted, saved)
         if claimed:
             _send(engine, config, transport, report, charts, templates, batch_id, claimed)
         finished = "finished"
     finally:
-        ledger.finish_worker(engine, worker, finished)
+        recovery.finish_worker(engine, worker=worker, outcome=finished)
     with engine.connect() as conn:
         rows = conn.execute(
             select(REPORT_DELIVERY.c.email, REPORT_DELIVERY.c.state, REPORT_DELIVERY.c.error)
@@ -190,11 +198,18 @@ def _claim(
         )
         if not claimable:
             return batch_id, []
-        ledger.open_batch(conn, batch_id, worker, now, recipients=len(claimable))
-        conn.execute(
-            update(rows)
-            .where(rows.c.id.in_([row_id for row_id, _ in claimable]))
-            .values(**ledger.claim_values(rows, batch_id, now), error=None, path=str(saved))
+        ledger.open_batch(
+            conn, batch_id=batch_id, worker=worker, now=now, recipients=len(claimable)
+        )
+        ledger.claim_rows(
+            conn,
+            rows,
+            rows.c.id.in_([row_id for row_id, _ in claimable]),
+            batch_id=batch_id,
+            now=now,
+            from_=[DeliveryState.PLANNED, DeliveryState.FAILED],
+            error=None,
+            path=str(saved),
         )
     return batch_id, claimable
 
@@ -215,7 +230,7 @@ def _send(
     try:
         subject, html, text, attachments = email_parts(report, charts, templates)
     except Exception as error:
-        ledger.release(engine, batch_id, f"rendering failed: {error}")
+        ledger.release(engine, batch_id=batch_id, reason=f"rendering failed: {error}")
         raise
     batch = OutgoingBatch(
         batch_id=batch_id,
@@ -226,7 +241,7 @@ def _send(
         recipients=[
             Recipient(
                 delivery_id=row_id,
-                key=f"{campaign}/{name}/leadership-{row_id}",
+                key=LedgerKey.of_report(campaign, name, row_id).format(),
                 email=email,
                 name=None,
                 variant=LEADERSHIP,
@@ -242,32 +257,38 @@ def _send(
     except Exception as error:  # nothing left Herald
         ledger.record(
             engine,
-            batch_id,
-            "failed",
+            batch_id=batch_id,
+            outcome=Outcome.FAILED,
             requests=0,
             error=f"the request could not be built: {type(error).__name__}: {error}",
         )
         return
-    ledger.refuse(engine, batch_id, prepared.refused)
+    ledger.refuse(engine, batch_id=batch_id, refused=prepared.refused)
     if not prepared.batch.recipients:
-        ledger.record(engine, batch_id, "failed", requests=0, error="every address was refused")
+        ledger.record(
+            engine,
+            batch_id=batch_id,
+            outcome=Outcome.FAILED,
+            requests=0,
+            error="every address was refused",
+        )
         return
-    ledger.mark_requesting(engine, batch_id)
+    ledger.mark_requesting(engine, batch_id=batch_id)
     try:
         result = transport.send(prepared)
     except Exception as error:
         ledger.record(
             engine,
-            batch_id,
-            "unknown",
+            batch_id=batch_id,
+            outcome=Outcome.UNKNOWN,
             requests=1,
             error=f"transport error: {type(error).__name__}: {error}",
         )
         raise
     ledger.record(
         engine,
-        batch_id,
-        result.outcome,
+        batch_id=batch_id,
+        outcome=result.outcome,
         requests=result.requests,
         http_status=result.http_status,
         provider_message_id=result.provider_message_id,

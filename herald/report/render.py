@@ -23,7 +23,8 @@ from pathlib import Path
 
 from herald.delivery.messages import TEMPLATES, environment
 from herald.delivery.transports import Attachment
-from herald.report.metrics import AT_RISK, NO_DATA, OFF_TRACK, ON_TRACK, display
+from herald.report.metrics.display import display
+from herald.report.metrics.results import AT_RISK, NO_DATA, OFF_TRACK, ON_TRACK
 from herald.report.weekly import STATUS_ORDER, WeeklyReport
 
 TEMPLATE = "report/weekly.html"

@@ -30,19 +30,11 @@ from herald.models import (
     utcnow,
 )
 from herald.report.at_risk import AtRiskAccount, at_risk_accounts
-from herald.report.metrics import (
-    ALL,
-    AT_RISK,
-    NO_DATA,
-    OFF_TRACK,
-    ON_TRACK,
-    MetricsResult,
-    compute_metrics,
-    display,
-    migration_target_line,
-    snapshot_metrics,
-    target_text,
-)
+from herald.report.metrics.compute import compute_metrics
+from herald.report.metrics.definitions import migration_target_line
+from herald.report.metrics.display import display, target_text
+from herald.report.metrics.results import ALL, AT_RISK, NO_DATA, OFF_TRACK, ON_TRACK, MetricsResult
+from herald.report.metrics.snapshot import snapshot_metrics
 
 # Metrics the trend table and charts follow week by week.
 TREND_METRICS = (
@@ -138,7 +130,7 @@ def change_text(metric: str, now: float | None, before: float | None) -> str:
     return f"{100 * delta:+.1f} pts"
 
 
-def _snapshots(engine: Engine, days: list[date]) -> dict[date, dict[str, float | None]]:
+def _snapshots(engine: Engine, *, days: list[date]) -> dict[date, dict[str, float | None]]:
     """Overall snapshot values of the trend metrics on each of ``days`` that has them."""
     found: dict[date, dict[str, float | None]] = defaultdict(dict)
     with engine.connect() as conn:
@@ -162,24 +154,24 @@ def _first_day(config: HeraldConfig) -> date:
 
 
 def trend(
-    engine: Engine, config: HeraldConfig, current: MetricsResult
+    engine: Engine, *, config: HeraldConfig, current: MetricsResult
 ) -> tuple[list[date], dict[str, list[float | None]]]:
     """The trend metrics on each report day of the last ``trend_weeks`` weeks (oldest first);
     a week with no snapshot yet is computed and snapshotted (only weeks since the preview)."""
     weeks = config.campaign.report.trend_weeks
     days = [current.as_of - timedelta(days=7 * back) for back in range(weeks - 1, -1, -1)]
     days = [day for day in days if day >= _first_day(config) or day == current.as_of]
-    known = _snapshots(engine, days)
+    known = _snapshots(engine, days=days)
     for day in days:
         if day != current.as_of and "migration_rate" not in known.get(day, {}):
-            result = compute_metrics(engine, config, day)
-            snapshot_metrics(engine, result)
+            result = compute_metrics(engine, config=config, as_of=day)
+            snapshot_metrics(engine, result=result)
             known[day] = {v.metric: v.value for v in result.overall()}
     known[current.as_of] = {v.metric: v.value for v in current.overall()}
     return days, {metric: [known[day].get(metric) for day in days] for metric in TREND_METRICS}
 
 
-def adoption_curve(engine: Engine, config: HeraldConfig, as_of: date) -> AdoptionCurve:
+def adoption_curve(engine: Engine, *, config: HeraldConfig, as_of: date) -> AdoptionCurve:
     """Cumulative share of active accounts migrated by each day since the announcement."""
     start = min(config.campaign.phases.announcement, as_of)
     days = [start + timedelta(days=n) for n in range((as_of - start).days + 1)]
@@ -284,13 +276,13 @@ def summary(
     return lines
 
 
-def build_report(engine: Engine, config: HeraldConfig, result: MetricsResult) -> WeeklyReport:
+def build_report(engine: Engine, *, config: HeraldConfig, result: MetricsResult) -> WeeklyReport:
     """The report for ``result``'s day (its metrics already computed and snapshotted)."""
-    weeks, values = trend(engine, config, result)
+    weeks, values = trend(engine, config=config, current=result)
     week_before = result.as_of - timedelta(days=7)
-    previous = _snapshots(engine, [week_before]).get(week_before, {})
+    previous = _snapshots(engine, days=[week_before]).get(week_before, {})
     with engine.connect() as conn:
-        listed = at_risk_accounts(conn, config, result.as_of)
+        listed = at_risk_accounts(conn, config=config, as_of=result.as_of)
     return WeeklyReport(
         campaign_id=config.campaign.id,
         campaign_name=config.campaign.name,
@@ -300,7 +292,7 @@ def build_report(engine: Engine, config: HeraldConfig, result: MetricsResult) ->
         summary=summary(config, result, previous),
         trend_weeks=weeks,
         trend=values,
-        adoption=adoption_curve(engine, config, result.as_of),
+        adoption=adoption_curve(engine, config=config, as_of=result.as_of),
         at_risk=listed,
         at_risk_rows=config.campaign.report.at_risk_rows,
         at_risk_rules=config.campaign.report.at_risk,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from herald.customers.importer import (
+from herald.customers.rows import (
     ACCOUNT_OPTIONAL,
     ACCOUNT_REQUIRED,
     ATTRIBUTE_PREFIX,

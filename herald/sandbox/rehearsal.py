@@ -5,7 +5,7 @@ deployments would: plan the phases and notices due that day, then at each moment
 recipient time zone's delivery window opens, send what is due there. After each day's
 sends, synthetic telemetry comes back through the same paths real telemetry takes: SendGrid
 events (delivered, open, click, a few bounces and unsubscribes) through
-:func:`herald.telemetry.events.apply_events`; accounts migrate with a probability that rises
+:func:`herald.telemetry.event_effects.apply_events`; accounts migrate with a probability that rises
 with every message they received; tickets and surveys arrive. Everything is seeded: the same
 base and seed give the same rehearsal.
 """
@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, or_, select
 
 from herald.config import HeraldConfig, MessageKind
 from herald.db import dialect_insert
-from herald.delivery import ledger
+from herald.delivery import planning
 from herald.delivery.calendar import (
     THANK_YOU_MESSAGE,
     due_notices,
@@ -31,6 +31,7 @@ from herald.delivery.calendar import (
     parse_message,
     start_of,
 )
+from herald.delivery.keys import LedgerKey
 from herald.models import (
     ACCOUNT,
     ADOPTION_EVENT,
@@ -42,8 +43,8 @@ from herald.models import (
     DeliveryState,
     MigrationState,
 )
-from herald.telemetry.events import apply_events
-from herald.telemetry.ingest import apply_adoption
+from herald.telemetry.adoption import apply_adoption
+from herald.telemetry.event_effects import apply_events
 
 T = TypeVar("T")
 
@@ -100,16 +101,18 @@ def plan_day(engine: Engine, config: HeraldConfig, day: date) -> dict[str, int]:
     for phase in ("preview", "announcement", "deprecation"):
         dated = getattr(campaign.phases, phase)
         if dated <= day < dated + PHASE_WEEK:  # as its hourly schedule would, for a week
-            planned[phase] = ledger.plan(
-                engine, config, phase, day, not_before=start_of(dated)
+            planned[phase] = planning.plan(
+                engine, config=config, phase=phase, as_of=day, not_before=start_of(dated)
             ).planned
-    planned.update(ledger.follow_deadlines(engine, config, day).extended)
-    for notice, count in ledger.plan_notices(engine, config, day):
+    planned.update(planning.follow_deadlines(engine, config=config, as_of=day).extended)
+    for notice, count in planning.plan_notices(engine, config=config, as_of=day):
         planned[notice.message] = planned.get(notice.message, 0) + count
     if campaign.notices.thank_you:
         # Accounts that moved before today: today's moves arrive with today's telemetry,
         # after the sends, and a rehearsal run again over this day must see the same.
-        planned[THANK_YOU_MESSAGE] = ledger.plan_thank_you(engine, config, day - timedelta(days=1))
+        planned[THANK_YOU_MESSAGE] = planning.plan_thank_you(
+            engine, config=config, as_of=day - timedelta(days=1)
+        )
     return planned
 
 
@@ -194,7 +197,7 @@ def telemetry_day(
         ).all()
     events: list[dict[str, Any]] = []
     for row in sent:
-        key = f"{row.campaign}/{row.message}/{row.contact_id}"
+        key = LedgerKey(row.campaign, row.message, row.contact_id).format()
         stamp = int(row.sent_at.timestamp()) if isinstance(row.sent_at, datetime) else 0
         base = {"email": row.email, "herald_key": key, "timestamp": stamp + 60}
 
@@ -217,7 +220,7 @@ def telemetry_day(
             emit("unsubscribe")
     with engine.begin() as conn:
         if events:
-            apply_events(conn, events)
+            apply_events(conn, events=events)
         migrated = _migrate(conn, config, day, behaviour, draw)
     return len(events), migrated
 
@@ -283,7 +286,9 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
             for a in moved
         ],
     )
-    migrated, _ = apply_adoption(conn, moved, config.telemetry.adoption.migrated_at_pct)
+    migrated, _ = apply_adoption(
+        conn, accounts=moved, threshold=config.telemetry.adoption.migrated_at_pct
+    )
     answered = [a for a in moved if draw(day, a, "survey") < behaviour.survey_rate]
     _insert_once(
         conn,
@@ -359,4 +364,4 @@ def due_today(config: HeraldConfig, day: date) -> bool:
 def waiting(engine: Engine, campaign: str) -> bool:
     """Whether any ledger row is planned and not yet sent."""
     with engine.connect() as conn:
-        return bool(ledger.planned_rows(conn, campaign))
+        return bool(planning.planned_rows(conn, campaign=campaign))

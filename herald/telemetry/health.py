@@ -85,7 +85,7 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def source_status(conn: Connection, sources: Iterable[str]) -> list[SourceStatus]:
+def source_status(conn: Connection, *, sources: Iterable[str]) -> list[SourceStatus]:
     """The most recent batch of each source that has one, with the override after it."""
     statuses: list[SourceStatus] = []
     for source in sources:
@@ -103,7 +103,7 @@ def source_status(conn: Connection, sources: Iterable[str]) -> list[SourceStatus
             continue
         override = None
         if batch["status"] == "rejected":
-            override = _override_after(conn, source, batch["received_at"])
+            override = _override_after(conn, source=source, since=batch["received_at"])
         statuses.append(
             SourceStatus(
                 source=source,
@@ -124,7 +124,7 @@ def source_status(conn: Connection, sources: Iterable[str]) -> list[SourceStatus
     return statuses
 
 
-def _override_after(conn: Connection, source: str, since: Any) -> Override | None:
+def _override_after(conn: Connection, *, source: str, since: Any) -> Override | None:
     rows = conn.execute(
         select(AUDIT_LOG.c.at, AUDIT_LOG.c.actor, AUDIT_LOG.c.detail)
         .where(AUDIT_LOG.c.action == OVERRIDE_ACTION, AUDIT_LOG.c.at > since)
@@ -136,23 +136,23 @@ def _override_after(conn: Connection, source: str, since: Any) -> Override | Non
     return None
 
 
-def source_problems(conn: Connection, sources: Iterable[str]) -> list[str]:
+def source_problems(conn: Connection, *, sources: Iterable[str]) -> list[str]:
     """One message per source whose last batch was rejected and not overridden since."""
-    return [status.problem for status in source_status(conn, sources) if not status.healthy]
+    return [status.problem for status in source_status(conn, sources=sources) if not status.healthy]
 
 
-def require_healthy(engine: Engine, config: HeraldConfig, flow_name: str) -> None:
+def require_healthy(engine: Engine, *, config: HeraldConfig, flow_name: str) -> None:
     """Raise SourceRejected if a source ``flow_name`` depends on (telemetry.yaml) is unhealthy."""
     sources = config.telemetry.depends_on.get(flow_name, [])
     if not sources:
         return
     with engine.connect() as conn:
-        problems = source_problems(conn, sources)
+        problems = source_problems(conn, sources=sources)
     if problems:
         raise SourceRejected(flow_name, problems)
 
 
-def record_override(conn: Connection, source: str, reason: str, *, who: str | None = None) -> None:
+def record_override(conn: Connection, *, source: str, reason: str, who: str | None = None) -> None:
     """Record an operator override of ``source``'s rejected last batch (audit log)."""
     reason = reason.strip()
     if not reason:

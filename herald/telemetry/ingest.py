@@ -21,11 +21,7 @@ between 0 and that marks a not-started account in progress.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import re
 import shutil
 import statistics
 import uuid
@@ -33,162 +29,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    and_,
-    case,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, insert, or_, select
 
-from herald.addresses import BadAddress, canonical_email
-from herald.config import SOURCES, HeraldConfig
+from herald.config import HeraldConfig
 from herald.db import dialect_insert
-from herald.models import (
-    ACCOUNT,
-    CONTACT,
-    QUARANTINE,
-    TELEMETRY_BATCH,
-    AdoptionEvent,
-    MigrationSource,
-    MigrationState,
-    PerformanceReport,
-    SatisfactionResponse,
-    SupportTicket,
-    table,
-    utcnow,
-)
+from herald.models import ACCOUNT, CONTACT, QUARANTINE, TELEMETRY_BATCH, utcnow
 from herald.settings import get_settings
-from herald.telemetry.contracts import (
-    LINE,
-    RowFailure,
-    base_column,
-    check_suite,
-    load_suite,
-    run_suite,
-)
+from herald.telemetry.adoption import apply_adoption
+from herald.telemetry.batch_file import Record, UnreadableFile, read_file
+from herald.telemetry.contracts import RowFailure, base_column, check_suite, load_suite, run_suite
+from herald.telemetry.sources import FORMATS, SourceFormat
+from herald.telemetry.validation_frame import ROW_ERROR, build_frame
 
-if TYPE_CHECKING:
-    import pandas as pd  # type: ignore[import-untyped]
-
-
-ROW_ERROR = "row__error"
 FILE_FORMAT_CHECK = "file_format"
 BAD_ROW_SHARE_CHECK = "max_bad_row_share"
-SUFFIXES = (".csv", ".jsonl", ".ndjson")
 CHUNK_ROWS = 1_000
 FIRST_QUARANTINED = 10
-
-Kind = Literal["text", "email", "flag", "int", "number", "date", "timestamp"]
-HELPER_SUFFIX: dict[str, str] = {"int": "int", "number": "num", "date": "date", "timestamp": "ts"}
-FLAGS = {"yes": True, "true": True, "no": False, "false": False}
-
-_INTEGER = re.compile(r"^[+-]?\d{1,15}$")
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-# --------------------------------------------------------------------------- formats
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column of a source's file format."""
-
-    name: str
-    kind: Kind = "text"
-    required: bool = True
-
-    @property
-    def helper(self) -> str | None:
-        """The typed helper column the suite checks, if the kind has one."""
-        suffix = HELPER_SUFFIX.get(self.kind)
-        return f"{self.name}__{suffix}" if suffix else None
-
-
-@dataclass(frozen=True)
-class SourceFormat:
-    """A batch source: its columns, the key unique within a file, and where rows go."""
-
-    source: str
-    columns: tuple[Column, ...]
-    key: tuple[str, ...]
-    model: Any
-
-    @property
-    def names(self) -> list[str]:
-        """Column names, in file order."""
-        return [column.name for column in self.columns]
-
-    @property
-    def duplicate_helper(self) -> str:
-        """The helper column holding the line a row's key was first used on."""
-        return f"{self.key[-1]}__duplicate_of"
-
-
-FORMATS: dict[str, SourceFormat] = {
-    "adoption": SourceFormat(
-        "adoption",
-        (
-            Column("account_external_id"),
-            Column("observed_on", "date"),
-            Column("adoption_pct", "number"),
-        ),
-        key=("account_external_id", "observed_on"),
-        model=AdoptionEvent,
-    ),
-    "support": SourceFormat(
-        "support",
-        (
-            Column("ticket_id"),
-            Column("account_external_id"),
-            Column("opened_at", "timestamp"),
-            Column("closed_at", "timestamp", required=False),
-            Column("category"),
-            Column("satisfaction", "int", required=False),
-        ),
-        key=("ticket_id",),
-        model=SupportTicket,
-    ),
-    "survey": SourceFormat(
-        "survey",
-        (
-            Column("response_id"),
-            Column("account_external_id"),
-            Column("contact_email", "email", required=False),
-            Column("responded_at", "timestamp"),
-            Column("csat", "int"),
-            Column("performance_improved", "flag", required=False),
-            Column("comment", required=False),
-        ),
-        key=("response_id",),
-        model=SatisfactionResponse,
-    ),
-    "performance": SourceFormat(
-        "performance",
-        (
-            Column("report_id"),
-            Column("account_external_id"),
-            Column("reported_at", "timestamp"),
-            Column("legacy_import_ms", "number"),
-            Column("new_import_ms", "number"),
-            Column("legacy_memory_mb", "number"),
-            Column("new_memory_mb", "number"),
-        ),
-        key=("report_id",),
-        model=PerformanceReport,
-    ),
-}
-assert set(FORMATS) == set(SOURCES)
 
 
 # --------------------------------------------------------------------------- results
@@ -258,241 +116,15 @@ class BatchesRejected(Exception):
         super().__init__(f"{len(self.results)} of {total} telemetry batch(es) rejected:\n{lines}")
 
 
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass
-class Record:
-    """One row of the file, as text."""
-
-    line: int
-    raw: str
-    values: dict[str, str]
-    error: str | None = None
-
-
-@dataclass
-class FileContent:
-    """The columns a file has and its rows."""
-
-    columns: list[str]
-    records: list[Record]
-
-
-class UnreadableFile(Exception):
-    """The file cannot be read as rows at all (type, header): its batch is rejected whole."""
-
-    def __init__(self, detail: str, column: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.column = column
-
-
-def read_file(path: Path) -> FileContent:
-    """Read a CSV (.csv) or JSON lines (.jsonl, .ndjson) file; every value as text."""
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UnreadableFile(f"unsupported file type {suffix or '(none)'!r} (use .csv or .jsonl)")
-    # utf-8-sig drops a BOM; surrogateescape keeps bytes that are not UTF-8 so the row they
-    # are on can be quarantined with its line number instead of failing the whole file.
-    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
-    lines = io.StringIO(text, newline="").readlines()
-    if suffix == ".csv":
-        return _read_csv(lines)
-    return _read_jsonl(lines)
-
-
-def _raw(lines: Sequence[str]) -> str:
-    """The record's text exactly as in the file, without its final line ending."""
-    text = "".join(lines)
-    if text.endswith("\r\n"):
-        text = text[:-2]
-    elif text.endswith(("\n", "\r")):
-        text = text[:-1]
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _read_csv(lines: list[str]) -> FileContent:
-    reader = csv.reader(iter(lines), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return FileContent([], [])
-    except csv.Error as error:
-        raise UnreadableFile(f"line 1: unreadable header: {error}") from None
-    columns = [name.strip().lower() for name in header]
-    seen: set[str] = set()
-    for name in columns:
-        if _SURROGATE.search(name):
-            raise UnreadableFile("the header is not valid UTF-8")
-        if name in seen:
-            raise UnreadableFile(f"column {name!r} appears twice in the header", name)
-        seen.add(name)
-    records: list[Record] = []
-    while True:
-        start = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            records.append(
-                Record(start, _raw(lines[start - 1 : reader.line_num]), {}, f"bad CSV: {error}")
-            )
-            continue
-        raw = _raw(lines[start - 1 : reader.line_num])
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue  # a blank line is not a row
-        if len(fields) != len(columns):
-            problem = f"expected {len(columns)} fields, found {len(fields)}"
-            records.append(Record(start, raw, {}, problem))
-            continue
-        values = dict(zip(columns, fields, strict=True))
-        records.append(Record(start, raw, values, _encoding_error(values)))
-    return FileContent(columns, records)
-
-
-def _read_jsonl(lines: list[str]) -> FileContent:
-    columns: dict[str, None] = {}
-    records: list[Record] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        raw = _raw([line])
-        try:
-            data = json.loads(line)
-        except ValueError as error:
-            records.append(Record(number, raw, {}, f"not valid JSON: {error}"))
-            continue
-        if not isinstance(data, dict):
-            records.append(Record(number, raw, {}, "not a JSON object"))
-            continue
-        values: dict[str, str] = {}
-        error_text: str | None = None
-        for key, value in data.items():
-            name = str(key).strip().lower()
-            columns.setdefault(name, None)
-            if isinstance(value, dict | list):
-                error_text = f"value of {name!r} is not a single value"
-            elif value is None:
-                values[name] = ""
-            elif isinstance(value, bool):
-                values[name] = "true" if value else "false"
-            else:
-                values[name] = str(value)
-        records.append(Record(number, raw, values, error_text or _encoding_error(values)))
-    return FileContent(list(columns), records)
-
-
-def _encoding_error(values: dict[str, str]) -> str | None:
-    for name, value in values.items():
-        if _SURROGATE.search(value):
-            return f"{name}: bytes that are not UTF-8"
-    return None
-
-
-# --------------------------------------------------------------------------- typing
-
-
-def _parse(kind: Kind, text: str | None) -> Any:
-    """The typed value of ``text`` (None when empty or not parseable)."""
-    if text is None:
-        return None
-    if kind == "int":
-        return int(text) if _INTEGER.match(text) else None
-    if kind == "number":
-        return float(text) if _NUMBER.match(text) else None
-    if kind == "date":
-        if not _DAY.match(text):
-            return None
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            return None
-    if kind == "timestamp":
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    if kind == "flag":
-        return FLAGS.get(text.lower())
-    if kind == "email":  # the stored form, so it finds the contact (A-label domains)
-        try:
-            return canonical_email(text)
-        except BadAddress:
-            return text.lower()
-    return text
-
-
-@dataclass
-class Typed:
-    """A file's rows as the validation frame sees them, and their typed values for loading."""
-
-    frame: pd.DataFrame
-    values: dict[int, dict[str, Any]]  # line -> column -> typed value
-
-
-def build_frame(source: SourceFormat, content: FileContent) -> Typed:
-    """The validation frame: text columns (stripped, empty as null) plus typed helpers."""
-    import pandas as pd
-
-    present = set(content.columns)
-    records = content.records
-    frame_data: dict[str, Any] = {LINE: pd.Series([r.line for r in records], dtype="int64")}
-    frame_data[ROW_ERROR] = pd.Series([r.error for r in records], dtype=object)
-    typed: dict[int, dict[str, Any]] = {r.line: {} for r in records}
-    for column in source.columns:
-        if column.name not in present:
-            continue  # the column-set check reports it
-        texts: list[str | None] = []
-        for record in records:
-            value = record.values.get(column.name, "").strip()
-            if column.kind == "flag":
-                value = value.lower()
-            texts.append(value or None)
-        frame_data[column.name] = pd.Series(texts, dtype=object)
-        parsed = [_parse(column.kind, text) for text in texts]
-        for record, value in zip(records, parsed, strict=True):
-            typed[record.line][column.name] = value
-        helper = column.helper or ""
-        if column.kind in ("int", "number"):
-            frame_data[helper] = pd.Series(parsed, dtype="float64")
-        elif column.kind == "date":
-            moments = [datetime(d.year, d.month, d.day) if d else None for d in parsed]
-            frame_data[helper] = pd.Series(moments, dtype="datetime64[us]")
-        elif column.kind == "timestamp":
-            # Naive UTC: GX's pandas metrics drop time zones with a deprecation warning.
-            moments = [m.replace(tzinfo=None) if m else None for m in parsed]
-            frame_data[helper] = pd.Series(moments, dtype="datetime64[us]")
-    for name in content.columns:
-        if name not in frame_data and name not in source.names:
-            # Not part of the format: kept as text so the column-set check can name it.
-            texts = [record.values.get(name, "").strip() or None for record in records]
-            frame_data[name] = pd.Series(texts, dtype=object)
-    if all(name in frame_data for name in source.key):
-        first: dict[tuple[Any, ...], int] = {}
-        duplicate_of: list[float | None] = []
-        for record in records:
-            key = tuple(typed[record.line].get(name) for name in source.key)
-            if record.error is not None or any(part is None for part in key):
-                duplicate_of.append(None)
-                continue
-            earlier = first.setdefault(key, record.line)
-            duplicate_of.append(float(earlier) if earlier != record.line else None)
-        frame_data[source.duplicate_helper] = pd.Series(duplicate_of, dtype="float64")
-    return Typed(frame=pd.DataFrame(frame_data), values=typed)
-
-
 # --------------------------------------------------------------------------- ingest
 
 
 def ingest_file(
     engine: Engine,
+    *,
     config: HeraldConfig,
     source: str,
     path: Path,
-    *,
     var_dir: Path | None = None,
     now: datetime | None = None,
 ) -> IngestResult:
@@ -521,14 +153,14 @@ def ingest_file(
     except UnreadableFile as error:
         result.failed_check, result.failed_column = FILE_FORMAT_CHECK, error.column
         result.detail = error.detail
-        _reject(engine, result, path, var_dir)
+        _reject(engine, result=result, path=path, var_dir=var_dir)
     result.rows = len(content.records)
     typed = build_frame(spec, content)
 
     with engine.connect() as conn:
         ids = _distinct(v.get("account_external_id") for v in typed.values.values())
-        accounts = _lookup(conn, ACCOUNT.c.external_id, ACCOUNT.c.id, ids)
-        history = _recent_rows(conn, source, contracts.row_count.recent_batches)
+        accounts = _lookup(conn, key=ACCOUNT.c.external_id, value=ACCOUNT.c.id, keys=ids)
+        history = _recent_rows(conn, source=source, count=contracts.row_count.recent_batches)
     parameters: dict[str, Any] = {
         "known_accounts": sorted(accounts),
         # the helper columns are naive UTC (see build_frame)
@@ -554,7 +186,7 @@ def ingest_file(
         others = [f"{f.check}: {f.detail}" for f in report.batch_failures[1:]]
         if others:
             result.detail += "; also " + "; ".join(others)
-        _reject(engine, result, path, var_dir)
+        _reject(engine, result=result, path=path, var_dir=var_dir)
 
     failures = dict(report.row_failures)
     for record in content.records:
@@ -578,7 +210,7 @@ def ingest_file(
             f"than {contracts.max_bad_row_share:.0%}; most failed {top} "
             f"({counts[top]} rows) on column '{result.failed_column}'"
         )
-        _reject(engine, result, path, var_dir)
+        _reject(engine, result=result, path=path, var_dir=var_dir)
 
     records = {record.line: record for record in content.records}
     quarantined = [
@@ -595,29 +227,29 @@ def ingest_file(
         rows = [_row(spec, typed.values[line], accounts) for line in good]
         if source == "survey":
             emails = _distinct(typed.values[line].get("contact_email") for line in good)
-            contacts = _lookup(conn, CONTACT.c.email, CONTACT.c.id, emails)
+            contacts = _lookup(conn, key=CONTACT.c.email, value=CONTACT.c.id, keys=emails)
             for row, line in zip(rows, good, strict=True):
                 email = typed.values[line].get("contact_email")
                 row["contact_id"] = contacts.get(email) if email else None
-        result.changed = _upsert(conn, spec, rows, result.batch_id)
+        result.changed = _upsert(conn, spec=spec, rows=rows, batch=result.batch_id)
         if source == "adoption":
             touched = sorted({int(row["account_id"]) for row in rows})
             threshold = config.telemetry.adoption.migrated_at_pct
             result.accounts_migrated, result.accounts_in_progress = apply_adoption(
-                conn, touched, threshold
+                conn, accounts=touched, threshold=threshold
             )
-        _quarantine(conn, source, result.batch_id, quarantined)
+        _quarantine(conn, source=source, batch=result.batch_id, rows=quarantined)
         result.loaded = len(rows)
         result.quarantined = len(quarantined)
         result.first_quarantined = quarantined[:FIRST_QUARANTINED]
         notes = [f"{result.changed} row(s) new or changed"]
         notes.extend(f"skipped {item}" for item in report.skipped)
         result.detail = "; ".join(notes)
-        _record_batch(conn, result)
+        _record_batch(conn, result=result)
     return result
 
 
-def _reject(engine: Engine, result: IngestResult, path: Path, var_dir: Path) -> NoReturn:
+def _reject(engine: Engine, *, result: IngestResult, path: Path, var_dir: Path) -> NoReturn:
     result.status = "rejected"
     result.loaded = result.quarantined = 0
     kept = var_dir / "telemetry" / "rejected" / result.source / f"{result.batch_id}-{path.name}"
@@ -625,11 +257,11 @@ def _reject(engine: Engine, result: IngestResult, path: Path, var_dir: Path) -> 
     shutil.copy2(path, kept)
     result.kept_file = kept
     with engine.begin() as conn:
-        _record_batch(conn, result)
+        _record_batch(conn, result=result)
     raise BatchRejected(result)
 
 
-def _record_batch(conn: Connection, result: IngestResult) -> None:
+def _record_batch(conn: Connection, *, result: IngestResult) -> None:
     detail = result.detail
     if result.kept_file is not None:
         detail = f"{detail} (raw file kept as {result.kept_file})"
@@ -660,14 +292,14 @@ def _chunks(items: Sequence[Any], size: int = CHUNK_ROWS) -> Iterator[Sequence[A
         yield items[start : start + size]
 
 
-def _lookup(conn: Connection, key: Any, value: Any, keys: Sequence[Any]) -> dict[Any, int]:
+def _lookup(conn: Connection, *, key: Any, value: Any, keys: Sequence[Any]) -> dict[Any, int]:
     found: dict[Any, int] = {}
     for chunk in _chunks(keys):
         found.update({k: int(v) for k, v in conn.execute(select(key, value).where(key.in_(chunk)))})
     return found
 
 
-def _recent_rows(conn: Connection, source: str, count: int) -> list[int]:
+def _recent_rows(conn: Connection, *, source: str, count: int) -> list[int]:
     return [
         int(rows)
         for rows in conn.execute(
@@ -720,41 +352,18 @@ def _show(value: Any) -> str:
 # --------------------------------------------------------------------------- loading
 
 
+# Columns of a file that are not columns of its table: they are looked up as ids instead.
+_LOOKED_UP = ("account_external_id", "contact_email")
+
+
 def _row(spec: SourceFormat, values: dict[str, Any], accounts: dict[str, int]) -> dict[str, Any]:
-    account_id = accounts[values["account_external_id"]]
-    if spec.source == "adoption":
-        return {
-            "account_id": account_id,
-            "observed_on": values["observed_on"],
-            "adoption_pct": values["adoption_pct"],
-        }
-    if spec.source == "support":
-        return {
-            "ticket_id": values["ticket_id"],
-            "account_id": account_id,
-            "opened_at": values["opened_at"],
-            "closed_at": values.get("closed_at"),
-            "category": values["category"],
-            "satisfaction": values.get("satisfaction"),
-        }
-    if spec.source == "survey":
-        return {
-            "response_id": values["response_id"],
-            "account_id": account_id,
-            "responded_at": values["responded_at"],
-            "csat": values["csat"],
-            "performance_improved": values.get("performance_improved"),
-            "comment": values.get("comment"),
-        }
-    return {
-        "report_id": values["report_id"],
-        "account_id": account_id,
-        "reported_at": values["reported_at"],
-        "legacy_import_ms": values["legacy_import_ms"],
-        "new_import_ms": values["new_import_ms"],
-        "legacy_memory_mb": values["legacy_memory_mb"],
-        "new_memory_mb": values["new_memory_mb"],
-    }
+    """The table row of a good file row: its typed values, the account as its id (a survey's
+    contact id is added by the caller)."""
+    row: dict[str, Any] = {"account_id": accounts[values["account_external_id"]]}
+    for column in spec.columns:
+        if column.name not in _LOOKED_UP:
+            row[column.name] = values.get(column.name)
+    return row
 
 
 def _conflict_key(spec: SourceFormat) -> list[str]:
@@ -763,11 +372,11 @@ def _conflict_key(spec: SourceFormat) -> list[str]:
     return list(spec.key)
 
 
-def _upsert(conn: Connection, spec: SourceFormat, rows: list[dict[str, Any]], batch: str) -> int:
+def _upsert(conn: Connection, *, spec: SourceFormat, rows: list[dict[str, Any]], batch: str) -> int:
     """Insert new rows, update changed ones, leave equal ones alone; return rows written."""
     if not rows:
         return 0
-    target: Table = table(spec.model)
+    target = spec.table
     key = _conflict_key(spec)
     values = [column for column in rows[0] if column not in key]
     now = utcnow()
@@ -791,68 +400,7 @@ def _upsert(conn: Connection, spec: SourceFormat, rows: list[dict[str, Any]], ba
     return written
 
 
-def apply_adoption(conn: Connection, accounts: Sequence[int], threshold: float) -> tuple[int, int]:
-    """Move these accounts' migration state forward from their stored adoption events (at
-    ``threshold`` percent an account is migrated, on the first such day); the accounts
-    telemetry has seen become telemetry's. Returns (newly migrated, newly in progress)."""
-    events = table(AdoptionEvent)
-    first_day = (
-        select(func.min(events.c.observed_on))
-        .where(events.c.account_id == ACCOUNT.c.id, events.c.adoption_pct >= threshold)
-        .scalar_subquery()
-    )
-    progressing = exists().where(
-        events.c.account_id == ACCOUNT.c.id,
-        events.c.adoption_pct > 0,
-        events.c.adoption_pct < threshold,
-    )
-    seen = exists().where(events.c.account_id == ACCOUNT.c.id, events.c.adoption_pct > 0)
-    telemetry = MigrationSource.TELEMETRY.value
-    migrated = in_progress = 0
-    now = utcnow()
-    for chunk in _chunks(list(accounts)):
-        is_migrated = ACCOUNT.c.migration_state == MigrationState.MIGRATED.value
-        keep_day = and_(
-            is_migrated, ACCOUNT.c.migrated_on.is_not(None), ACCOUNT.c.migrated_on <= first_day
-        )
-        migrated += int(
-            conn.execute(
-                update(ACCOUNT)
-                .where(ACCOUNT.c.id.in_(chunk), first_day.is_not(None), ~keep_day)
-                .values(
-                    migration_state=MigrationState.MIGRATED.value,
-                    migrated_on=case((keep_day, ACCOUNT.c.migrated_on), else_=first_day),
-                    migration_source=telemetry,
-                    updated_at=now,
-                )
-            ).rowcount
-            or 0
-        )
-        in_progress += int(
-            conn.execute(
-                update(ACCOUNT)
-                .where(
-                    ACCOUNT.c.id.in_(chunk),
-                    ACCOUNT.c.migration_state == MigrationState.NOT_STARTED.value,
-                    progressing,
-                )
-                .values(
-                    migration_state=MigrationState.IN_PROGRESS.value,
-                    migration_source=telemetry,
-                    updated_at=now,
-                )
-            ).rowcount
-            or 0
-        )
-        conn.execute(
-            update(ACCOUNT)
-            .where(ACCOUNT.c.id.in_(chunk), ACCOUNT.c.migration_source != telemetry, seen)
-            .values(migration_source=telemetry, updated_at=now)
-        )
-    return migrated, in_progress
-
-
-def _quarantine(conn: Connection, source: str, batch: str, rows: list[QuarantinedRow]) -> None:
+def _quarantine(conn: Connection, *, source: str, batch: str, rows: list[QuarantinedRow]) -> None:
     now = utcnow()
     for chunk in _chunks(rows):
         conn.execute(

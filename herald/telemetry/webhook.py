@@ -10,7 +10,7 @@
 3. the body must be a JSON array of event objects: otherwise 400 (JSON nested too deeply
    to parse included);
 4. the raw body is committed to ``webhook_batch``, and only then the answer is 200;
-5. after the answer the batch is processed (:mod:`herald.telemetry.events`): each event is
+5. after the answer the batch is processed (:mod:`herald.telemetry.webhook_batches`): each event is
    validated and applied on its own terms, and one that cannot be applied is kept as a
    failure while the others take effect. A crash in between loses nothing: stored batches
    not yet processed are processed when the receiver starts again, or by
@@ -45,14 +45,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from herald.config import WebhookConfig
-from herald.telemetry.events import (
-    BadEvents,
-    describe_error,
-    parse_events,
-    process_batch_safely,
-    process_pending,
-    store_batch,
-)
+from herald.telemetry.event_effects import describe_error
+from herald.telemetry.events import BadEvents, parse_events
+from herald.telemetry.webhook_batches import process_batch_safely, process_pending, store_batch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -153,9 +148,15 @@ def create_app(
         except BadEvents as error:
             return _refuse(400, str(error))
         batch_id = await run_in_threadpool(
-            store_batch, engine, body, datetime.fromtimestamp(signed_at, UTC), len(events)
+            store_batch,
+            engine,
+            body=body,
+            signed_at=datetime.fromtimestamp(signed_at, UTC),
+            events=len(events),
         )
-        background = BackgroundTask(process_batch_safely, engine, batch_id) if process else None
+        background = (
+            BackgroundTask(process_batch_safely, engine, batch_id=batch_id) if process else None
+        )
         return JSONResponse(
             {"stored": batch_id, "events": len(events)}, status_code=200, background=background
         )

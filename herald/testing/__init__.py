@@ -9,7 +9,9 @@
 - :mod:`herald.testing.synthetic`: a throwaway database, a synthetic base of any size, a
   config copy with its sending tuned, and emptying what sending wrote;
 - :mod:`herald.testing.processes`: services in child processes (free port, health wait,
-  a stop that always reaps).
+  a stop that always reaps);
+- :mod:`herald.testing.lifecycle`: what the in-process services share (``with`` starts and
+  always stops them).
 
 Import from the modules themselves (``from herald.testing.fake_sendgrid import FakeSendGrid``):
 this package imports nothing, so ``python -m herald.testing.fake_sendgrid`` runs cleanly.

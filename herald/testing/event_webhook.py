@@ -29,7 +29,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -37,9 +36,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from herald.telemetry.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from herald.testing.lifecycle import Service
 
 if TYPE_CHECKING:
-    from herald.testing.fake_sendgrid import Accepted
+    from herald.testing.fake_sendgrid.records import Accepted
 
 EVENTS_PER_RECIPIENT: Final = ("processed", "delivered")
 
@@ -82,7 +82,7 @@ def events_for(record: Accepted, at: int) -> list[dict[str, Any]]:
     ]
 
 
-class EventPoster:
+class EventPoster(Service):
     """Posts the events of accepted recipients to an Event Webhook URL, signed, retried."""
 
     def __init__(
@@ -119,6 +119,7 @@ class EventPoster:
     # ----------------------------------------------------------------------- lifecycle
 
     def start(self) -> EventPoster:
+        """Post from a background thread until :meth:`stop`."""
         if self._thread is not None:
             raise RuntimeError("this EventPoster is already running")
         self._stopping.clear()
@@ -132,17 +133,6 @@ class EventPoster:
         if self._thread is not None:
             self._thread.join()
         self._thread = None
-
-    def __enter__(self) -> EventPoster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ----------------------------------------------------------------------- use
 

@@ -18,10 +18,11 @@ ledger are the sender's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from herald.addresses import check_address, check_header_text
 from herald.config import HeraldConfig, Sender
+from herald.delivery.keys import Outcome
 from herald.delivery.messages import Rendered, Variant, substitutions
 from herald.errors import HeraldError
 from herald.settings import Settings, TransportName
@@ -68,7 +69,7 @@ class OutgoingBatch:
 class BatchResult:
     """What became of a batch's request."""
 
-    outcome: Literal["accepted", "failed", "unknown"]
+    outcome: Outcome
     requests: int
     http_status: int | None = None
     provider_message_id: str | None = None

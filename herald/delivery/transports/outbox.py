@@ -18,6 +18,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 
 from herald.addresses import display_email
+from herald.delivery.keys import Outcome
 from herald.delivery.transports import (
     BatchResult,
     OutgoingBatch,
@@ -129,5 +130,5 @@ class OutboxTransport:
             index.flush()
             os.fsync(index.fileno())
         return BatchResult(
-            outcome="accepted", requests=1, provider_message_id=f"outbox-{batch.batch_id}"
+            outcome=Outcome.ACCEPTED, requests=1, provider_message_id=f"outbox-{batch.batch_id}"
         )

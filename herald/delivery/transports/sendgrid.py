@@ -57,6 +57,7 @@ from sendgrid.helpers.mail import (
 )
 
 from herald.config import Sending
+from herald.delivery.keys import Outcome
 from herald.delivery.messages import substitutions
 from herald.delivery.transports import (
     BatchResult,
@@ -195,24 +196,27 @@ class SendGridTransport:
                 if status == 429:
                     rate_limited += 1
                     if rate_limited > 50:
-                        return BatchResult("failed", requests, status, error=text)
+                        return BatchResult(Outcome.FAILED, requests, status, error=text)
                     self._sleep(self._until_reset(error.headers, rate_limited))
                     continue
                 if status >= 500:
                     failures += 1
                     if failures >= self.sending.max_attempts:
                         return BatchResult(
-                            "failed", requests, status, error=f"{text} (after {failures} tries)"
+                            Outcome.FAILED,
+                            requests,
+                            status,
+                            error=f"{text} (after {failures} tries)",
                         )
                     self._sleep(self._backoff(failures))
                     continue
-                return BatchResult("failed", requests, status, error=text)
+                return BatchResult(Outcome.FAILED, requests, status, error=text)
             except URLError as error:
                 # The request never left (refused, unreachable, timed out connecting).
                 failures += 1
                 if failures >= self.sending.max_attempts:
                     return BatchResult(
-                        "failed",
+                        Outcome.FAILED,
                         requests,
                         error=f"cannot connect: {error.reason} (after {failures} tries)",
                     )
@@ -220,7 +224,7 @@ class SendGridTransport:
                 continue
             except (OSError, http.client.HTTPException) as error:
                 return BatchResult(
-                    "unknown",
+                    Outcome.UNKNOWN,
                     requests,
                     error=(
                         f"no answer after the request was sent ({type(error).__name__}: "
@@ -231,13 +235,13 @@ class SendGridTransport:
             message_id = response.headers.get("X-Message-Id")
             if 200 <= status < 300:
                 return BatchResult(
-                    "accepted",
+                    Outcome.ACCEPTED,
                     requests,
                     status,
                     provider_message_id=message_id or ("sandbox" if status == 200 else None),
                 )
             return BatchResult(
-                "failed", requests, status, error=f"unexpected HTTP {status} from SendGrid"
+                Outcome.FAILED, requests, status, error=f"unexpected HTTP {status} from SendGrid"
             )
 
     def _backoff(self, failures: int) -> float:

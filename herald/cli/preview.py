@@ -1,0 +1,64 @@
+"""``herald preview``: what one contact would receive in a phase, or why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from herald.addresses import display_email
+from herald.cli.common import (
+    AsOf,
+    ExitCode,
+    PhaseArg,
+    campaign_config,
+    console,
+    database,
+    guard,
+    parse_day,
+    parse_phase,
+    settings,
+)
+
+
+def preview_command(
+    phase: PhaseArg,
+    contact: Annotated[str, typer.Option("--contact", help="The contact's e-mail address.")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML body to this file.")
+    ] = None,
+    as_of: AsOf = None,
+) -> None:
+    """Exactly what a contact would receive in a phase, or why they would not.
+
+    Exit code 3 means the contact would not receive it (the reasons are printed).
+    """
+    from herald.delivery.preview import preview
+
+    name = parse_phase(phase)
+    day = parse_day(as_of)
+    with guard():
+        config = campaign_config()
+        result = preview(database(), config, name, contact, day, settings().templates_dir)
+    if result.variant is not None:
+        variant = result.variant
+        console.print(
+            f"Variant: phase {variant.phase}, segment {variant.segment}, role {variant.role}, "
+            f"locale {variant.locale}"
+        )
+    if result.message is not None:
+        console.print(f"Subject: {result.message.subject}", markup=False, soft_wrap=True)
+        console.print("")
+        console.print(result.message.text, markup=False, soft_wrap=True)
+        if html is not None:
+            html.write_text(result.message.html, encoding="utf-8")
+            console.print(f"HTML body written to {html}")
+    shown = display_email(result.email)
+    if result.would_send:
+        console.print(f"[green]{shown} would receive this message in {name}.[/]")
+        return
+    console.print(f"[bold yellow]{shown} would NOT receive {name}:[/]")
+    for reason in result.reasons:
+        console.print(f"  - {reason}", markup=False)
+    raise typer.Exit(ExitCode.PARTIAL)

@@ -1,0 +1,214 @@
+"""``campaign.yaml``: what the campaign is about, when each part happens, and how it sends."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Self
+
+from pydantic import Field, HttpUrl, model_validator
+
+from herald.config.base import Address, HeaderText, Slug, StrictModel, TimezoneName
+from herald.config.names import PHASES, PhaseName, RoleName, Weekday
+
+
+class Products(StrictModel):
+    """The product customers leave and the one they move to."""
+
+    legacy: str = Field(min_length=1)
+    new: str = Field(min_length=1)
+
+
+class Links(StrictModel):
+    """Where messages send people."""
+
+    migration_guide: HttpUrl
+    support: HttpUrl
+    benchmark_kit: HttpUrl | None = None
+    release_notes: HttpUrl | None = None
+
+
+class PhaseDates(StrictModel):
+    """The first day of each broadcast phase (the sunset is per segment)."""
+
+    preview: date
+    announcement: date
+    deprecation: date
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Self:
+        if not self.preview < self.announcement < self.deprecation:
+            raise ValueError(
+                "phases must run in order: preview < announcement < deprecation "
+                f"(got {self.preview}, {self.announcement}, {self.deprecation})"
+            )
+        return self
+
+
+class Notices(StrictModel):
+    """Deadline notices: days before each account's sunset date (0 is the sunset day)."""
+
+    offsets_days: list[Annotated[int, Field(ge=0, le=365)]] = Field(
+        default_factory=lambda: [90, 30, 7, 1, 0], min_length=1
+    )
+    critical_offsets: list[Annotated[int, Field(ge=0, le=365)]] = Field(
+        default_factory=lambda: [1, 0],
+        description="Notices the frequency cap never holds back.",
+    )
+    thank_you: bool = Field(
+        default=True, description="Thank accounts that migrate (once), instead of notices."
+    )
+    deadline_extended: bool = Field(
+        default=True,
+        description="When a segment's sunset moves later, tell each contact who already had "
+        "a notice for the earlier date (once per new date).",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if len(set(self.offsets_days)) != len(self.offsets_days):
+            raise ValueError(f"offsets must be distinct (got {self.offsets_days})")
+        return self
+
+
+class DeliveryWindow(StrictModel):
+    """When messages may land, in each recipient's own time zone."""
+
+    days: list[Weekday] = Field(default_factory=lambda: ["tue", "wed", "thu"], min_length=1)  # type: ignore[arg-type]
+    start: str = Field(default="09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="17:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    region_timezones: dict[str, TimezoneName] = Field(
+        default_factory=dict,
+        description="A contact with no time zone gets their account region's.",
+    )
+    default_timezone: TimezoneName = "UTC"
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if not self.start < self.end:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+
+class FrequencyCap(StrictModel):
+    """At most ``max_messages`` per contact in any ``per_days`` days (critical ones aside)."""
+
+    max_messages: int = Field(default=2, ge=1)
+    per_days: int = Field(default=7, ge=1)
+
+
+class Sender(StrictModel):
+    """The From and Reply-To of every message."""
+
+    email: Address
+    name: HeaderText = Field(min_length=1)
+    reply_to: Address | None = None
+
+
+class Audience(StrictModel):
+    """Who receives one phase's message."""
+
+    segments: list[Slug] = Field(min_length=1)
+    roles: list[RoleName] = Field(min_length=1)
+    exclude_migrated: bool = Field(
+        default=True, description="Skip accounts that have already migrated."
+    )
+
+
+class Breaker(StrictModel):
+    """When a phase pauses itself: rates over its own sends, once the sample is large enough."""
+
+    max_failure_rate: float = Field(default=0.05, gt=0, le=1)
+    max_hard_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    min_sample: int = Field(default=200, ge=1, description="Sends before the rates count.")
+
+
+class Sending(StrictModel):
+    """How messages leave: batch size, pace, retries, SendGrid options."""
+
+    batch_size: int = Field(
+        default=1000, ge=1, le=1000, description="Recipients per request (SendGrid: <= 1000)."
+    )
+    rate_per_second: float | None = Field(
+        default=None, gt=0, description="Messages per second never exceeded; null: no cap."
+    )
+    asm_group_id: int | None = Field(
+        default=None, ge=1, description="SendGrid unsubscribe group (ASM) of every message."
+    )
+    sandbox: bool = Field(default=False, description="SendGrid sandbox mode: validate only.")
+    max_attempts: int = Field(
+        default=6, ge=1, le=20, description="Tries per request on 5xx or connect errors."
+    )
+    backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay.")
+    backoff_max_seconds: float = Field(default=60.0, gt=0)
+    max_rate_limit_wait_seconds: float = Field(
+        default=900.0, gt=0, description="Longest wait for a 429's X-RateLimit-Reset."
+    )
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches a sender works on at once: the next is claimed and built while "
+        "one waits for SendGrid's answer.",
+    )
+    worker_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A sender on another host with no heartbeat for this long is gone.",
+    )
+    breaker: Breaker = Field(default_factory=Breaker)
+
+
+class AtRisk(StrictModel):
+    """Which accounts the weekly report lists for account teams: active, not migrated, and
+    near their deadline, or with many support tickets, or with low satisfaction."""
+
+    deadline_within_days: int = Field(default=30, ge=0)
+    min_tickets: int = Field(default=3, ge=1, description="This many tickets or more.")
+    max_average_csat: float = Field(
+        default=3.0, ge=1, le=5, description="Average survey CSAT at or below this."
+    )
+
+
+class Report(StrictModel):
+    """The weekly leadership report: who receives it and what it lists."""
+
+    leadership: list[Address] = Field(
+        default_factory=list, description="Who receives the weekly report."
+    )
+    trend_weeks: int = Field(default=12, ge=2, le=104, description="Weeks of trend it shows.")
+    at_risk: AtRisk = Field(default_factory=AtRisk)
+    at_risk_rows: int = Field(
+        default=50, ge=1, description="At-risk accounts shown in the e-mail (the CSV has all)."
+    )
+
+
+class CampaignConfig(StrictModel):
+    """``campaign.yaml``: what the campaign is about and when each part happens."""
+
+    id: Slug
+    name: HeaderText = Field(min_length=1)
+    timezone: TimezoneName = "UTC"
+    products: Products
+    links: Links
+    phases: PhaseDates
+    sunset: dict[Slug, date] = Field(min_length=1)
+    notices: Notices = Field(default_factory=Notices)
+    sender: Sender
+    audiences: dict[PhaseName, Audience]
+    locales: list[str] = Field(
+        default_factory=lambda: ["en"],
+        min_length=1,
+        description="Locales the templates are checked in (a missing translation falls back).",
+    )
+    sending: Sending = Field(default_factory=Sending)
+    delivery_window: DeliveryWindow = Field(default_factory=DeliveryWindow)
+    frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
+    report: Report = Field(default_factory=Report)
+
+    @model_validator(mode="after")
+    def _every_phase_has_an_audience(self) -> Self:
+        missing = [phase for phase in PHASES if phase not in self.audiences]
+        if missing:
+            raise ValueError(f"audiences: no audience for phase(s) {', '.join(missing)}")
+        return self

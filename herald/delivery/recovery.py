@@ -1,0 +1,305 @@
+"""Senders and what they leave behind: register a worker, settle a dead one's batches, and
+let a person settle the rows whose fate is unknown.
+
+*Never guess.* When a worker dies, its batches that never reached ``requesting`` go back to
+``planned`` (nothing left the process); those that did become ``unknown``: the provider may
+have accepted them, so they are not re-sent until an operator or SendGrid's events settle
+them (``herald deliveries resolve``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from herald import audit
+from herald.delivery.ledger import (
+    BATCH_ROWS,
+    Worker,
+    move,
+    phase_rows,
+    settle_proven,
+)
+from herald.models import (
+    CONTACT,
+    DELIVERY,
+    SEND_BATCH,
+    SEND_WORKER,
+    BatchState,
+    DeliveryState,
+    utcnow,
+)
+
+# --------------------------------------------------------------------------- workers
+
+
+def start_worker(engine: Engine, *, campaign: str, message: str, transport: str) -> Worker:
+    """Register this process as a sender of the phase."""
+    worker = Worker(str(uuid.uuid4()), campaign, message)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(SEND_WORKER).values(
+                id=worker.id,
+                campaign=campaign,
+                message=message,
+                transport=transport,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+    return worker
+
+
+def finish_worker(engine: Engine, *, worker: Worker, outcome: str) -> None:
+    """Mark this process's sending finished (cleanly or not: ``outcome`` says which).
+
+    Batches it leaves open (stopped by an interrupt between claim and answer) are settled as
+    a recovery would: never requested, back to planned; requested, unknown."""
+    with engine.begin() as conn:
+        _settle_worker(conn, worker_id=worker.id, outcome=outcome)
+
+
+def _settle_worker(conn: Connection, *, worker_id: str, outcome: str) -> tuple[int, int]:
+    """Settle a stopped sender's open batches and mark it finished; (released, unknown).
+
+    Rows of a batch that never reached ``requesting`` go back to planned (nothing left the
+    process); rows of one that did become unknown (the provider may have accepted them),
+    unless SendGrid already reported an event for them."""
+    now = utcnow()
+    claimed = select(SEND_BATCH.c.id).where(
+        SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.CLAIMED.value
+    )
+    requesting = select(SEND_BATCH.c.id).where(
+        SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.REQUESTING.value
+    )
+    released = unknown = 0
+    for rows in BATCH_ROWS:
+        released += move(
+            conn,
+            rows,
+            rows.c.batch_id.in_(claimed),
+            to=DeliveryState.PLANNED,
+            from_=[DeliveryState.SENDING],
+            batch_id=None,
+            updated_at=now,
+        )
+        unknown += move(
+            conn,
+            rows,
+            rows.c.batch_id.in_(requesting),
+            to=DeliveryState.UNKNOWN,
+            error=f"request in flight when sender {worker_id} stopped",
+            updated_at=now,
+        )
+    unknown -= settle_proven(conn, DELIVERY.c.batch_id.in_(requesting))
+    mine = SEND_BATCH.c.worker_id == worker_id
+    move(
+        conn,
+        SEND_BATCH,
+        mine,
+        to=BatchState.RELEASED,
+        from_=[BatchState.CLAIMED],
+        finished_at=now,
+    )
+    move(
+        conn,
+        SEND_BATCH,
+        mine,
+        to=BatchState.UNKNOWN,
+        from_=[BatchState.REQUESTING],
+        finished_at=now,
+    )
+    conn.execute(
+        update(SEND_WORKER)
+        .where(SEND_WORKER.c.id == worker_id, SEND_WORKER.c.finished_at.is_(None))
+        .values(finished_at=now, outcome=outcome[:200])
+    )
+    return released, unknown
+
+
+def _alive(host: str, pid: int, heartbeat_at: datetime, lease: timedelta) -> bool:
+    if host == socket.gethostname():
+        if pid == os.getpid():
+            return False  # an earlier process with our pid: it is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return utcnow() - _aware(heartbeat_at) < lease
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What was found of senders that died: rows put back, rows now unknown."""
+
+    workers: int
+    released: int
+    unknown: int
+
+
+def recover(
+    engine: Engine,
+    *,
+    campaign: str,
+    message: str,
+    lease_seconds: float,
+    by: Worker | None = None,
+) -> Recovery:
+    """Settle the batches of senders of this phase that died without finishing."""
+    lease = timedelta(seconds=lease_seconds)
+    with engine.connect() as conn:
+        open_workers = conn.execute(
+            select(
+                SEND_WORKER.c.id, SEND_WORKER.c.host, SEND_WORKER.c.pid, SEND_WORKER.c.heartbeat_at
+            ).where(
+                SEND_WORKER.c.campaign == campaign,
+                SEND_WORKER.c.message == message,
+                SEND_WORKER.c.finished_at.is_(None),
+            )
+        ).all()
+    dead = [
+        row.id
+        for row in open_workers
+        if (by is None or row.id != by.id)
+        and not _alive(row.host, row.pid, row.heartbeat_at, lease)
+    ]
+    released = unknown = 0
+    for worker_id in dead:
+        with engine.begin() as conn:
+            back, lost = _settle_worker(
+                conn,
+                worker_id=worker_id,
+                outcome=f"lost: found dead by {by.id if by else 'an operator'}",
+            )
+        released += back
+        unknown += lost
+    if dead:
+        with engine.begin() as conn:
+            audit.record(
+                conn,
+                "sender.recovered",
+                campaign=campaign,
+                phase=message,
+                detail={"workers": dead, "released": released, "unknown": unknown},
+            )
+    return Recovery(workers=len(dead), released=released, unknown=unknown)
+
+
+# --------------------------------------------------------------------------- settling by hand
+
+
+@dataclass(frozen=True)
+class UnsettledRow:
+    """A ledger row whose request may or may not have been accepted."""
+
+    delivery_id: int
+    message: str
+    email: str
+    batch_id: str | None
+    claimed_at: datetime | None
+    error: str | None
+
+
+def unknown_rows(
+    conn: Connection,
+    *,
+    campaign: str,
+    message: str | None = None,
+    limit: int | None = None,
+) -> list[UnsettledRow]:
+    """The ``unknown`` rows of a campaign (or one phase), oldest claim first."""
+    query = (
+        select(
+            DELIVERY.c.id,
+            DELIVERY.c.message,
+            CONTACT.c.email,
+            DELIVERY.c.batch_id,
+            DELIVERY.c.claimed_at,
+            DELIVERY.c.error,
+        )
+        .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
+        .where(
+            DELIVERY.c.campaign == campaign,
+            DELIVERY.c.state == DeliveryState.UNKNOWN.value,
+        )
+        .order_by(DELIVERY.c.claimed_at, DELIVERY.c.id)
+    )
+    if message is not None:
+        query = query.where(DELIVERY.c.message == message)
+    if limit is not None:
+        query = query.limit(limit)
+    return [UnsettledRow(*row) for row in conn.execute(query)]
+
+
+Resolution = Literal["resend", "mark-sent"]
+
+
+def resolve(
+    engine: Engine,
+    *,
+    campaign: str,
+    message: str,
+    resolution: Resolution,
+    batch_ids: Sequence[str] | None = None,
+    include_failed: bool = False,
+) -> int:
+    """Settle unknown rows: ``resend`` puts them back to planned, ``mark-sent`` accepts them."""
+    states = [DeliveryState.UNKNOWN]
+    if include_failed:
+        states.append(DeliveryState.FAILED)
+    where = [phase_rows(campaign, message)]
+    if batch_ids:
+        where.append(DELIVERY.c.batch_id.in_(list(batch_ids)))
+    now = utcnow()
+    who = audit.actor()
+    if resolution == "resend":
+        to = DeliveryState.PLANNED
+        values: dict[str, Any] = {
+            "batch_id": None,
+            "error": f"re-send approved by {who}",
+            "updated_at": now,
+        }
+    else:
+        to = DeliveryState.ACCEPTED
+        values = {
+            "error": f"marked sent by {who}",
+            "sent_at": DELIVERY.c.claimed_at,
+            "updated_at": now,
+        }
+    with engine.begin() as conn:
+        # Rows SendGrid already reported an event for were accepted: never send them again.
+        proven = settle_proven(conn, *where)
+        count = move(conn, DELIVERY, *where, to=to, from_=states, **values)
+        if resolution == "mark-sent":
+            count += proven
+        audit.record(
+            conn,
+            f"deliveries.{resolution}",
+            campaign=campaign,
+            phase=message,
+            detail={
+                "rows": count,
+                "settled_by_events": proven,
+                "batches": list(batch_ids or []),
+                "states": [s.value for s in states],
+            },
+            who=who,
+        )
+    return count

@@ -1,0 +1,205 @@
+"""Computing the metrics: the queries run in one snapshot of the database, their counts
+turned into one value per metric and segment beside its target."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from herald.config import PHASES, HeraldConfig
+from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.delivery.calendar import start_of
+from herald.report.metrics.definitions import definitions, migration_target_line, status_for
+from herald.report.metrics.queries import campaign_query, survey_query, tickets_query
+from herald.report.metrics.results import (
+    ALL,
+    FUNNEL_PHASES,
+    MONITORED,
+    NO_DATA,
+    OTHER_PHASE,
+    UNSEGMENTED,
+    FunnelRow,
+    MetricsResult,
+    MetricValue,
+)
+from herald.telemetry.health import require_healthy
+
+FLOW_NAME = "metrics"  # the flow's name: telemetry.yaml ``depends_on`` applies to it
+
+
+def _segment_key(value: Any) -> str:
+    return UNSEGMENTED if value is None else str(value)
+
+
+def _counts(
+    conn: Connection, *, config: HeraldConfig, as_of: date
+) -> tuple[dict[str, Counter[str]], date | None, list[str]]:
+    """Every count the metrics need, per segment key, plus the segmentation day and categories."""
+    try:
+        segmented_on: date | None = segmentation_day(conn, as_of)
+    except NoSegmentation:
+        segmented_on = None
+    cutoff = start_of(as_of + timedelta(days=1))
+    counts: dict[str, Counter[str]] = {}
+
+    def bucket(segment: Any) -> Counter[str]:
+        return counts.setdefault(_segment_key(segment), Counter())
+
+    for row in conn.execute(campaign_query(config.campaign.id, as_of, cutoff, segmented_on)):
+        values = row._mapping
+        target = bucket(values["segment"])
+        for key, value in values.items():
+            if key != "segment":
+                target[key] += int(value or 0)
+    categories: set[str] = set()
+    for segment, category, tickets in conn.execute(tickets_query(cutoff, segmented_on)):
+        categories.add(str(category))
+        target = bucket(segment)
+        target["tickets"] += int(tickets)
+        target[f"tickets:{category}"] += int(tickets)
+    for segment, responses, satisfied, commented in conn.execute(
+        survey_query(cutoff, segmented_on)
+    ):
+        target = bucket(segment)
+        target["responses"] += int(responses)
+        target["satisfied"] += int(satisfied or 0)
+        target["commented"] += int(commented or 0)
+    return counts, segmented_on, sorted(categories)
+
+
+def _segments(config: HeraldConfig, present: Iterable[str]) -> list[str]:
+    """'all', the configured segments in rollout order, then any other segment with data."""
+    names = [ALL, *config.segments.names]
+    extra = sorted(set(present) - set(names) - {UNSEGMENTED})
+    names += extra
+    if UNSEGMENTED in present:
+        names.append(UNSEGMENTED)
+    return names
+
+
+def _ratio(numerator: int, denominator: int, scale: float = 1.0) -> float | None:
+    return None if denominator == 0 else scale * numerator / denominator
+
+
+def compute_metrics(engine: Engine, *, config: HeraldConfig, as_of: date) -> MetricsResult:
+    """Every success metric as of the end of ``as_of`` (UTC), per segment, beside its target.
+
+    Refuses (``SourceRejected``) while a telemetry source the ``metrics`` flow depends on has a
+    rejected last batch.
+    """
+    require_healthy(engine, config=config, flow_name=FLOW_NAME)
+    options: dict[str, Any] = {}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"  # every query sees one snapshot
+    with engine.connect().execution_options(**options) as conn, conn.begin():
+        counts, segmented_on, categories = _counts(conn, config=config, as_of=as_of)
+
+    segments = _segments(config, counts)
+    overall: Counter[str] = Counter()
+    for counter in counts.values():
+        overall.update(counter)
+    counts[ALL] = overall
+    targets = {str(key): value for key, value in config.targets.targets.items()}
+    line = migration_target_line(config, as_of)
+
+    values: list[MetricValue] = []
+
+    def add(
+        metric: str,
+        numerator: str,
+        denominator: str,
+        *,
+        target_key: str | None = None,
+        scale: float = 1.0,
+    ) -> None:
+        target = targets.get(target_key) if target_key else None
+        for segment in segments:
+            n = counts.get(segment, Counter())[numerator]
+            d = counts.get(segment, Counter())[denominator]
+            value = _ratio(n, d, scale)
+            values.append(
+                MetricValue(
+                    metric=metric,
+                    segment=segment,
+                    value=value,
+                    target=target.value if target else None,
+                    comparison=target.comparison if target else None,
+                    status=status_for(metric, value, target, line),
+                    numerator=n,
+                    denominator=d,
+                    limit=target.limit if target else None,
+                )
+            )
+
+    add("message_reach", "reached", "active", target_key="message_reach")
+    add("message_reach_contacts", "contacts_reached", "active_contacts")
+    for phase in PHASES:
+        add(f"reach_{phase}", f"reached_{phase}", "active")
+    add("engagement_rate", "engaged", "reached", target_key="engagement_rate")
+    add("engagement_rate_contacts", "contacts_engaged", "contacts_reached")
+    add(
+        "early_adopter_engagement",
+        "early_engaged",
+        "early",
+        target_key="early_adopter_engagement",
+    )
+    add("migration_rate", "migrated", "active", target_key="migration_rate")
+    for segment in segments:
+        values.append(
+            MetricValue(
+                "migration_target_line",
+                segment,
+                line,
+                None,
+                None,
+                NO_DATA if line is None else MONITORED,
+                None,
+                None,
+            )
+        )
+    add(
+        "support_utilization",
+        "tickets",
+        "active",
+        target_key="support_utilization",
+        scale=100.0,
+    )
+    for category in categories:
+        add(f"support_utilization:{category}", f"tickets:{category}", "active", scale=100.0)
+    add("support_satisfaction", "satisfied", "responses", target_key="support_satisfaction")
+    add("performance_validation", "validated", "migrated", target_key="performance_validation")
+    add("performance_reported", "reported", "migrated")
+    sent = "sent"
+    for segment in segments:
+        bucket = counts.setdefault(segment, Counter())
+        bucket[sent] = sum(bucket[f"sent_{name}"] for name in FUNNEL_PHASES)
+    add("hard_bounce_rate", "hard", sent, target_key="hard_bounce_rate")
+    add("spam_complaint_rate", "spam", sent, target_key="spam_complaint_rate")
+    add("unsubscribe_rate", "unsub", sent, target_key="unsubscribe_rate")
+    add("feedback_quality", "commented", "responses", target_key="feedback_quality")
+
+    funnel = [
+        FunnelRow(
+            phase=name,
+            sent=overall[f"sent_{name}"],
+            delivered=overall[f"delivered_{name}"],
+            opened=overall[f"opened_{name}"],
+            clicked=overall[f"clicked_{name}"],
+            migrated_accounts=overall[f"migrated_{name}"],
+        )
+        for name in FUNNEL_PHASES
+        if name != OTHER_PHASE or overall[f"sent_{name}"]
+    ]
+    return MetricsResult(
+        as_of=as_of,
+        values=values,
+        funnel=funnel,
+        definitions=definitions(config),
+        campaign=config.campaign.id,
+        segmented_on=segmented_on,
+        segments=segments,
+    )

@@ -1,0 +1,1 @@
+"""Herald's test suite, one folder per wing; shared helpers in tests/support."""

@@ -1,0 +1,1 @@
+"""Tests of the customers wing: import and segmentation."""

@@ -1,0 +1,1 @@
+"""Tests of the delivery wing: audience, ledger, sender, messages, transports."""

@@ -1,0 +1,273 @@
+"""Sunset notices on a simulated clock: due dates, catch-up, expiry, windows and the cap."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from flows.send_notices import NoticeRun, send_notices
+from herald.config import DeliveryWindow
+from herald.delivery import planning
+from herald.delivery.calendar import (
+    due_notices,
+    extended_message,
+    in_window,
+    notice_message,
+    notices,
+    open_zones,
+    openings,
+)
+from tests.support.bases import config, eligible, load_base
+from tests.support.environment import Database
+
+STANDARD_SUNSET = date(2027, 9, 30)  # config/campaign.yaml
+
+
+def std(offset: int) -> str:
+    """The ledger name of the standard segment's notice ``offset`` days before its sunset."""
+    return notice_message(offset, STANDARD_SUNSET)
+
+
+def sent_rows(db: Database, message: str | None = None) -> list[tuple[str, str, str, datetime]]:
+    where = "AND d.message = :message" if message else ""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.email, d.message, d.timezone, d.sent_at FROM delivery d "
+                "JOIN contact c ON c.id = d.contact_id "
+                f"WHERE d.state = 'accepted' {where} ORDER BY d.id"
+            ),
+            {"message": message},
+        ).all()
+    out = []
+    for email, name, zone_name, sent_at in rows:
+        moment = sent_at if isinstance(sent_at, datetime) else datetime.fromisoformat(sent_at)
+        out.append((email, name, zone_name, moment.replace(tzinfo=moment.tzinfo or UTC)))
+    return out
+
+
+class TestCalendar:
+    def test_each_notice_is_due_at_its_offset_and_valid_until_the_next(self) -> None:
+        """T-90 ... T-0 of the standard segment, each superseded by the next."""
+        standard = [n for n in notices(config().campaign) if n.segment == "standard"]
+        assert [(n.message, n.due, n.until) for n in standard] == [
+            (std(90), date(2027, 7, 2), date(2027, 8, 31)),
+            (std(30), date(2027, 8, 31), date(2027, 9, 23)),
+            (std(7), date(2027, 9, 23), date(2027, 9, 29)),
+            (std(1), date(2027, 9, 29), date(2027, 9, 30)),
+            (std(0), date(2027, 9, 30), date(2027, 10, 1)),
+        ]
+
+    def test_a_run_after_downtime_plans_only_the_notice_still_valid(self) -> None:
+        """Down over T-30's day: the next run still sends it; once T-7 is due, only T-7."""
+        campaign = config().campaign
+        after_t30 = {
+            n.message for n in due_notices(campaign, date(2027, 9, 10)) if n.segment == "standard"
+        }
+        after_t7 = {
+            n.message for n in due_notices(campaign, date(2027, 9, 25)) if n.segment == "standard"
+        }
+        assert after_t30 == {std(30)}
+        assert after_t7 == {std(7)}
+
+    def test_windows_are_in_each_recipients_time_zone(self) -> None:
+        """Tue 15:00 UTC: New York (11:00) is open, Singapore (23:00) is not; Fri: none."""
+        window = DeliveryWindow()
+        tuesday = datetime(2027, 8, 31, 15, 0, tzinfo=UTC)
+        assert open_zones(window, ["America/New_York", "Asia/Singapore"], tuesday) == [
+            "America/New_York"
+        ]
+        assert not in_window(window, "America/New_York", tuesday + timedelta(days=3))
+        moments = openings(window, ["Asia/Singapore"], tuesday, tuesday + timedelta(days=7))
+        # 09:00 in Singapore is 01:00 UTC: Wednesday, Thursday and the next Tuesday.
+        assert [(m.day, m.hour) for m in moments] == [(1, 1), (2, 1), (7, 1)]
+
+
+class TestNoticeRuns:
+    @pytest.mark.usefixtures("prefect_server")
+    def test_a_missed_notice_is_caught_up_once(self, db: Database, tmp_path: Path) -> None:
+        """A missed T-30 goes late, once; when T-7 is due, only T-7 is planned."""
+        loaded = load_base(db, tmp_path, accounts=150)
+        standard_contacts = {
+            email
+            for email in eligible(db, loaded, "sunset")
+            if email in _segment_contacts(db, "standard")
+        }
+        # Herald was down on T-30 (Aug 31); it comes back on Thursday Sep 2. (Windows are
+        # checked by the rehearsal tests; here every zone is served at once.)
+        day = date(2027, 9, 2)
+        at = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
+        caught_up = send_notices(NoticeRun(as_of=day, send=True, at=at, window=False))
+        t30 = sent_rows(db, std(30))
+        assert {row[0] for row in t30} == standard_contacts
+        assert caught_up.sent == {std(30): len(standard_contacts)}
+
+        # A rerun the same day sends nothing again.
+        again = send_notices(NoticeRun(as_of=day, send=True, at=at, window=False))
+        assert sum(again.sent.values()) == 0
+
+        # T-7 (Thursday Sep 23): only the new notice; nothing of T-30 is sent again.
+        t7 = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)
+        send_notices(NoticeRun(as_of=t7.date(), send=True, at=t7, window=False))
+        assert {row[0] for row in sent_rows(db, std(7))} == standard_contacts
+        assert len(sent_rows(db, std(30))) == len(t30)
+
+    @pytest.mark.usefixtures("prefect_server")
+    def test_only_open_time_zones_are_served(self, db: Database, tmp_path: Path) -> None:
+        """Tuesday 15:00 UTC: New York and London get T-30, Singapore waits for its morning."""
+        load_base(db, tmp_path, accounts=60)
+        at = datetime(2027, 8, 31, 15, 0, tzinfo=UTC)
+        summary = send_notices(NoticeRun(as_of=at.date(), send=True, at=at))
+        rows = sent_rows(db, std(30))
+        window = config().campaign.delivery_window
+        assert rows and all(in_window(window, zone, sent) for _, _, zone, sent in rows)
+        assert "Asia/Singapore" not in {zone for _, _, zone, _ in rows}
+        assert summary.waiting > 0
+
+    @pytest.mark.usefixtures("prefect_server")
+    def test_the_cap_holds_back_ordinary_notices_but_not_critical_ones(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """Two sends in the last 7 days: T-7 waits; T-1 (critical) goes anyway."""
+        load_base(db, tmp_path, accounts=40)
+        moment = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)  # Thursday, New York 11:00
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO delivery (campaign, message, contact_id, segment, role, locale, "
+                    "state, attempts, planned_at, updated_at, sent_at, critical) "
+                    "SELECT 'modular-migration-2027', m.name, c.id, 'standard', c.role, 'en', "
+                    "'accepted', 1, :t, :t, :t, :false FROM contact c "
+                    "CROSS JOIN (SELECT 'earlier-1' AS name UNION ALL SELECT 'earlier-2') m"
+                ),
+                {"t": moment - timedelta(days=2), "false": False},
+            )
+        capped = send_notices(NoticeRun(as_of=moment.date(), send=True, at=moment, window=True))
+        assert capped.sent.get(std(7), 0) == 0 and capped.waiting > 0
+        critical_day = datetime(2027, 9, 29, 15, 0, tzinfo=UTC)  # Wednesday, T-1
+        critical = send_notices(NoticeRun(as_of=critical_day.date(), send=True, at=critical_day))
+        assert critical.sent.get(std(1), 0) > 0
+        assert critical.expired.get(std(7), 0) > 0  # T-7 was superseded while capped
+
+
+def _segment_contacts(db: Database, segment: str) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(
+            conn.execute(
+                text(
+                    "SELECT c.email FROM contact c JOIN segment_assignment s "
+                    "ON s.account_id = c.account_id WHERE s.segment = :segment"
+                ),
+                {"segment": segment},
+            ).scalars()
+        )
+
+
+def _zones(db: Database) -> list[str]:
+    window = config().campaign.delivery_window
+    with db.engine.connect() as conn:
+        own = set(
+            conn.execute(
+                text("SELECT DISTINCT timezone FROM contact WHERE timezone <> ''")
+            ).scalars()
+        )
+    return sorted(own | set(window.region_timezones.values()) | {window.default_timezone})
+
+
+class TestThankYou:
+    @pytest.mark.usefixtures("prefect_server")
+    def test_a_migrated_account_gets_one_thank_you_and_no_more_notices(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """After T-30 the account migrates: no T-7 for its contacts, one thank-you each."""
+        load_base(db, tmp_path, accounts=60)
+        t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
+        send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
+        mailed = sent_rows(db, std(30))
+        account_id = _account_of(db, mailed[0][0])
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE account SET migration_state = 'migrated', migrated_on = :day "
+                    "WHERE id = :id"
+                ),
+                {"day": date(2027, 9, 10), "id": account_id},
+            )
+        t7 = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)
+        for _ in range(2):  # a rerun plans and sends nothing more
+            send_notices(NoticeRun(as_of=t7.date(), send=True, at=t7, window=False))
+
+        moved = {email for email, *_ in mailed if _account_of(db, email) == account_id}
+        thanked = [row[0] for row in sent_rows(db, "thank-you")]
+        assert sorted(thanked) == sorted(moved)
+        assert not moved & {row[0] for row in sent_rows(db, std(7))}
+        assert len(sent_rows(db, std(7))) > 0
+
+
+def _account_of(db: Database, email: str) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT account_id FROM contact WHERE email = :email"), {"email": email}
+            ).scalar_one()
+        )
+
+
+class TestMovedDeadline:
+    @pytest.mark.usefixtures("prefect_server")
+    def test_a_later_deadline_expires_old_notices_tells_once_and_restarts_the_countdown(
+        self, db: Database, tmp_path: Path, config_dir: Path
+    ) -> None:
+        """T-30 went out for Sep 30 and T-7 is waiting; the standard sunset moves to Dec 31.
+
+        The waiting T-7 expires; every contact who had T-30 (and whose account has not
+        migrated) gets one "deadline extended"; the new date's T-90 goes out on its own day,
+        also to them; nothing is sent twice on a rerun.
+        """
+        loaded = load_base(db, tmp_path, accounts=80)
+        t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
+        send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
+        had_t30 = {row[0] for row in sent_rows(db, std(30))}
+        assert had_t30
+        migrated = sorted(had_t30)[0]
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE account SET migration_state = 'migrated', migrated_on = :day "
+                    "WHERE id = :id"
+                ),
+                {"day": date(2027, 9, 10), "id": _account_of(db, migrated)},
+            )
+        moved_with = {e for e in had_t30 if _account_of(db, e) == _account_of(db, migrated)}
+        # T-7 planned, not yet sent
+        planning.plan_notices(db.engine, config=loaded, as_of=date(2027, 9, 23))
+        waiting_t7 = db.count(f"delivery WHERE message = '{std(7)}' AND state = 'planned'")
+        assert waiting_t7 > 0
+
+        new_sunset = date(2027, 12, 31)
+        path = config_dir / "campaign.yaml"
+        path.write_text(
+            path.read_text().replace("standard: 2027-09-30", f"standard: {new_sunset}"),
+            encoding="utf-8",
+        )
+        friday = datetime(2027, 9, 24, 15, 0, tzinfo=UTC)
+        summary = send_notices(NoticeRun(as_of=friday.date(), send=True, at=friday, window=False))
+        extended = extended_message(new_sunset)
+        assert summary.expired_for_moved_deadline == waiting_t7
+        assert db.count(f"delivery WHERE message = '{std(7)}' AND state = 'planned'") == 0
+        assert {row[0] for row in sent_rows(db, std(7))} == set()
+        told = [row[0] for row in sent_rows(db, extended)]
+        assert sorted(told) == sorted(had_t30 - moved_with)
+        assert summary.sent[extended] == len(told)  # (and the migrated account: a thank-you)
+
+        # The new date's T-90 (due Oct 2) goes to everyone not migrated, the told included.
+        tuesday = datetime(2027, 10, 5, 15, 0, tzinfo=UTC)
+        for _ in range(2):
+            send_notices(NoticeRun(as_of=tuesday.date(), send=True, at=tuesday, window=False))
+        t90 = {row[0] for row in sent_rows(db, notice_message(90, new_sunset))}
+        assert (had_t30 - moved_with) <= t90 and not t90 & moved_with
+        assert len(sent_rows(db, extended)) == len(told)  # once per contact, reruns included
+        assert len(sent_rows(db, notice_message(90, new_sunset))) == len(t90)

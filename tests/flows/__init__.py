@@ -1,0 +1,1 @@
+"""Tests of the flows as a whole: deployments, the demo, the rehearsal, chaos and exit codes."""

@@ -1,0 +1,72 @@
+"""Flows compose: a phase's sending is a ``deliver`` subflow run under the phase's run, every
+step between is a task run, and one preflight step checks config, schema and telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
+from prefect.flows import flow
+
+from flows.send_phase import PhaseRun, PhaseSummary, send_phase
+from tests.support.bases import DAY, eligible, load_base
+from tests.support.environment import Database
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+async def _children(parent: UUID) -> tuple[list[FlowRun], list[str]]:
+    """The subflow runs of one flow run, and the names of its task runs (without suffix)."""
+    async with get_client() as client:
+        subflows = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])
+            )
+        )
+        tasks = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[parent]))
+        )
+    return subflows, [task.name.rsplit("-", 1)[0] for task in tasks]
+
+
+def test_a_real_send_runs_deliver_as_a_subflow_and_its_steps_as_tasks(
+    db: Database, tmp_path: Path
+) -> None:
+    loaded = load_base(db, tmp_path, accounts=120)
+    expected = eligible(db, loaded, "announcement")
+
+    @flow(name="phase-under-test")
+    def parent() -> tuple[UUID, PhaseSummary]:
+        context = FlowRunContext.get()
+        assert context is not None and context.flow_run is not None
+        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        return context.flow_run.id, summary
+
+    parent_id, summary = parent()
+    assert summary.delivery is not None and summary.delivery.accepted == len(expected)
+
+    async def tree() -> tuple[list[FlowRun], list[str], list[FlowRun], list[str]]:
+        (phase_run,), _ = await _children(parent_id)
+        subflows, phase_tasks = await _children(phase_run.id)
+        (deliver_run,) = subflows
+        deeper, deliver_tasks = await _children(deliver_run.id)
+        return subflows, phase_tasks, deeper, deliver_tasks
+
+    subflows, phase_tasks, deeper, deliver_tasks = asyncio.run(tree())
+    assert [run.name for run in subflows] == ["deliver-announcement"] and deeper == []
+    assert {"preflight", "check-templates", "plan-ledger", "count-ledger"} <= set(phase_tasks)
+    assert "send-batch" not in phase_tasks  # the batches belong to the deliver run
+    assert deliver_tasks.count("start-sender") == deliver_tasks.count("finish-sender") == 1
+    assert {"recover-senders", "suppress-ineligible", "expire-rows", "send-batch"} <= set(
+        deliver_tasks
+    )

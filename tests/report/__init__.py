@@ -1,0 +1,1 @@
+"""Tests of the report wing: success metrics and the weekly report."""

@@ -1,0 +1,49 @@
+"""Where the tests run: the repository root, the test key, Chromium, Postgres, a test database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from herald.db import get_engine
+
+POSTGRES_URL = os.environ.get(
+    "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+POSTGRES_REQUIRED = os.environ.get("HERALD_TEST_POSTGRES", "") == "required"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM_REQUIRED = os.environ.get("HERALD_TEST_CHROMIUM", "") == "required"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Database:
+    """A migrated, empty database for one test."""
+
+    backend: str
+    url: str
+
+    @property
+    def engine(self) -> Engine:
+        """The engine Herald itself uses for this URL."""
+        return get_engine(self.url)
+
+    def count(self, table: str) -> int:
+        """Rows in ``table``."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+KEY = "SG.test-key-never-printed"

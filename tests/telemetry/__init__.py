@@ -1,0 +1,1 @@
+"""Tests of the telemetry wing: ingest, contracts, the event webhook."""
