@@ -1,13 +1,14 @@
 """Flow: deliver what is planned for one message, batch by batch, exactly once.
 
-Called as a subflow by ``send-phase`` and ``send-notices`` (one flow run per message, so the
-Prefect UI shows each message's batches under it). The rehearsal calls :func:`deliver.fn`
-inside its own flow run instead: it delivers hundreds of times on a simulated clock, and a
-subflow run per day would cost more than the sending.
+A flow of its own (one message, runnable and deployable alone: the unit a scale-out fans out),
+which ``send-phase``, ``send-notices`` and ``rehearse`` compose by calling :func:`deliver.fn`
+inside their own run: its tasks then are theirs. Not as a subflow run: on a 2-core machine a
+subflow run costs about a second of Prefect's bookkeeping (measured: twelve paused runs of
+a phase took 62 s as subflows against 28 s inline), and the rehearsal delivers 838 times.
 
-The steps: register this process as the message's sender, settle what dead senders left
-(unrequested rows back to planned, in-flight rows ``unknown``), drop what became ineligible
-or expired, then one task run per batch (``sending.in_flight`` at a time) until nothing is
+The steps: open a sender (one task run: register this process as the message's sender,
+settle what dead senders left, drop what became ineligible or expired), then one task run
+per batch (``sending.in_flight`` at a time) until nothing is
 left, the message is paused or ``max_batches`` is reached; the sender is finished in any case.
 """
 
@@ -27,12 +28,9 @@ from herald.delivery.transports import get_transport
 from herald.settings import TransportName, get_settings
 from tasks.common import as_is, database
 from tasks.delivery import (
-    expire_task,
     finish_sender_task,
-    recover_task,
+    open_sender_task,
     send_batch_task,
-    start_sender_task,
-    suppress_ineligible_task,
 )
 
 
@@ -90,14 +88,17 @@ def deliver(
     def clock() -> datetime:
         return at if at is not None else datetime.now(UTC)
 
-    worker = start_sender_task(config, message, sending.name)
-    done = Delivered(message=message)
+    opened = open_sender_task(config, phase, message, sending.name, clock())
+    worker = opened.worker
+    done = Delivered(
+        message=message,
+        recovered_unknown=opened.recovery.unknown,
+        recovered_released=opened.recovery.released,
+        suppressed_now=opened.suppressed,
+        expired=opened.expired,
+    )
     finished = "failed"
     try:
-        recovery = recover_task(config, worker)
-        done.recovered_unknown, done.recovered_released = recovery.unknown, recovery.released
-        done.suppressed_now = suppress_ineligible_task(config, phase, message)
-        done.expired = expire_task(config, message, clock())
         sender = PhaseSender(
             engine=database(),
             config=config,

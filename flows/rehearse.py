@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field
 from flows.deliver import deliver
 from flows.weekly_report import produce_report
 from herald.config import MessageKind
-from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, send_day
+from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, send_day, waiting
 from herald.settings import TransportName, get_settings
 from tasks.common import database, preflight
 from tasks.delivery import check_templates_task
-from tasks.rehearsal import accepted_rows_task, plan_day_task, telemetry_day_task, waiting_task
+from tasks.rehearsal import accepted_rows_task, plan_day_task, telemetry_day_task
 from tasks.segmentation import assign_segments_task
 
 REPORT_WEEKDAY = 0  # Monday, as the weekly-report deployment
@@ -70,7 +70,6 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     assign_segments_task(config.segments, params.start)
 
     def send(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
-        # deliver's function, not a subflow run: hundreds of simulated sends in one run
         done = deliver.fn(
             config, phase, message, notice=notice, at=at, transport=TransportName.OUTBOX
         )
@@ -90,7 +89,10 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
             params.weekly_reports and day.weekday() == REPORT_WEEKDAY and day > params.start
         )
         if down(day) or not (
-            due_today(config, day) or day == back or report_day or waiting_task(config)
+            due_today(config, day)
+            or day == back
+            or report_day
+            or waiting(engine, config.campaign.id)
         ):
             day += timedelta(days=1)
             continue

@@ -103,7 +103,7 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
         summary.thank_you_planned = plan_thank_you_task(config, as_of)
     for message in planned_notices_task(config):
         name = parse_message(message)
-        done = deliver(
+        done = deliver.fn(  # in this run: see flows/deliver.py
             config,
             name.kind,
             message,

@@ -133,7 +133,7 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         _finish(summary)
         return summary
     summary.planned_new = plan_ledger_task(config, phase, as_of).planned
-    done = summary.delivery = deliver(
+    done = summary.delivery = deliver.fn(  # in this run: see flows/deliver.py
         config,
         phase,
         phase,

@@ -88,44 +88,50 @@ def planned_notices_task(config: HeraldConfig) -> dict[str, int]:
     }
 
 
-@task(name="suppress-ineligible", cache_policy=NO_CACHE)
-def suppress_ineligible_task(
-    config: HeraldConfig, phase: MessageKind, message: str
-) -> dict[str, int]:
-    """Planned rows no longer sendable (unsubscribed, bounced, churned, migrated) stop here."""
-    return planning.suppress_ineligible(database(), config=config, phase=phase, message=message)
+@dataclass(frozen=True)
+class Opened:
+    """A sender registered for one message, and what it settled before its first batch."""
+
+    worker: Worker
+    recovery: Recovery
+    suppressed: dict[str, int]
+    expired: int
 
 
-@task(name="expire-rows", cache_policy=NO_CACHE)
-def expire_task(config: HeraldConfig, message: str, now: datetime) -> int:
-    """Planned rows whose day has passed (``not_after``) become ``expired``: never sent late."""
-    return planning.expire(database(), campaign=config.campaign.id, message=message, now=now)
-
-
-@task(name="start-sender", cache_policy=NO_CACHE)
-def start_sender_task(config: HeraldConfig, message: str, transport: str) -> Worker:
-    """Register this process as a sender of ``message`` (its heartbeat proves it alive)."""
-    return start_worker(
-        database(), campaign=config.campaign.id, message=message, transport=transport
-    )
+@task(name="open-sender", cache_policy=NO_CACHE)
+def open_sender_task(
+    config: HeraldConfig, phase: MessageKind, message: str, transport: str, now: datetime
+) -> Opened:
+    """Register this process as a sender of ``message`` (its heartbeat proves it alive), then
+    settle what senders that died left behind (unrequested rows back to planned, in-flight
+    rows ``unknown``), stop planned rows that are no longer sendable (unsubscribed, bounced,
+    churned, migrated) and expire rows whose day has passed. One task run: the rehearsal
+    opens a sender hundreds of times."""
+    engine = database()
+    campaign = config.campaign.id
+    worker = start_worker(engine, campaign=campaign, message=message, transport=transport)
+    try:
+        recovery = recover(
+            engine,
+            campaign=campaign,
+            message=message,
+            lease_seconds=config.campaign.sending.worker_lease_seconds,
+            by=worker,
+        )
+        suppressed = planning.suppress_ineligible(
+            engine, config=config, phase=phase, message=message
+        )
+        expired = planning.expire(engine, campaign=campaign, message=message, now=now)
+    except BaseException:
+        finish_worker(engine, worker=worker, outcome="failed")
+        raise
+    return Opened(worker=worker, recovery=recovery, suppressed=suppressed, expired=expired)
 
 
 @task(name="finish-sender", cache_policy=NO_CACHE)
 def finish_sender_task(worker: Worker, outcome: str) -> None:
     """Mark this process's sending finished (``outcome``: finished, paused or failed)."""
     finish_worker(database(), worker=worker, outcome=outcome)
-
-
-@task(name="recover-senders", cache_policy=NO_CACHE)
-def recover_task(config: HeraldConfig, worker: Worker) -> Recovery:
-    """Settle what senders that died left behind: unrequested rows back, in-flight unknown."""
-    return recover(
-        database(),
-        campaign=config.campaign.id,
-        message=worker.message,
-        lease_seconds=config.campaign.sending.worker_lease_seconds,
-        by=worker,
-    )
 
 
 @task(name="send-batch", cache_policy=NO_CACHE)

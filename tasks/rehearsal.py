@@ -1,7 +1,8 @@
 """Rehearsal tasks: one simulated day's planning and synthetic telemetry, the ledger's state.
 
 The sending of a simulated day goes through the ``deliver`` flow's function (see
-:mod:`flows.deliver`); these wrap the rest of a day, one task run each.
+:mod:`flows.deliver`); these wrap the rest of a visited day, one task run each. Which days
+are visited is decided by plain reads in the flow (a day with nothing due costs no task run).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from herald.config import HeraldConfig
 from herald.delivery import planning
-from herald.sandbox.rehearsal import Behaviour, Draws, plan_day, telemetry_day, waiting
+from herald.sandbox.rehearsal import Behaviour, Draws, plan_day, telemetry_day
 from tasks.common import database
 
 
@@ -29,12 +30,6 @@ def telemetry_day_task(
 ) -> tuple[int, int]:
     """Synthetic responses to the day's sends and the day's migrations: (events, migrated)."""
     return telemetry_day(database(), config, day, behaviour, draw)
-
-
-@task(name="rows-waiting", cache_policy=NO_CACHE)
-def waiting_task(config: HeraldConfig) -> bool:
-    """Whether any ledger row is planned and not yet sent (a window or the cap holds it)."""
-    return waiting(database(), config.campaign.id)
 
 
 @task(name="count-accepted", cache_policy=NO_CACHE)

@@ -191,8 +191,8 @@ def phase_resume(phase: PhaseArg) -> None:
 
 @phase_app.command("status")
 def phase_status(phase: PhaseArg) -> None:
-    """The phase's ledger by state, why rows failed, and whether it is paused."""
-    from herald.delivery.controls import paused_reason
+    """The phase's ledger by state, why rows failed, whether it is paused and approved."""
+    from herald.delivery.controls import approval, paused_reason
     from herald.delivery.ledger import failure_reasons, state_counts
 
     name = parse_phase(phase)
@@ -203,6 +203,7 @@ def phase_status(phase: PhaseArg) -> None:
             counts = state_counts(conn, campaign=campaign, message=name)
             paused = paused_reason(conn, campaign=campaign, message=name)
             reasons = failure_reasons(conn, campaign=campaign, message=name)
+            approved = approval(conn, campaign=campaign, message=name)
     table = Table("state", "rows", title=f"{name}: ledger")
     for state, count in counts.items():
         table.add_row(state, str(count))
@@ -213,6 +214,13 @@ def phase_status(phase: PhaseArg) -> None:
             failed.add_row(str(count), reason)
         console.print(failed)
     console.print(f"Paused: {paused}" if paused else "Not paused.")
+    if approved:
+        note = f": {approved.note}" if approved.note else ""
+        console.print(
+            f"Approved by {approved.by} at {approved.at:%Y-%m-%d %H:%M} UTC{note}", markup=False
+        )
+    else:
+        console.print(f"Not approved: a scheduled real send waits (herald approve {name}).")
 
 
 def approve(

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert, select
+from typer.testing import CliRunner
 
+from herald.cli.app import app
 from herald.db import downgrade, upgrade
 from herald.delivery.controls import (
     CAMPAIGN_WIDE,
@@ -122,3 +124,17 @@ class TestMigration:
         assert got is not None
         at = got.at if got.at.tzinfo else got.at.replace(tzinfo=UTC)  # SQLite keeps no zone
         assert at == datetime(2026, 11, 23, 9, tzinfo=UTC)
+
+
+@pytest.mark.usefixtures("db", "config_dir")
+class TestPhaseStatusShowsTheApproval:
+    def test_status_says_who_approved_or_that_a_scheduled_send_waits(self) -> None:
+        runner = CliRunner()
+        before = runner.invoke(app, ["phase", "status", "deprecation"])
+        assert before.exit_code == 0, before.output
+        assert "Not approved: a scheduled real send waits" in before.output
+        assert runner.invoke(app, ["approve", "deprecation", "--note", "legal ok"]).exit_code == 0
+        after = runner.invoke(app, ["phase", "status", "deprecation"])
+        assert after.exit_code == 0, after.output
+        assert "Approved by " in after.output and "UTC: legal ok" in after.output
+        assert "Not approved" not in after.output

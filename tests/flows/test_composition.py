@@ -1,5 +1,5 @@
-"""Flows compose: a phase's sending is a ``deliver`` subflow run under the phase's run, every
-step between is a task run, and one preflight step checks config, schema and telemetry."""
+"""Flows compose: a phase's run starts with one preflight task (config, schema, telemetry),
+plans, and delivers through the ``deliver`` flow's steps, every step a task run."""
 
 from __future__ import annotations
 
@@ -39,9 +39,7 @@ async def _children(parent: UUID) -> tuple[list[FlowRun], list[str]]:
     return subflows, [task.name.rsplit("-", 1)[0] for task in tasks]
 
 
-def test_a_real_send_runs_deliver_as_a_subflow_and_its_steps_as_tasks(
-    db: Database, tmp_path: Path
-) -> None:
+def test_a_real_send_runs_preflight_then_delivers_in_tasks(db: Database, tmp_path: Path) -> None:
     loaded = load_base(db, tmp_path, accounts=120)
     expected = eligible(db, loaded, "announcement")
 
@@ -55,18 +53,14 @@ def test_a_real_send_runs_deliver_as_a_subflow_and_its_steps_as_tasks(
     parent_id, summary = parent()
     assert summary.delivery is not None and summary.delivery.accepted == len(expected)
 
-    async def tree() -> tuple[list[FlowRun], list[str], list[FlowRun], list[str]]:
+    async def tree() -> tuple[list[FlowRun], list[str]]:
         (phase_run,), _ = await _children(parent_id)
-        subflows, phase_tasks = await _children(phase_run.id)
-        (deliver_run,) = subflows
-        deeper, deliver_tasks = await _children(deliver_run.id)
-        return subflows, phase_tasks, deeper, deliver_tasks
+        return await _children(phase_run.id)
 
-    subflows, phase_tasks, deeper, deliver_tasks = asyncio.run(tree())
-    assert [run.name for run in subflows] == ["deliver-announcement"] and deeper == []
-    assert {"preflight", "check-templates", "plan-ledger", "count-ledger"} <= set(phase_tasks)
-    assert "send-batch" not in phase_tasks  # the batches belong to the deliver run
-    assert deliver_tasks.count("start-sender") == deliver_tasks.count("finish-sender") == 1
-    assert {"recover-senders", "suppress-ineligible", "expire-rows", "send-batch"} <= set(
-        deliver_tasks
+    subflows, tasks = asyncio.run(tree())
+    assert subflows == []  # deliver's steps run in the phase's own run
+    assert tasks.count("preflight") == 1
+    assert {"plan-ledger", "open-sender", "send-batch", "finish-sender", "count-ledger"} <= set(
+        tasks
     )
+    assert tasks.count("open-sender") == tasks.count("finish-sender") == 1
