@@ -58,20 +58,17 @@ def set_paused(
     who: str | None = None,
 ) -> None:
     """Pause or resume a phase, recording who and why in the audit log."""
-    who = who or audit.actor()
-    now = utcnow()
     _change(
         engine,
         campaign=campaign,
         message=message,
         who=who,
-        now=now,
         action="phase.paused" if paused else "phase.resumed",
         detail={"reason": reason},
+        by="changed_by",
+        at="changed_at",
         paused=paused,
         reason=reason,
-        changed_by=who,
-        changed_at=now,
     )
 
 
@@ -80,17 +77,29 @@ def _change(
     *,
     campaign: str,
     message: str,
-    who: str,
-    now: datetime,
+    who: str | None,
     action: str,
     detail: dict[str, str],
+    by: str,
+    at: str,
     **values: Any,
-) -> None:
-    """Set ``values`` on the phase's control and record ``action`` in the audit log, in one
-    transaction."""
+) -> str:
+    """Set ``values`` on the phase's control, with who and when in its ``by`` and ``at``
+    columns, and record ``action`` in the audit log, in one transaction; returns who."""
+    who = who or audit.actor()
+    now = utcnow()
     with engine.begin() as conn:
-        _upsert(conn, campaign=campaign, message=message, who=who, now=now, **values)
+        _upsert(
+            conn,
+            campaign=campaign,
+            message=message,
+            who=who,
+            now=now,
+            **values,
+            **{by: who, at: now},
+        )
         audit.record(conn, action, campaign=campaign, phase=message, detail=detail, who=who)
+    return who
 
 
 @dataclass(frozen=True)
@@ -109,21 +118,17 @@ def approve(
     audit log); returns who. A later approval replaces an earlier one."""
     if message == CAMPAIGN_WIDE:
         raise ValueError("a real send is approved phase by phase, not campaign-wide")
-    who = who or audit.actor()
-    now = utcnow()
-    _change(
+    return _change(
         engine,
         campaign=campaign,
         message=message,
         who=who,
-        now=now,
         action="phase.approved",
         detail={"note": note},
-        approved_by=who,
-        approved_at=now,
+        by="approved_by",
+        at="approved_at",
         approval_note=note,
     )
-    return who
 
 
 def approval(conn: Connection, *, campaign: str, message: str) -> Approval | None:

@@ -18,7 +18,7 @@ from herald.delivery.audience import NoSegmentation
 from herald.delivery.recovery import Recovery, recover, resolve, start_worker, unknown_rows
 from herald.delivery.sender import PhaseSender, RateLimiter, Renderer
 from herald.delivery.transports import BatchResult, OutgoingBatch, Prepared
-from herald.models import AuditLog, SendWorker, table
+from herald.models import AUDIT_LOG, SEND_WORKER
 from tests.support.bases import (
     DAY,
     config,
@@ -192,9 +192,7 @@ class TestRecovery:
             db.engine, campaign=CAMPAIGN, message="announcement", transport="sendgrid"
         )
         with db.engine.begin() as conn:
-            conn.execute(
-                update(table(SendWorker)).where(table(SendWorker).c.id == worker.id).values(pid=pid)
-            )
+            conn.execute(update(SEND_WORKER).where(SEND_WORKER.c.id == worker.id).values(pid=pid))
         unrequested = ledger.claim(db.engine, worker=worker, limit=40)
         in_flight = ledger.claim(db.engine, worker=worker, limit=30)
         assert unrequested is not None and in_flight is not None
@@ -217,7 +215,7 @@ class TestRecovery:
         assert "sending" not in after
         with db.engine.connect() as conn:
             unknown = unknown_rows(conn, campaign=CAMPAIGN, message="announcement")
-            actions = list(conn.execute(select(table(AuditLog).c.action)).scalars())
+            actions = list(conn.execute(select(AUDIT_LOG.c.action)).scalars())
         assert {row.batch_id for row in unknown} == {in_flight.batch_id}
         assert "sender.recovered" in actions
         # A second look finds nothing more to do.
@@ -273,7 +271,7 @@ class TestRecovery:
         assert states(db).get("unknown") is None
         assert states(db)["accepted"] == 20
         with db.engine.connect() as conn:
-            actions = list(conn.execute(select(table(AuditLog).c.action)).scalars())
+            actions = list(conn.execute(select(AUDIT_LOG.c.action)).scalars())
         assert {"deliveries.resend", "deliveries.mark-sent"} <= set(actions)
         assert in_flight.batch_id
 
@@ -333,7 +331,7 @@ class TestPhaseControl:
         assert after_pause.batch_id is None and after_pause.paused == outcome.paused
         assert transport.batches == batches
         with db.engine.connect() as conn:
-            audit = conn.execute(select(table(AuditLog).c.action, table(AuditLog).c.actor)).all()
+            audit = conn.execute(select(AUDIT_LOG.c.action, AUDIT_LOG.c.actor)).all()
             assert ("phase.paused", "herald circuit breaker") in set(audit)
 
         controls.set_paused(

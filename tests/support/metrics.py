@@ -18,8 +18,7 @@ from herald.models import (
     SATISFACTION_RESPONSE,
     SEGMENT_ASSIGNMENT,
     SUPPORT_TICKET,
-    TelemetryBatch,
-    table,
+    TELEMETRY_BATCH,
 )
 
 AS_OF = date(2027, 4, 11)
@@ -258,7 +257,7 @@ def reject(engine: Engine, source: str = "adoption") -> None:
     """Record a rejected last batch of ``source`` (its columns did not match the contract)."""
     with engine.begin() as conn:
         conn.execute(
-            insert(table(TelemetryBatch)).values(
+            insert(TELEMETRY_BATCH).values(
                 id=str(uuid.uuid4()),
                 source=source,
                 file=f"/data/{source}-2027-04-11.csv",

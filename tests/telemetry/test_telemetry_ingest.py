@@ -16,7 +16,11 @@ from typer.testing import CliRunner
 
 from herald.config import HeraldConfig
 from herald.customers.importer import import_customers
-from herald.models import Quarantine, SupportTicket, TelemetryBatch, table
+from herald.models import (
+    QUARANTINE,
+    SUPPORT_TICKET,
+    TELEMETRY_BATCH,
+)
 from herald.telemetry.health import (
     SourceRejected,
     record_override,
@@ -113,7 +117,7 @@ def batches(db: Database) -> list[dict[str, Any]]:
         return [
             dict(row)
             for row in conn.execute(
-                table(TelemetryBatch).select().order_by(table(TelemetryBatch).c.received_at)
+                TELEMETRY_BATCH.select().order_by(TELEMETRY_BATCH.c.received_at)
             ).mappings()
         ]
 
@@ -224,7 +228,7 @@ class TestQuarantine:
                 "T4,ACC-0000004,2026-10-03T08:00:00Z,2026-10-04T08:00:00Z,import",
             ),
         ]
-        tickets = table(SupportTicket)
+        tickets = SUPPORT_TICKET
         with db.engine.connect() as conn:
             category, opened, closed, satisfaction = conn.execute(
                 select(
@@ -645,7 +649,7 @@ class TestDropFolderFlow:
         assert "rejected" in str(adoption.data) and "adoption_pct" in str(adoption.data)
         assert db.count("quarantine") == 1
         assert {row[0] for row in rows_of(db, "SELECT source FROM quarantine")} == {"survey"}
-        assert table(Quarantine).name == "quarantine"
+        assert QUARANTINE.name == "quarantine"
 
 
 # --------------------------------------------------------------------------- customers suite
