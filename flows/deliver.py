@@ -1,10 +1,12 @@
 """Flow: deliver what is planned for one message, batch by batch, exactly once.
 
 A flow of its own (one message, runnable and deployable alone: the unit a scale-out fans out),
-which ``send-phase``, ``send-notices`` and ``rehearse`` compose by calling :func:`deliver.fn`
-inside their own run: its tasks then are theirs. Not as a subflow run: on a 2-core machine a
-subflow run costs about a second of Prefect's bookkeeping (measured: twelve paused runs of
-a phase took 62 s as subflows against 28 s inline), and the rehearsal delivers 838 times.
+which ``send-phase`` and ``send-notices`` compose by calling :func:`deliver.fn` inside their
+own run: its tasks then are theirs. Not as a subflow run: on a 2-core machine a subflow run
+costs about a second of Prefect's bookkeeping (measured: twelve paused runs of a phase took
+62 s as subflows against 28 s inline). The rehearsal, which delivers some 800 times over a
+campaign, runs the same steps as plain calls (:func:`herald.delivery.sender.deliver_message`),
+one task run per simulated day.
 
 The steps: open a sender (one task run: register this process as the message's sender,
 settle what dead senders left, drop what became ineligible or expired), then one task run
@@ -19,11 +21,9 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
-from pydantic import BaseModel, Field
 
 from herald.config import HeraldConfig, MessageKind
-from herald.delivery.keys import Outcome
-from herald.delivery.sender import BatchOutcome, PhaseSender, Renderer
+from herald.delivery.sender import BatchOutcome, Delivered, PhaseSender, Renderer
 from herald.delivery.transports import get_transport
 from herald.settings import TransportName, get_settings
 from tasks.common import as_is, database
@@ -32,35 +32,6 @@ from tasks.delivery import (
     open_sender_task,
     send_batch_task,
 )
-
-
-class Delivered(BaseModel):
-    """What delivering one message's planned rows did in this run."""
-
-    message: str
-    recovered_unknown: int = Field(default=0, description="In-flight rows of dead senders.")
-    recovered_released: int = Field(default=0, description="Unrequested rows given back.")
-    suppressed_now: dict[str, int] = Field(default_factory=dict)
-    expired: int = 0
-    batches: int = 0
-    requests: int = 0
-    accepted: int = 0
-    failed: int = 0
-    unknown: int = 0
-    paused: str | None = None
-
-    def add(self, batch: BatchOutcome) -> None:
-        """Count one sent batch (its refused recipients count as failed)."""
-        self.batches += 1
-        self.requests += batch.requests
-        requested = batch.recipients - batch.refused
-        self.failed += batch.refused
-        if batch.outcome == Outcome.ACCEPTED:
-            self.accepted += requested
-        elif batch.outcome == Outcome.FAILED:
-            self.failed += requested
-        else:
-            self.unknown += requested
 
 
 @flow(name="deliver", flow_run_name="deliver-{message}")
@@ -90,13 +61,7 @@ def deliver(
 
     opened = open_sender_task(config, phase, message, sending.name, clock())
     worker = opened.worker
-    done = Delivered(
-        message=message,
-        recovered_unknown=opened.recovery.unknown,
-        recovered_released=opened.recovery.released,
-        suppressed_now=opened.suppressed,
-        expired=opened.expired,
-    )
+    done = Delivered.opened(message, opened)
     finished = "failed"
     try:
         sender = PhaseSender(
@@ -155,23 +120,7 @@ def _send_batches(
                 break
             if batch.recipients >= batch_size:
                 width = in_flight_limit
-            if batch.batch_id is None:
-                exhausted = True
-            else:
-                done.add(batch)
-                if batch.refused:
-                    log.warning(
-                        f"Batch {batch.batch_id}: {batch.refused} recipient(s) refused "
-                        "before the request (their values cannot go in a header; see "
-                        "herald phase status)"
-                    )
-                if batch.outcome == Outcome.FAILED:
-                    log.warning(f"Batch {batch.batch_id} failed: {batch.error}")
-                elif batch.outcome == Outcome.UNKNOWN:
-                    log.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
-            if batch.paused and done.paused is None:
-                done.paused = batch.paused
-                log.warning(f"{done.message} paused: {batch.paused}")
+            exhausted = done.take(batch, log) or exhausted
     finally:
         for future in in_flight:  # never leave a batch half-recorded behind
             future.wait()

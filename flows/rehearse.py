@@ -2,25 +2,25 @@
 
 Every simulated day on which something is due (a phase's week, a notice's due day, rows
 waiting for a window, the day Herald comes back from a downtime) runs what the deployments
-would run that day, then synthetic telemetry answers. Every Monday the weekly report covers
+would run that day (planning, then at each window opening the delivery of every message due
+there: the ``deliver`` flow's steps as plain calls, one task run for the day's sends), then
+synthetic telemetry answers. Every Monday the weekly report covers
 the week up to Sunday and goes to leadership through the outbox. Sends go to the outbox only.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from flows.deliver import deliver
 from flows.weekly_report import produce_report
-from herald.config import MessageKind
-from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, send_day, waiting
-from herald.settings import TransportName, get_settings
+from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, waiting
+from herald.settings import get_settings
 from tasks.common import database, preflight
 from tasks.delivery import check_templates_task
-from tasks.rehearsal import accepted_rows_task, plan_day_task, telemetry_day_task
+from tasks.rehearsal import accepted_rows_task, plan_day_task, send_day_task, telemetry_day_task
 from tasks.segmentation import assign_segments_task
 
 REPORT_WEEKDAY = 0  # Monday, as the weekly-report deployment
@@ -69,12 +69,6 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     behaviour = Behaviour()
     assign_segments_task(config.segments, params.start)
 
-    def send(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
-        done = deliver.fn(
-            config, phase, message, notice=notice, at=at, transport=TransportName.OUTBOX
-        )
-        return done.accepted
-
     def down(day: date) -> bool:
         return bool(
             params.down_from and params.down_to and params.down_from <= day <= params.down_to
@@ -99,7 +93,7 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
         if report_day:  # Monday 08:00: the week up to Sunday, before the day's sends
             reports.append(str(produce_report(config, day - timedelta(days=1), send=True).path))
         today = Day(day=day, planned=plan_day_task(config, day))
-        today.sent = send_day(engine, config, day, send)
+        today.sent = send_day_task(config, day)
         today.events, today.migrated = telemetry_day_task(config, day, behaviour, draw)
         if today.sent:
             logger.info(

@@ -17,8 +17,9 @@ from prefect.input import RunInput
 from prefect.runtime import deployment
 from pydantic import BaseModel, Field
 
-from flows.deliver import Delivered, deliver
+from flows.deliver import deliver
 from herald.config import PhaseName
+from herald.delivery.sender import Delivered
 from herald.delivery.transports import get_transport
 from herald.models import DeliveryState
 from herald.settings import get_settings

@@ -22,8 +22,8 @@ from herald.delivery.calendar import Notice, parse_message
 from herald.delivery.ledger import Worker
 from herald.delivery.messages import check_templates
 from herald.delivery.preview import Sample, sample_renders
-from herald.delivery.recovery import Recovery, finish_worker, recover, start_worker
-from herald.delivery.sender import BatchOutcome, PhaseSender
+from herald.delivery.recovery import finish_worker
+from herald.delivery.sender import BatchOutcome, Opened, PhaseSender, open_sender
 from herald.settings import get_settings
 from tasks.common import database
 
@@ -88,44 +88,15 @@ def planned_notices_task(config: HeraldConfig) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True)
-class Opened:
-    """A sender registered for one message, and what it settled before its first batch."""
-
-    worker: Worker
-    recovery: Recovery
-    suppressed: dict[str, int]
-    expired: int
-
-
 @task(name="open-sender", cache_policy=NO_CACHE)
 def open_sender_task(
     config: HeraldConfig, phase: MessageKind, message: str, transport: str, now: datetime
 ) -> Opened:
-    """Register this process as a sender of ``message`` (its heartbeat proves it alive), then
-    settle what senders that died left behind (unrequested rows back to planned, in-flight
-    rows ``unknown``), stop planned rows that are no longer sendable (unsubscribed, bounced,
-    churned, migrated) and expire rows whose day has passed. One task run: the rehearsal
-    opens a sender hundreds of times."""
-    engine = database()
-    campaign = config.campaign.id
-    worker = start_worker(engine, campaign=campaign, message=message, transport=transport)
-    try:
-        recovery = recover(
-            engine,
-            campaign=campaign,
-            message=message,
-            lease_seconds=config.campaign.sending.worker_lease_seconds,
-            by=worker,
-        )
-        suppressed = planning.suppress_ineligible(
-            engine, config=config, phase=phase, message=message
-        )
-        expired = planning.expire(engine, campaign=campaign, message=message, now=now)
-    except BaseException:
-        finish_worker(engine, worker=worker, outcome="failed")
-        raise
-    return Opened(worker=worker, recovery=recovery, suppressed=suppressed, expired=expired)
+    """Register this process as a sender of ``message``, settle what dead senders left, drop
+    rows no longer sendable and expire those whose day has passed (one task run)."""
+    return open_sender(
+        database(), config=config, phase=phase, message=message, transport=transport, now=now
+    )
 
 
 @task(name="finish-sender", cache_policy=NO_CACHE)

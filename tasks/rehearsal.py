@@ -1,20 +1,26 @@
-"""Rehearsal tasks: one simulated day's planning and synthetic telemetry, the ledger's state.
+"""Rehearsal tasks: one simulated day's planning, sending and synthetic telemetry, one task
+run each, and the ledger's state at the end.
 
-The sending of a simulated day goes through the ``deliver`` flow's function (see
-:mod:`flows.deliver`); these wrap the rest of a visited day, one task run each. Which days
-are visited is decided by plain reads in the flow (a day with nothing due costs no task run).
+A day's sending delivers every message at every window opening of the day through
+:func:`herald.delivery.sender.deliver_message`: the steps of the ``deliver`` flow as plain
+calls, in one task run for the day (a rehearsal delivers hundreds of times: a task run per
+step would be thousands). Which days are visited is decided by plain reads in the flow (a
+day with nothing due costs no task run).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from herald.config import HeraldConfig
+from herald.config import HeraldConfig, MessageKind
 from herald.delivery import planning
-from herald.sandbox.rehearsal import Behaviour, Draws, plan_day, telemetry_day
+from herald.delivery.sender import Renderer, deliver_message
+from herald.delivery.transports import get_transport
+from herald.sandbox.rehearsal import Behaviour, Draws, plan_day, send_day, telemetry_day
+from herald.settings import TransportName, get_settings
 from tasks.common import database
 
 
@@ -22,6 +28,32 @@ from tasks.common import database
 def plan_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
     """Plan the phases dated ``day`` and the notices due and still valid on it."""
     return plan_day(database(), config, day)
+
+
+@task(name="send-day", cache_policy=NO_CACHE)
+def send_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
+    """At each window opening of ``day``, deliver every message due there, to the outbox."""
+    engine = database()
+    settings = get_settings().model_copy(update={"transport": TransportName.OUTBOX})
+    transport = get_transport(settings, config)
+    renderer = Renderer(config, settings.templates_dir)
+    log = get_run_logger()
+
+    def deliver(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
+        done = deliver_message(
+            engine,
+            config=config,
+            phase=phase,
+            message=message,
+            transport=transport,
+            renderer=renderer,
+            log=log,
+            notice=notice,
+            at=at,
+        )
+        return done.accepted
+
+    return send_day(engine, config, day, deliver)
 
 
 @task(name="synthetic-telemetry", cache_policy=NO_CACHE)

@@ -68,6 +68,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _deselect(config, items, "chromium")
     if config.stash[_PROBLEM] is not None:
         _deselect(config, items, "postgres")
+    _slowest_files_first(items)
+
+
+def _slowest_files_first(items: list[pytest.Item]) -> None:
+    """Order files by their ``slow(seconds=...)`` mark, slowest first, the rest as collected.
+
+    ``make test`` hands whole files to its workers in this order (``--dist loadfile``): a
+    long file started last would keep one worker busy while the other has nothing left.
+    """
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return float(mark.kwargs.get("seconds", 0)) if mark else 0.0
+
+    cost: dict[str, float] = {}
+    for item in items:
+        cost[item.path.as_posix()] = max(cost.get(item.path.as_posix(), 0.0), seconds(item))
+    items.sort(key=lambda item: -cost[item.path.as_posix()])  # stable: within a file as before
 
 
 def _deselect(config: pytest.Config, items: list[pytest.Item], marker: str) -> None:

@@ -103,7 +103,7 @@ def _print_phase(summary: PhaseSummary) -> None:
             f"variants). To send: herald phase send {summary.phase} --send"
         )
         return
-    from flows.deliver import Delivered
+    from herald.delivery.sender import Delivered
 
     done = summary.delivery or Delivered(message=summary.phase)
     console.print(

@@ -1,19 +1,28 @@
-"""Sending a phase, one batch at a time: claim, render, pace, request, record, watch the rates.
+"""Sending a message, one batch at a time: claim, render, pace, request, record, watch the rates.
 
 :class:`PhaseSender` holds what every batch of one sending process shares (the transport,
 the variants rendered so far, the pace, the running counts the circuit breaker reads); its
 :meth:`PhaseSender.send_batch` is the unit a Prefect task runs: about 1,000 recipients.
+
+A delivery of one message has three steps: :func:`open_sender` (register, settle what dead
+senders left, drop rows no longer sendable), batches until nothing is left or the message
+pauses, and :func:`~herald.delivery.recovery.finish_worker`. The ``deliver`` flow runs each
+step as a task run; :func:`deliver_message` runs them as plain calls (the rehearsal, which
+delivers hundreds of times a campaign, runs a whole simulated day in one task run).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, and_, func, select
 
 from herald.config import HeraldConfig, MessageKind
@@ -22,7 +31,8 @@ from herald.delivery.calendar import open_zones
 from herald.delivery.controls import paused_reason, set_paused
 from herald.delivery.keys import LedgerKey, Outcome
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
-from herald.delivery.planning import waiting_zones
+from herald.delivery.planning import expire, suppress_ineligible, waiting_zones
+from herald.delivery.recovery import Recovery, finish_worker, recover, start_worker
 from herald.delivery.transports import OutgoingBatch, Recipient, Transport
 from herald.models import DELIVERY, EMAIL_EVENT, DeliveryState, utcnow
 
@@ -354,3 +364,152 @@ class PhaseSender:
             ).scalar_one()
         self.counts.bounces_checked_at = now
         return self.counts.bounced
+
+
+# --------------------------------------------------------------------------- one message
+
+Log = logging.Logger | logging.LoggerAdapter[Any]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A sender registered for one message, and what it settled before its first batch."""
+
+    worker: ledger.Worker
+    recovery: Recovery
+    suppressed: dict[str, int]
+    expired: int
+
+
+def open_sender(
+    engine: Engine,
+    *,
+    config: HeraldConfig,
+    phase: MessageKind,
+    message: str,
+    transport: str,
+    now: datetime,
+) -> Opened:
+    """Register this process as a sender of ``message`` (its heartbeat proves it alive), then
+    settle what senders that died left behind (unrequested rows back to planned, in-flight
+    rows ``unknown``), stop planned rows that are no longer sendable (unsubscribed, bounced,
+    churned, migrated) and expire rows whose day has passed."""
+    campaign = config.campaign.id
+    worker = start_worker(engine, campaign=campaign, message=message, transport=transport)
+    try:
+        recovery = recover(
+            engine,
+            campaign=campaign,
+            message=message,
+            lease_seconds=config.campaign.sending.worker_lease_seconds,
+            by=worker,
+        )
+        suppressed = suppress_ineligible(engine, config=config, phase=phase, message=message)
+        expired = expire(engine, campaign=campaign, message=message, now=now)
+    except BaseException:
+        finish_worker(engine, worker=worker, outcome="failed")
+        raise
+    return Opened(worker=worker, recovery=recovery, suppressed=suppressed, expired=expired)
+
+
+class Delivered(BaseModel):
+    """What delivering one message's planned rows did in this run."""
+
+    message: str
+    recovered_unknown: int = Field(default=0, description="In-flight rows of dead senders.")
+    recovered_released: int = Field(default=0, description="Unrequested rows given back.")
+    suppressed_now: dict[str, int] = Field(default_factory=dict)
+    expired: int = 0
+    batches: int = 0
+    requests: int = 0
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    paused: str | None = None
+
+    @classmethod
+    def opened(cls, message: str, opened: Opened) -> Delivered:
+        """The count of a delivery that has settled what it found (nothing sent yet)."""
+        return cls(
+            message=message,
+            recovered_unknown=opened.recovery.unknown,
+            recovered_released=opened.recovery.released,
+            suppressed_now=opened.suppressed,
+            expired=opened.expired,
+        )
+
+    def add(self, batch: BatchOutcome) -> None:
+        """Count one sent batch (its refused recipients count as failed)."""
+        self.batches += 1
+        self.requests += batch.requests
+        requested = batch.recipients - batch.refused
+        self.failed += batch.refused
+        if batch.outcome == Outcome.ACCEPTED:
+            self.accepted += requested
+        elif batch.outcome == Outcome.FAILED:
+            self.failed += requested
+        else:
+            self.unknown += requested
+
+    def take(self, batch: BatchOutcome, log: Log) -> bool:
+        """Count and log what one batch did; True when it found nothing left to claim."""
+        if batch.batch_id is not None:
+            self.add(batch)
+            if batch.refused:
+                log.warning(
+                    f"Batch {batch.batch_id}: {batch.refused} recipient(s) refused "
+                    "before the request (their values cannot go in a header; see "
+                    "herald phase status)"
+                )
+            if batch.outcome == Outcome.FAILED:
+                log.warning(f"Batch {batch.batch_id} failed: {batch.error}")
+            elif batch.outcome == Outcome.UNKNOWN:
+                log.error(f"Batch {batch.batch_id} is unknown: {batch.error}")
+        if batch.paused and self.paused is None:
+            self.paused = batch.paused
+            log.warning(f"{self.message} paused: {batch.paused}")
+        return batch.batch_id is None
+
+
+def deliver_message(
+    engine: Engine,
+    *,
+    config: HeraldConfig,
+    phase: MessageKind,
+    message: str,
+    transport: Transport,
+    renderer: Renderer,
+    log: Log,
+    notice: int | None = None,
+    at: datetime | None = None,
+    window: bool = True,
+) -> Delivered:
+    """Deliver what is planned for ``message`` in plain calls, one batch after another, until
+    nothing is left or it pauses (the ``deliver`` flow's steps, without a task run each)."""
+
+    def clock() -> datetime:
+        return at if at is not None else utcnow()
+
+    opened = open_sender(
+        engine, config=config, phase=phase, message=message, transport=transport.name, now=clock()
+    )
+    done = Delivered.opened(message, opened)
+    finished = "failed"
+    try:
+        sender = PhaseSender(
+            engine=engine,
+            config=config,
+            phase=phase,
+            worker=opened.worker,
+            transport=transport,
+            renderer=renderer,
+            notice=notice,
+            clock=clock,
+            window=window,
+        )
+        while done.paused is None and not done.take(sender.send_batch(), log):
+            pass
+        finished = "paused" if done.paused else "finished"
+    finally:
+        finish_worker(engine, worker=opened.worker, outcome=finished)
+    return done

@@ -23,6 +23,8 @@ from herald.delivery.calendar import (
 from tests.support.bases import config, eligible, load_base
 from tests.support.environment import Database
 
+pytestmark = pytest.mark.slow(seconds=45)
+
 STANDARD_SUNSET = date(2027, 9, 30)  # config/campaign.yaml
 
 

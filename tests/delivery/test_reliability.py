@@ -16,7 +16,7 @@ from herald.testing.synthetic import set_sending
 from tests.support.bases import DAY, eligible, load_base
 from tests.support.environment import Database
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow(seconds=50)]
 
 
 WAIT = 300  # seconds: a safety net against hanging, never what the test relies on

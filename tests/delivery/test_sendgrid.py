@@ -34,7 +34,7 @@ from herald.testing.synthetic import set_sending
 from tests.support.bases import DAY, eligible, ledger_emails, load_base
 from tests.support.environment import KEY, Database
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow(seconds=60)]
 
 
 def all_valid(fake: FakeSendGrid) -> bool:

@@ -15,7 +15,7 @@ from prefect.settings import PREFECT_API_URL
 from tests.support.chaos import Tally, run_database
 from tests.support.environment import Database
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow(seconds=90)]
 
 
 def assert_clean(tally: Tally) -> None:

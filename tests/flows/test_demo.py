@@ -23,7 +23,7 @@ from tests.support.chromium import render
 from tests.support.environment import CHROMIUM, ROOT, Database
 from tests.support.html import EMAIL, addresses
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow(seconds=160)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from herald.testing.processes import free_port, served, stop
 from tests.support.bases import config, eligible, load_base
 from tests.support.environment import ROOT, Database
 
+pytestmark = pytest.mark.slow(seconds=80)
+
 
 def deployments() -> list[dict[str, object]]:
     data = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))

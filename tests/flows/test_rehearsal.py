@@ -17,7 +17,7 @@ from herald.sandbox.demo import write_demo_base
 from tests.support.bases import config
 from tests.support.environment import Database
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow(seconds=70)]
 
 
 def load(db: Database, tmp_path: Path, accounts: int) -> None:
