@@ -229,6 +229,7 @@ def part_herald(url: str, fake_url: str, config_dir: str) -> dict[str, Any]:
             "HERALD_TRANSPORT": "sendgrid",
             "HERALD_SENDGRID_API_HOST": fake_url,
             "SENDGRID_API_KEY": KEY,
+            "HERALD_UNSUBSCRIBE_SECRET": "bench-unsubscribe-secret",
         }
     )
     import prefect.task_engine

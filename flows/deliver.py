@@ -26,6 +26,7 @@ from herald.config import HeraldConfig, MessageKind
 from herald.delivery.sender import BatchOutcome, Delivered, PhaseSender, Renderer
 from herald.delivery.transports import get_transport
 from herald.settings import TransportName, get_settings
+from herald.unsubscribe.links import UnsubscribeLinks
 from tasks.common import as_is, database
 from tasks.delivery import (
     finish_sender_task,
@@ -55,6 +56,7 @@ def deliver(
     if transport is not None:
         settings = settings.model_copy(update={"transport": transport})
     sending = get_transport(settings, config)
+    links = UnsubscribeLinks.configured(settings, config.campaign)  # no key: nothing is sent
 
     def clock() -> datetime:
         return at if at is not None else datetime.now(UTC)
@@ -71,6 +73,7 @@ def deliver(
             worker=worker,
             transport=sending,
             renderer=Renderer(config, settings.templates_dir),
+            links=links,
             notice=notice,
             clock=clock,
             window=window,

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.weekly_report import produce_report
+from herald.delivery.planning import NoticeSent
 from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, waiting
 from herald.settings import get_settings
 from tasks.common import database, preflight
@@ -49,6 +50,13 @@ class RehearsalSummary(BaseModel):
     accepted: dict[str, int] = Field(
         default_factory=dict,
         description="Every message the campaign's ledger holds as sent (this run and earlier).",
+    )
+    notices: list[NoticeSent] = Field(
+        default_factory=list, description="Each notice by segment: how many went, and when."
+    )
+    never_sent: dict[str, int] = Field(
+        default_factory=dict,
+        description="Notices that expired unsent with nothing later to supersede them.",
     )
     migrated: int
     events: int
@@ -107,13 +115,15 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
     for visited in days:
         for message, count in visited.sent.items():
             sent[message] = sent.get(message, 0) + count
-    accepted = accepted_rows_task(config)
+    accepted, notices, never_sent = accepted_rows_task(config)
     return RehearsalSummary(
         start=params.start,
         end=params.end,
         days_visited=len(days),
         sent=sent,
         accepted=accepted,
+        notices=notices,
+        never_sent=never_sent,
         migrated=sum(d.migrated for d in days),
         events=sum(d.events for d in days),
         outbox=str(settings.var_dir / "outbox" / config.campaign.id),

@@ -27,10 +27,12 @@ from flows.deliver import deliver
 from herald.delivery.calendar import due_notices, parse_message
 from herald.delivery.transports import get_transport
 from herald.settings import get_settings
+from herald.unsubscribe.tokens import signing_keys
 from tasks.common import preflight
 from tasks.delivery import (
     check_templates_task,
     follow_deadlines_task,
+    never_sent_task,
     plan_notices_task,
     plan_thank_you_task,
     planned_notices_task,
@@ -52,6 +54,7 @@ class NoticeLine(BaseModel):
     message: str
     segment: str
     due: date
+    sends_on: date
     until: date
     planned_new: int = 0
 
@@ -71,6 +74,11 @@ class NoticeSummary(BaseModel):
     thank_you_planned: int = 0
     extended_planned: dict[str, int] = Field(default_factory=dict)
     expired_for_moved_deadline: int = 0
+    never_sent: dict[str, int] = Field(
+        default_factory=dict,
+        description="Notice rows that expired unsent with no later notice to supersede them "
+        "(over the whole campaign): each is somebody who did not get a deadline notice.",
+    )
 
 
 @flow(name="send-notices")
@@ -87,13 +95,21 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
         as_of=as_of,
         dry_run=not params.send,
         due=[
-            NoticeLine(message=n.message, segment=n.segment, due=n.due, until=n.until) for n in due
+            NoticeLine(
+                message=n.message,
+                segment=n.segment,
+                due=n.due,
+                sends_on=n.sends_on,
+                until=n.until,
+            )
+            for n in due
         ],
     )
     if not params.send:
         logger.info(f"Dry run: {len(due)} notice(s) due as of {as_of}. Nothing was sent.")
         return summary
     get_transport(get_settings(), config)  # a missing key stops the run here
+    signing_keys(get_settings())  # so does a missing unsubscribe key
     moved = follow_deadlines_task(config, as_of)
     summary.expired_for_moved_deadline = moved.expired
     summary.extended_planned = moved.extended
@@ -119,6 +135,12 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
             summary.paused = done.paused
             break
     summary.waiting = sum(planned_notices_task(config).values())
+    summary.never_sent = never_sent_task(config)
+    for message, count in summary.never_sent.items():
+        logger.error(
+            f"{message}: {count} contact(s) never got this notice and nothing later superseded "
+            "it (it expired unsent; see herald phase status / the ledger)"
+        )
     logger.info(
         f"Notices as of {as_of}: {len(due)} due; sent "
         + (", ".join(f"{m} {n}" for m, n in summary.sent.items()) or "none")

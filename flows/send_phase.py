@@ -23,6 +23,7 @@ from herald.delivery.sender import Delivered
 from herald.delivery.transports import get_transport
 from herald.models import DeliveryState
 from herald.settings import get_settings
+from herald.unsubscribe.tokens import signing_keys
 from tasks.common import preflight
 from tasks.delivery import (
     approve_task,
@@ -129,6 +130,7 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         return summary
 
     transport = get_transport(settings, config)  # a missing key stops the run here
+    signing_keys(settings)  # so does a missing unsubscribe key
     summary.refused = _approval(config.campaign.id, phase, params)
     if summary.refused:
         _finish(summary)

@@ -53,11 +53,19 @@ class Settings(BaseSettings):
         default=None,
         description="SendGrid's Event Webhook verification key (base64 DER, P-256).",
     )
+    unsubscribe_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs unsubscribe links (the endpoint must have the same one).",
+    )
+    unsubscribe_old_secrets: SecretStr | None = Field(
+        default=None,
+        description="Earlier signing keys, comma-separated: links they signed still work.",
+    )
     import_chunk_rows: int = Field(
         default=20_000, gt=0, description="Rows staged per round trip during customer import."
     )
 
-    @field_validator("sendgrid_api_key")
+    @field_validator("sendgrid_api_key", "unsubscribe_secret")
     @classmethod
     def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

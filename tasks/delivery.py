@@ -133,6 +133,13 @@ def reject_task(campaign: str, phase: PhaseName, note: str, who: str) -> None:
         )
 
 
+@task(name="never-sent-notices", cache_policy=NO_CACHE)
+def never_sent_task(config: HeraldConfig) -> dict[str, int]:
+    """Notice rows that expired unsent with nothing later to supersede them, per notice."""
+    with database().connect() as conn:
+        return planning.never_sent_notices(conn, campaign=config.campaign.id)
+
+
 @dataclass(frozen=True)
 class LedgerCounts:
     """A message's rows by state, and how many recipients fell back to a region's window."""

@@ -21,6 +21,7 @@ from herald.delivery.sender import Renderer, deliver_message
 from herald.delivery.transports import get_transport
 from herald.sandbox.rehearsal import Behaviour, Draws, plan_day, send_day, telemetry_day
 from herald.settings import TransportName, get_settings
+from herald.unsubscribe.links import UnsubscribeLinks
 from tasks.common import database
 
 
@@ -37,6 +38,7 @@ def send_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
     settings = get_settings().model_copy(update={"transport": TransportName.OUTBOX})
     transport = get_transport(settings, config)
     renderer = Renderer(config, settings.templates_dir)
+    links = UnsubscribeLinks.configured(settings, config.campaign)
     log = get_run_logger()
 
     def deliver(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
@@ -47,6 +49,7 @@ def send_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
             message=message,
             transport=transport,
             renderer=renderer,
+            links=links,
             log=log,
             notice=notice,
             at=at,
@@ -65,7 +68,15 @@ def telemetry_day_task(
 
 
 @task(name="count-accepted", cache_policy=NO_CACHE)
-def accepted_rows_task(config: HeraldConfig) -> dict[str, int]:
-    """Every message the campaign's ledger holds as sent, with its count."""
+def accepted_rows_task(
+    config: HeraldConfig,
+) -> tuple[dict[str, int], list[planning.NoticeSent], dict[str, int]]:
+    """What the campaign's ledger holds: every message sent with its count, each notice by
+    segment with the days it went, and the notices somebody never got."""
+    campaign = config.campaign.id
     with database().connect() as conn:
-        return planning.accepted_rows(conn, campaign=config.campaign.id)
+        return (
+            planning.accepted_rows(conn, campaign=campaign),
+            planning.notices_sent(conn, campaign=campaign),
+            planning.never_sent_notices(conn, campaign=campaign),
+        )

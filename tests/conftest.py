@@ -30,6 +30,7 @@ from tests.support.environment import (
     POSTGRES_REQUIRED,
     POSTGRES_URL,
     ROOT,
+    UNSUBSCRIBE_SECRET,
     Database,
 )
 
@@ -234,6 +235,7 @@ def sendgrid_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]:
         monkeypatch.setenv("HERALD_TRANSPORT", "sendgrid")
         monkeypatch.setenv("HERALD_SENDGRID_API_HOST", fake.url)
         monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+        monkeypatch.setenv("HERALD_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)
         get_settings.cache_clear()
         yield fake
     get_settings.cache_clear()

@@ -1,7 +1,7 @@
 """Secrets and personal data: a whole phase, the webhook receiver and the weekly report run
-with a SendGrid key and a webhook key set; neither key appears in any log line, printed
-output, Prefect artifact, saved report, outbox file or audit entry, and recipients' e-mail
-addresses appear in logs only masked."""
+with a SendGrid key, a webhook key and an unsubscribe key set; no key appears in any log
+line, printed output, Prefect artifact, saved report, outbox file or audit entry, and
+recipients' e-mail addresses appear in logs only masked."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tests.support.webhooks import NOW, Signer, client_for, event
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 API_KEY = "SG.sEcReT-api-key-7f3a9c1e5b"
+UNSUBSCRIBE_SECRET = "uNsUbScRiBe-secret-4d2e8a"
 
 
 def everything_written(root: Path) -> str:
@@ -62,6 +63,7 @@ def test_no_key_anywhere_and_addresses_masked_in_logs(
         monkeypatch.setenv("HERALD_SENDGRID_API_HOST", fake.url)
         monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
         monkeypatch.setenv("HERALD_WEBHOOK_PUBLIC_KEY", signer.public)
+        monkeypatch.setenv("HERALD_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)
         get_settings.cache_clear()
 
         runner = CliRunner()
@@ -102,6 +104,7 @@ def test_no_key_anywhere_and_addresses_masked_in_logs(
     for place, text in places.items():
         assert API_KEY not in text and API_KEY[3:] not in text, place
         assert signer.public not in text and signer.public[20:60] not in text, place
+        assert UNSUBSCRIBE_SECRET not in text, place
     assert "set (hidden)" in printed[0]
     # Recipients' addresses: never whole in a log line or an artifact; where one is named
     # (the dry run's sample renders), it is masked, j***@domain.

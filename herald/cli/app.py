@@ -19,6 +19,7 @@ from herald.cli.db import db_app
 from herald.cli.deliveries import deliveries_app
 from herald.cli.demo import demo
 from herald.cli.metrics import metrics_app
+from herald.cli.notices import notices_app
 from herald.cli.phase import approve, phase_app
 from herald.cli.preview import preview_command
 from herald.cli.rehearse import rehearse_command
@@ -28,6 +29,7 @@ from herald.cli.segment import segment
 from herald.cli.settings import show_settings
 from herald.cli.telemetry import telemetry_app
 from herald.cli.templates import templates_app
+from herald.cli.unsubscribe import unsubscribe_app
 from herald.cli.webhooks import webhooks_app
 
 app = typer.Typer(
@@ -54,9 +56,11 @@ for name, group in (
     ("customers", customers_app),
     ("templates", templates_app),
     ("phase", phase_app),
+    ("notices", notices_app),
     ("campaign", campaign_app),
     ("deliveries", deliveries_app),
     ("webhooks", webhooks_app),
+    ("unsubscribe", unsubscribe_app),
     ("telemetry", telemetry_app),
     ("metrics", metrics_app),
     ("report", report_app),

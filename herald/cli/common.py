@@ -23,6 +23,7 @@ from herald.delivery.messages import TemplateError
 from herald.delivery.transports import TransportError
 from herald.settings import Settings, get_settings
 from herald.telemetry.health import SourceRejected
+from herald.unsubscribe.tokens import UnsubscribeKeyError
 
 # What Prefect raises when its temporary server does not answer in time.
 EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
@@ -64,7 +65,13 @@ def guard() -> Iterator[None]:
     """Turn Herald's known failures into a clear message and the right exit code."""
     try:
         yield
-    except (ConfigError, TransportError, SourceRejected, NoSegmentation) as error:
+    except (
+        ConfigError,
+        TransportError,
+        UnsubscribeKeyError,
+        SourceRejected,
+        NoSegmentation,
+    ) as error:
         # Each says what is wrong and what to do; nothing was done.
         errors.print(f"[bold red]error:[/] {escape(str(error))}")
         raise typer.Exit(ExitCode.INVALID) from None

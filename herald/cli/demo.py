@@ -43,5 +43,5 @@ def demo(
     with guard():
         rehearsal = run_rehearsal(start, end, None, None, seed)
     print_rehearsal(rehearsal)
-    if result.rejected:
+    if result.rejected or rehearsal.never_sent:
         raise typer.Exit(ExitCode.PARTIAL)

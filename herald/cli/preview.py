@@ -56,7 +56,8 @@ def preview_command(
             console.print(f"HTML body written to {html}")
     shown = display_email(result.email)
     if result.would_send:
-        console.print(f"[green]{shown} would receive this message in {name}.[/]")
+        which = f" ({result.notice})" if result.notice else ""
+        console.print(f"[green]{shown} would receive this message in {name}{which} on {day}.[/]")
         return
     console.print(f"[bold yellow]{shown} would NOT receive {name}:[/]")
     for reason in result.reasons:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from herald.cli.common import campaign_config, console, guard, parse_day, safe_url
+from herald.cli.common import ExitCode, campaign_config, console, guard, parse_day, safe_url
 
 if TYPE_CHECKING:  # the flows import Prefect: only when a command runs one
     from flows.rehearse import RehearsalSummary
@@ -38,6 +38,8 @@ def rehearse_command(
             seed,
         )
     print_rehearsal(rehearsal)
+    if rehearsal.never_sent:
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 def run_rehearsal(
@@ -69,6 +71,20 @@ def print_rehearsal(summary: RehearsalSummary) -> None:
         console.print(
             "Nothing new to send: this campaign was rehearsed on this database before "
             "(every step is idempotent; the counts are the ledger's)."
+        )
+    if summary.notices:
+        notices = Table("notice", "segment", "sent", "went on", title="Deadline notices")
+        for notice in summary.notices:
+            went = f"{notice.first:%a %Y-%m-%d}" if notice.first else "-"
+            if notice.last and notice.last != notice.first:
+                went += f" to {notice.last:%a %Y-%m-%d}"
+            notices.add_row(notice.message, notice.segment, str(notice.sent), went)
+        console.print(notices)
+    for message, count in summary.never_sent.items():
+        console.print(
+            f"[bold red]never sent:[/] {message}: {count} contact(s) never got this notice "
+            "and nothing later superseded it",
+            soft_wrap=True,
         )
     console.print(
         f"{summary.days_visited} simulated days with something due; {summary.migrated} "

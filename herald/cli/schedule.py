@@ -17,7 +17,6 @@ def schedule(
 ) -> None:
     """The campaign calendar: what goes to whom, when, with counts by segment."""
 
-    from herald.config import WEEKDAYS
     from herald.delivery.audience import audience_counts
     from herald.delivery.calendar import calendar
 
@@ -42,6 +41,8 @@ def schedule(
         audience = counts.get(entry.phase, {})
         contacts = sum(audience.get(segment, 0) for segment in entry.segments)
         who = ", ".join(entry.segments) + (" (not migrated)" if entry.phase == "sunset" else "")
+        if entry.due is not None:
+            who += f"; due {entry.due:%a %Y-%m-%d}, a closed day"
         if entry.until is not None:
             who += f"; until {entry.until}"
         table.add_row(f"{entry.day:%a %Y-%m-%d}", entry.message, who, str(contacts))
@@ -53,9 +54,11 @@ def schedule(
         f"today's audience ({start})."
     )
     for entry in entries:
-        last = entry.until or entry.day + timedelta(days=7)
+        if entry.until is not None:  # a notice: config check guarantees it a day of its own
+            continue
+        last = entry.day + timedelta(days=7)
         span = [entry.day + timedelta(days=n) for n in range((last - entry.day).days)]
-        if not any(WEEKDAYS[day.weekday()] in window.days for day in span):
+        if not any(window.is_open_day(day) for day in span):
             console.print(
                 f"[bold yellow]warning:[/] {entry.message} for {', '.join(entry.segments)} is "
                 f"due {entry.day:%a %Y-%m-%d} and superseded on {last}: no delivery-window "

@@ -18,4 +18,8 @@ def show_settings() -> None:
     table.add_row("HERALD_TRANSPORT", current.transport.value)
     table.add_row("HERALD_SENDGRID_API_HOST", current.sendgrid_api_host)
     table.add_row("SENDGRID_API_KEY", "set (hidden)" if current.sendgrid_api_key else "not set")
+    table.add_row(
+        "HERALD_UNSUBSCRIBE_SECRET",
+        "set (hidden)" if current.unsubscribe_secret else "not set (the outbox keeps one in var/)",
+    )
     console.print(table)

@@ -19,10 +19,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8090,
 ) -> None:
-    """Serve POST /webhooks/sendgrid: verify, store, answer 200, then process each batch."""
+    """Serve POST /webhooks/sendgrid: verify, store, answer 200, then process each batch.
+
+    Where HERALD_UNSUBSCRIBE_SECRET is set, the one-click unsubscribe endpoint
+    (/unsubscribe/<token>) is served beside it."""
     import uvicorn
 
     from herald.telemetry.webhook import WebhookKeyError, create_app
+    from herald.unsubscribe.endpoint import routes
+    from herald.unsubscribe.tokens import TokenSigner, signing_keys
 
     key = settings().webhook_public_key
     if not key:
@@ -35,8 +40,11 @@ def serve(
     with guard():
         config = campaign_config()
         engine = database()
+        beside = []
+        if settings().unsubscribe_secret is not None:
+            beside = routes(engine, TokenSigner(signing_keys(settings())), config.campaign)
         try:
-            app = create_app(engine, key, config.telemetry.webhook)
+            app = create_app(engine, key, config.telemetry.webhook, routes=beside)
         except WebhookKeyError as error:
             errors.print(f"[bold red]error:[/] {error}")
             raise typer.Exit(ExitCode.INVALID) from None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
 from typing import Annotated, Self
 
 from pydantic import Field, HttpUrl, model_validator
 
 from herald.config.base import Address, HeaderText, Slug, StrictModel, TimezoneName
-from herald.config.names import PHASES, PhaseName, RoleName, Weekday
+from herald.config.names import PHASES, WEEKDAYS, MessageKind, PhaseName, RoleName, Weekday
 
 
 class Products(StrictModel):
@@ -81,12 +83,53 @@ class DeliveryWindow(StrictModel):
         description="A contact with no time zone gets their account region's.",
     )
     default_timezone: TimezoneName = "UTC"
+    holidays: list[str] = Field(
+        default_factory=list,
+        description="Countries (or country-subdivision, e.g. DE-BY) whose public holidays "
+        "are closed days for every recipient (the `holidays` package's calendars).",
+    )
+    blackout_dates: list[date] = Field(
+        default_factory=list, description="More closed days (a company shutdown, say)."
+    )
 
     @model_validator(mode="after")
     def _start_before_end(self) -> Self:
         if not self.start < self.end:
             raise ValueError(f"start {self.start} must be before end {self.end}")
+        for code in self.holidays:
+            _holiday_calendar(code, 2027)  # an unknown country fails here, named
         return self
+
+    def is_open_day(self, day: date) -> bool:
+        """Whether messages may land on ``day`` (a recipient's local date): a window weekday
+        that is neither a listed country's public holiday nor a blackout date."""
+        if WEEKDAYS[day.weekday()] not in self.days or day in self.blackout_dates:
+            return False
+        return not any(day in _holiday_calendar(code, day.year) for code in self.holidays)
+
+    def last_open_day(self, day: date, *, within: int = 28) -> date | None:
+        """The latest open day on or before ``day`` (looking back ``within`` days), or None."""
+        for back in range(within):
+            candidate = day - timedelta(days=back)
+            if self.is_open_day(candidate):
+                return candidate
+        return None
+
+
+@cache
+def _holiday_calendar(code: str, year: int) -> frozenset[date]:
+    """The public holidays of a country (``US``) or subdivision (``DE-BY``) in ``year``."""
+    import holidays
+
+    country, _, subdivision = code.partition("-")
+    try:
+        found = holidays.country_holidays(country, subdiv=subdivision or None, years=year)
+    except NotImplementedError:
+        raise ValueError(
+            f"holidays: {code!r} is not a country (or country-subdivision) the holidays "
+            "package knows (ISO 3166 codes such as US, GB, DE-BY)"
+        ) from None
+    return frozenset(found.keys())
 
 
 class FrequencyCap(StrictModel):
@@ -97,11 +140,45 @@ class FrequencyCap(StrictModel):
 
 
 class Sender(StrictModel):
-    """The From and Reply-To of every message."""
+    """The From and Reply-To of every message, and who sends it: the organization and its
+    postal address appear in every footer (CAN-SPAM asks for a valid physical address)."""
 
     email: Address
     name: HeaderText = Field(min_length=1)
     reply_to: Address | None = None
+    organization: HeaderText = Field(min_length=1, description="The legal sender's name.")
+    postal_address: str = Field(
+        min_length=10, max_length=300, description="A physical postal address, one line."
+    )
+
+
+class Unsubscribe(StrictModel):
+    """How a recipient leaves the campaign's mail: Herald's one-click endpoint (RFC 8058)."""
+
+    url: HttpUrl = Field(
+        description="Herald's unsubscribe endpoint as recipients reach it (https), e.g. "
+        "https://mail.example.com/unsubscribe; each message's link adds its token."
+    )
+    mailto: Address | None = Field(
+        default=None, description="Also offered in List-Unsubscribe (handled by a person)."
+    )
+    honoured_by: list[MessageKind] | None = Field(
+        default=None,
+        description="The messages an unsubscribe stops (and that carry the link); default: "
+        "all. A message left out is a service notice: it still goes, without the link.",
+    )
+
+    @model_validator(mode="after")
+    def _https(self) -> Self:
+        if self.url.scheme != "https":
+            raise ValueError("unsubscribe.url must be https (mail clients require it)")
+        if self.url.query or self.url.fragment:
+            raise ValueError("unsubscribe.url takes no query or fragment (the token is added)")
+        return self
+
+    def honours(self, kind: MessageKind) -> bool:
+        """Whether an unsubscribe stops messages of ``kind`` (and they carry the link)."""
+        return self.honoured_by is None or kind in self.honoured_by
 
 
 class Audience(StrictModel):
@@ -195,6 +272,7 @@ class CampaignConfig(StrictModel):
     sunset: dict[Slug, date] = Field(min_length=1)
     notices: Notices = Field(default_factory=Notices)
     sender: Sender
+    unsubscribe: Unsubscribe
     audiences: dict[PhaseName, Audience]
     locales: list[str] = Field(
         default_factory=lambda: ["en"],
@@ -212,3 +290,60 @@ class CampaignConfig(StrictModel):
         if missing:
             raise ValueError(f"audiences: no audience for phase(s) {', '.join(missing)}")
         return self
+
+    @model_validator(mode="after")
+    def _every_notice_has_its_own_day(self) -> Self:
+        problems = []
+        for slot in self.notice_schedule():
+            if slot.sends_on is None:
+                problems.append(
+                    f"the {slot.offset}-day notice of {slot.segment} (due {slot.due}) has no "
+                    "open delivery day in the 4 weeks before it: widen delivery_window"
+                )
+            elif slot.until <= slot.sends_on:
+                problems.append(
+                    f"the {slot.offset}-day notice of {slot.segment} would go on "
+                    f"{slot.sends_on}, the day the next notice goes (open days move each to "
+                    "the last one on or before its due day): drop one of the offsets or "
+                    "open more days"
+                )
+        if problems:
+            raise ValueError("notices: " + "; ".join(problems))
+        return self
+
+    def notice_schedule(self) -> list[NoticeSlot]:
+        """When each segment's notices go: a critical notice on its due day (inside the
+        window's hours whatever the weekday or holiday), any other on the last open day on
+        or before it (early beats late for a deadline); each valid until the next one goes
+        (the sunset-day notice: until the end of that day)."""
+        slots = []
+        offsets = sorted(set(self.notices.offsets_days), reverse=True)
+        critical = set(self.notices.critical_offsets)
+        for segment, sunset in self.sunset.items():
+            dues = [sunset - timedelta(days=offset) for offset in offsets]
+            sends = [
+                due if offset in critical else self.delivery_window.last_open_day(due)
+                for offset, due in zip(offsets, dues, strict=True)
+            ]
+            for index, offset in enumerate(offsets):
+                later = [day for day in sends[index + 1 :] if day is not None]
+                until = later[0] if later else sunset + timedelta(days=1)
+                slots.append(
+                    NoticeSlot(
+                        segment, offset, dues[index], sends[index], until, offset in critical
+                    )
+                )
+        return slots
+
+
+@dataclass(frozen=True)
+class NoticeSlot:
+    """One notice of one segment: due ``offset`` days before the sunset, going on
+    ``sends_on`` (None: no open day for it), valid until ``until`` (exclusive)."""
+
+    segment: str
+    offset: int
+    due: date
+    sends_on: date | None
+    until: date
+    critical: bool

@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-from herald.config import HeraldConfig, PhaseName
+from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
 from herald.delivery.calendar import is_notice, notice_deadline, timezone_expression
 from herald.errors import HeraldError
 from herald.models import (
@@ -36,6 +36,7 @@ from herald.models import (
     AccountLifecycle,
     DeliveryState,
     MigrationState,
+    SuppressionReason,
 )
 
 
@@ -64,9 +65,22 @@ def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
     return case((CONTACT.c.locale.in_(locales), CONTACT.c.locale), else_=literal(locales[0]))
 
 
-def recipients(config: HeraldConfig, segmented_on: date) -> Select[tuple[int, str, str, str, str]]:
-    """Contacts of active accounts, not suppressed, with the variant and time zone each gets:
-    contact_id, segment, role, locale, timezone. Every audience narrows this one."""
+def address_suppressed(config: HeraldConfig, kind: MessageKind) -> ColumnElement[bool]:
+    """SQL: the contact's address (``CONTACT.email``) is suppressed for messages of ``kind``:
+    a bounce, a spam report or a manual suppression stops everything; an unsubscribe stops
+    the messages that honour it (``unsubscribe.honoured_by``)."""
+    condition = exists().where(SUPPRESSION.c.email == CONTACT.c.email)
+    if not config.campaign.unsubscribe.honours(kind):
+        condition = condition.where(SUPPRESSION.c.reason != SuppressionReason.UNSUBSCRIBE.value)
+    return condition
+
+
+def recipients(
+    config: HeraldConfig, segmented_on: date, kind: MessageKind
+) -> Select[tuple[int, str, str, str, str]]:
+    """Contacts of active accounts, not suppressed for ``kind``, with the variant and time
+    zone each gets: contact_id, segment, role, locale, timezone. Every audience narrows
+    this one."""
     return (
         select(
             CONTACT.c.id.label("contact_id"),
@@ -88,7 +102,7 @@ def recipients(config: HeraldConfig, segmented_on: date) -> Select[tuple[int, st
         )
         .where(
             ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value,
-            ~exists().where(SUPPRESSION.c.email == CONTACT.c.email),
+            ~address_suppressed(config, kind),
         )
     )
 
@@ -99,10 +113,12 @@ def audience(
     segmented_on: date,
     *,
     segments: list[str] | None = None,
+    kind: MessageKind | None = None,
 ) -> Select[tuple[int, str, str, str, str]]:
     """The phase's audience: contact_id, segment, role, locale, timezone (one row per contact).
 
-    ``segments`` narrows the phase's segments (a sunset notice is per segment).
+    ``segments`` narrows the phase's segments (a sunset notice is per segment); ``kind`` is
+    the message sent to it when that is not the phase's own (a "deadline extended").
     """
     wanted = config.campaign.audiences[phase]
     chosen = [s for s in wanted.segments if segments is None or s in segments]
@@ -112,7 +128,7 @@ def audience(
     ]
     if wanted.exclude_migrated:
         conditions.append(ACCOUNT.c.migration_state != MigrationState.MIGRATED.value)
-    return recipients(config, segmented_on).where(*conditions)
+    return recipients(config, segmented_on, kind or phase).where(*conditions)
 
 
 def thank_you_audience(
@@ -120,7 +136,7 @@ def thank_you_audience(
 ) -> Select[tuple[int, str, str, str, str]]:
     """Contacts the campaign mailed (an accepted row in ``mailed``, the ledger) whose account
     has migrated by ``as_of``."""
-    return recipients(config, segmented_on).where(
+    return recipients(config, segmented_on, THANK_YOU).where(
         ACCOUNT.c.migration_state == MigrationState.MIGRATED.value,
         ACCOUNT.c.migrated_on <= as_of,
         exists().where(
@@ -138,7 +154,8 @@ def extended_audience(
     accepted row in ``mailed``) for a deadline earlier than the segment's current one."""
     deadline = config.campaign.sunset[segment].isoformat()
     name = mailed.c.message
-    return audience(config, "sunset", segmented_on, segments=[segment]).where(
+    chosen = audience(config, "sunset", segmented_on, segments=[segment], kind=DEADLINE_EXTENDED)
+    return chosen.where(
         exists().where(
             mailed.c.contact_id == CONTACT.c.id,
             mailed.c.campaign == config.campaign.id,

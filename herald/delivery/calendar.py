@@ -1,10 +1,14 @@
 """The campaign calendar: when each message is due, and when each recipient may receive it.
 
 - A broadcast phase is due on its date in ``campaign.yaml``.
-- A sunset notice for a segment is due ``offset`` days before the segment's sunset date and
-  stays valid until the next notice is due (the sunset-day notice: for that day only). A
-  notice missed while Herald was down is planned by the next run inside that validity, and
-  never after: a later notice has superseded it.
+- A sunset notice for a segment is due ``offset`` days before the segment's sunset date. A
+  critical notice (``notices.critical_offsets``, e.g. T-1 and the sunset day) goes on its due
+  day, inside the window's hours whatever the weekday or holiday; any other goes on the last
+  *open* day on or before it (a window weekday, not a holiday or blackout date): early beats
+  late for a deadline. Each stays valid until the next one goes (the sunset-day notice:
+  until the end of that day); ``config check`` refuses a calendar where a notice has no day
+  of its own. A notice missed while Herald was down is planned by the next run inside that
+  validity, and never after: a later notice has superseded it.
 - A notice's ledger name carries its deadline (``sunset-t30@2027-09-30``): moving a deadline
   in config makes new notices (sent again on the new dates), and the old deadline's notices
   still waiting expire. A contact who already had a notice for an earlier deadline gets one
@@ -27,7 +31,6 @@ from herald.config import (
     DEADLINE_EXTENDED,
     PHASES,
     THANK_YOU,
-    WEEKDAYS,
     CampaignConfig,
     DeliveryWindow,
     MessageKind,
@@ -52,24 +55,36 @@ def _hm(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
-def in_window(window: DeliveryWindow, timezone: str, at: datetime) -> bool:
-    """Whether ``at`` falls inside the window in ``timezone``."""
+def in_window(
+    window: DeliveryWindow, timezone: str, at: datetime, *, any_day: bool = False
+) -> bool:
+    """Whether ``at`` falls inside the window in ``timezone``: an open day (a window weekday,
+    no holiday or blackout) between start and end; ``any_day``: the hours only (critical
+    notices)."""
     tz = zone(timezone) or ZoneInfo(window.default_timezone)
     local = at.astimezone(tz)
-    if WEEKDAYS[local.weekday()] not in window.days:
+    if not (any_day or window.is_open_day(local.date())):
         return False
     return _hm(window.start) <= local.time() < _hm(window.end)
 
 
-def open_zones(window: DeliveryWindow, zones: Iterable[str], at: datetime) -> list[str]:
-    """The zones among ``zones`` whose window is open at ``at``."""
-    return sorted(z for z in set(zones) if in_window(window, z, at))
+def open_zones(
+    window: DeliveryWindow, zones: Iterable[str], at: datetime, *, any_day: bool = False
+) -> list[str]:
+    """The zones among ``zones`` whose window is open at ``at`` (``any_day``: hours only)."""
+    return sorted(z for z in set(zones) if in_window(window, z, at, any_day=any_day))
 
 
 def openings(
-    window: DeliveryWindow, zones: Iterable[str], start: datetime, end: datetime
+    window: DeliveryWindow,
+    zones: Iterable[str],
+    start: datetime,
+    end: datetime,
+    *,
+    any_day: bool = False,
 ) -> list[datetime]:
-    """Every moment in [start, end) at which some zone's window opens (UTC, sorted)."""
+    """Every moment in [start, end) at which some zone's window opens (UTC, sorted); on open
+    days only, unless ``any_day`` (the hours of every day: critical notices)."""
     moments: set[datetime] = set()
     opening = _hm(window.start)
     for name in set(zones):
@@ -80,7 +95,7 @@ def openings(
             moment = local.astimezone(UTC)
             if moment >= end:
                 break
-            if moment >= start and WEEKDAYS[day.weekday()] in window.days:
+            if moment >= start and (any_day or window.is_open_day(day)):
                 moments.add(moment)
             day += timedelta(days=1)
     return sorted(moments)
@@ -105,13 +120,16 @@ def timezone_expression(
 
 @dataclass(frozen=True)
 class Notice:
-    """One sunset notice of one segment: when it is due and until when it may still go."""
+    """One sunset notice of one segment: when it is due, the day it goes, and until when it
+    may still go."""
 
     segment: str
     offset: int
     due: date
+    sends_on: date  # the due day, or the last open day before it (see the module's rules)
     until: date  # exclusive
     deadline: date
+    critical: bool = False
 
     @property
     def message(self) -> str:
@@ -167,23 +185,26 @@ def parse_message(message: str) -> MessageName:
 
 
 def notices(campaign: CampaignConfig) -> list[Notice]:
-    """Every sunset notice of every segment, in due order."""
-    out = []
-    offsets = sorted(set(campaign.notices.offsets_days), reverse=True)
-    for segment, sunset in campaign.sunset.items():
-        for index, offset in enumerate(offsets):
-            due = sunset - timedelta(days=offset)
-            if index + 1 < len(offsets):
-                until = sunset - timedelta(days=offsets[index + 1])
-            else:
-                until = sunset + timedelta(days=1)
-            out.append(Notice(segment, offset, due, until, sunset))
-    return sorted(out, key=lambda n: (n.due, n.segment))
+    """Every sunset notice of every segment, in the order they go (config validation has
+    made sure each has a day of its own)."""
+    out = [
+        Notice(
+            slot.segment,
+            slot.offset,
+            slot.due,
+            slot.sends_on or slot.due,
+            slot.until,
+            campaign.sunset[slot.segment],
+            slot.critical,
+        )
+        for slot in campaign.notice_schedule()
+    ]
+    return sorted(out, key=lambda n: (n.sends_on, n.segment, -n.offset))
 
 
 def due_notices(campaign: CampaignConfig, as_of: date) -> list[Notice]:
-    """The notices a run on ``as_of`` plans: due on or before it and not yet superseded."""
-    return [n for n in notices(campaign) if n.due <= as_of < n.until]
+    """The notices a run on ``as_of`` plans: going on or before it and not yet superseded."""
+    return [n for n in notices(campaign) if n.sends_on <= as_of < n.until]
 
 
 def start_of(day: date) -> datetime:
@@ -200,6 +221,7 @@ class Entry:
     phase: str
     segments: list[str]
     until: date | None = None
+    due: date | None = None  # a notice going before its due day (a closed day): that day
 
 
 def calendar(campaign: CampaignConfig, start: date, end: date) -> list[Entry]:
@@ -210,5 +232,15 @@ def calendar(campaign: CampaignConfig, start: date, end: date) -> list[Entry]:
         )
         for phase in ("preview", "announcement", "deprecation")
     ]
-    entries += [Entry(n.due, n.message, "sunset", [n.segment], n.until) for n in notices(campaign)]
+    entries += [
+        Entry(
+            n.sends_on,
+            n.message,
+            "sunset",
+            [n.segment],
+            n.until,
+            n.due if n.due != n.sends_on else None,
+        )
+        for n in notices(campaign)
+    ]
     return sorted((e for e in entries if start <= e.day <= end), key=lambda e: (e.day, e.message))

@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Table,
@@ -188,6 +189,7 @@ class ClaimedRow:
     email: str
     name: str | None
     account_name: str
+    timezone: str | None = None  # the recipient's (as planned): their own date counts
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ class Gate:
 
     now: datetime
     zones: list[str] | None = None  # None: every zone (no delivery window applies)
+    # Zones inside the window's hours on any day: where critical rows may go now.
+    critical_zones: list[str] | None = None
     cap_messages: int | None = None
     cap_days: int = 7
 
@@ -265,6 +269,7 @@ def claim(
                 CONTACT.c.email,
                 CONTACT.c.name,
                 ACCOUNT.c.name,
+                DELIVERY.c.timezone,
             )
             .select_from(DELIVERY)
             .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
@@ -326,7 +331,13 @@ def _gated(gate: Gate | None) -> list[Any]:
         or_(DELIVERY.c.not_after.is_(None), DELIVERY.c.not_after > gate.now),
     ]
     if gate.zones is not None:
-        conditions.append(DELIVERY.c.timezone.in_(gate.zones))
+        zoned: ColumnElement[bool] = DELIVERY.c.timezone.in_(gate.zones)
+        if gate.critical_zones:
+            zoned = or_(
+                zoned,
+                and_(DELIVERY.c.critical.is_(True), DELIVERY.c.timezone.in_(gate.critical_zones)),
+            )
+        conditions.append(zoned)
     if gate.cap_messages is not None:
         earlier = DELIVERY.alias("earlier")
         recent = (

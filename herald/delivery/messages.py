@@ -31,8 +31,9 @@ from herald.errors import HeraldError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
-# Per-recipient values; every one must be filled for every recipient.
-RECIPIENT_FIELDS = ("first_name", "name", "email", "account_name")
+# Per-recipient values; every one is filled for every recipient (``unsubscribe_url`` is empty
+# where the message does not honour unsubscribes, and in the leadership report).
+RECIPIENT_FIELDS = ("first_name", "name", "email", "account_name", "unsubscribe_url")
 _TAG = re.compile(r"-(" + "|".join(RECIPIENT_FIELDS) + r")_(html|text)-")
 
 
@@ -57,7 +58,9 @@ class Variant:
     segment: str
     role: str
     locale: str
-    notice: int | None = None  # a sunset notice's offset: days left until the deadline
+    # A sunset notice's days left until the deadline, counted from the recipient's own date
+    # on the day it goes (a notice that goes early says so: 9 days, not 7).
+    days_left: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,9 @@ def substitutions(recipient: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def recipient_values(*, name: str | None, email: str, account_name: str) -> dict[str, str]:
+def recipient_values(
+    *, name: str | None, email: str, account_name: str, unsubscribe_url: str = ""
+) -> dict[str, str]:
     """The per-recipient values of one contact (a missing name greets them generically)."""
     full = (name or "").strip()
     return {
@@ -105,6 +110,7 @@ def recipient_values(*, name: str | None, email: str, account_name: str) -> dict
         "name": full,
         "email": email,
         "account_name": account_name,
+        "unsubscribe_url": unsubscribe_url,
     }
 
 
@@ -153,13 +159,15 @@ def context(config: HeraldConfig, variant: Variant) -> dict[str, Any]:
         "products": campaign.products,
         "links": campaign.links,
         "sender": campaign.sender,
+        # Whether this message offers (and honours) an unsubscribe: its footer shows the link.
+        "unsubscribe": campaign.unsubscribe.honours(variant.phase),
         "dates": campaign.phases,
         "phase": variant.phase,
         "role": variant.role,
         "locale": variant.locale,
         "segment": segments[variant.segment],
         "deadline": deadline,
-        "days_left": variant.notice,
+        "days_left": variant.days_left,
         "extended_compatibility": deadline > min(campaign.sunset.values()),
         "evidence": config.evidence.figures,
         "evidence_source": config.evidence.source_document,
@@ -218,7 +226,10 @@ def all_variants(config: HeraldConfig) -> list[Variant]:
     from herald.config import PHASES
     from herald.models import ContactRole
 
-    notices: list[int | None] = [None, *config.campaign.notices.offsets_days]
+    # The counts a notice carries: its offset, or more when it goes early (one more stands
+    # for them all: the texts differ by 0, 1, "days" and whether more than a week is left).
+    offsets = config.campaign.notices.offsets_days
+    notices: list[int | None] = [None, *sorted({d + k for d in offsets for k in (0, 1)})]
     kinds: list[MessageKind] = [*PHASES]
     if config.campaign.notices.thank_you:
         kinds.append("thank_you")

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     String,
+    and_,
     exists,
     func,
     literal,
@@ -53,6 +54,7 @@ from herald.models import (
     AccountLifecycle,
     DeliveryState,
     MigrationState,
+    SuppressionReason,
     utcnow,
 )
 
@@ -184,7 +186,6 @@ def plan_thank_you(engine: Engine, *, config: HeraldConfig, as_of: date) -> int:
 def plan_notices(engine: Engine, *, config: HeraldConfig, as_of: date) -> list[tuple[Notice, int]]:
     """Plan every sunset notice due and not yet superseded as of ``as_of`` (a missed one is
     caught up here), each for its segment, bounded by its validity; rows added per notice."""
-    critical = set(config.campaign.notices.critical_offsets)
     return [
         (
             notice,
@@ -195,9 +196,9 @@ def plan_notices(engine: Engine, *, config: HeraldConfig, as_of: date) -> list[t
                 as_of=as_of,
                 message=notice.message,
                 segments=[notice.segment],
-                not_before=start_of(notice.due),
+                not_before=start_of(notice.sends_on),
                 not_after=start_of(notice.until),
-                critical=notice.offset in critical,
+                critical=notice.critical,
             ).planned,
         )
         for notice in due_notices(config.campaign, as_of)
@@ -289,6 +290,84 @@ def accepted_rows(conn: Connection, *, campaign: str) -> dict[str, int]:
     return {str(message): int(count) for message, count in rows}
 
 
+@dataclass(frozen=True)
+class NoticeSent:
+    """One notice of one segment as the ledger has it: how many went, on which days."""
+
+    message: str
+    segment: str
+    sent: int
+    first: date | None
+    last: date | None
+
+
+def notices_sent(conn: Connection, *, campaign: str) -> list[NoticeSent]:
+    """Every notice by segment: rows accepted and the first and last day they went (UTC)."""
+    rows = conn.execute(
+        select(
+            DELIVERY.c.message,
+            DELIVERY.c.segment,
+            func.count(DELIVERY.c.sent_at),
+            func.min(DELIVERY.c.sent_at),
+            func.max(DELIVERY.c.sent_at),
+        )
+        .where(
+            DELIVERY.c.campaign == campaign,
+            DELIVERY.c.state == DeliveryState.ACCEPTED.value,
+            is_notice(DELIVERY.c.message),
+        )
+        .group_by(DELIVERY.c.message, DELIVERY.c.segment)
+        .order_by(func.min(DELIVERY.c.sent_at), DELIVERY.c.segment)
+    )
+
+    def day(value: object) -> date | None:
+        if value is None:
+            return None
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return moment.date()
+
+    return [
+        NoticeSent(str(message), str(segment), int(count), day(first), day(last))
+        for message, segment, count, first, last in rows
+    ]
+
+
+def never_sent_notices(conn: Connection, *, campaign: str) -> dict[str, int]:
+    """Notice rows that expired unsent and were not superseded: no later notice of the same
+    deadline was planned or sent to that contact (the sunset-day notice, or a notice whose
+    successors never came). Each is a notice somebody did not get: an error, never silence."""
+    later = DELIVERY.alias("later")
+    name = DELIVERY.c.message
+    rows = conn.execute(
+        select(name, func.count())
+        .where(
+            DELIVERY.c.campaign == campaign,
+            DELIVERY.c.state == DeliveryState.EXPIRED.value,
+            is_notice(name),
+            ~exists().where(
+                later.c.campaign == DELIVERY.c.campaign,
+                later.c.contact_id == DELIVERY.c.contact_id,
+                later.c.id > DELIVERY.c.id,
+                is_notice(later.c.message),
+                notice_deadline(later.c.message) == notice_deadline(name),
+                later.c.state.in_(
+                    [
+                        DeliveryState.PLANNED.value,
+                        DeliveryState.SENDING.value,
+                        DeliveryState.ACCEPTED.value,
+                        DeliveryState.UNKNOWN.value,
+                    ]
+                ),
+            ),
+            # A deadline that moved expired its notices on purpose (and said so).
+            ~DELIVERY.c.error.like("expired: the % deadline moved to %"),
+        )
+        .group_by(name)
+        .order_by(name)
+    )
+    return {str(message): int(count) for message, count in rows}
+
+
 def expire(engine: Engine, *, campaign: str, message: str, now: datetime) -> int:
     """Planned rows past their ``not_after`` (a later notice superseded them) expire."""
     with engine.begin() as conn:
@@ -329,14 +408,75 @@ def suppress_ineligible(
     """
     campaign = config.campaign.id
     of_phase = phase_rows(campaign, message or phase)  # planned ones: move() restricts
-    suppressed_reason = (
-        select(func.min(SUPPRESSION.c.reason))
-        .where(
-            CONTACT.c.id == DELIVERY.c.contact_id,
-            SUPPRESSION.c.email == CONTACT.c.email,
+    counts: dict[str, int] = {}
+    now = utcnow()
+    with engine.begin() as conn:
+        for name, condition, error in _ineligible(config, phase):
+            moved = move(
+                conn,
+                DELIVERY,
+                of_phase,
+                condition,
+                to=DeliveryState.SUPPRESSED,
+                error=error,
+                updated_at=now,
+            )
+            if moved:
+                counts[name] = moved
+    return counts
+
+
+def suppress_newly(
+    engine: Engine, *, config: HeraldConfig, phase: MessageKind, message: str, after: int
+) -> tuple[int, int]:
+    """Suppress the planned rows of ``message`` whose address got a suppression with an id
+    above ``after`` (one that came while the message was being sent: an unsubscribe, a
+    bounce); returns (rows suppressed, the highest suppression id seen). Run before each
+    batch: cheap when nothing came (one look at the newest suppression ids)."""
+    with engine.begin() as conn:
+        newest = conn.execute(
+            select(func.max(SUPPRESSION.c.id)).where(SUPPRESSION.c.id > after)
+        ).scalar_one()
+        if newest is None:
+            return 0, after
+        recent = and_(SUPPRESSION.c.id > after, SUPPRESSION.c.id <= newest)
+        _, condition, error = _ineligible(config, phase, recent)[0]
+        reached = select(CONTACT.c.id).where(
+            CONTACT.c.email.in_(select(SUPPRESSION.c.email).where(recent))
         )
-        .correlate(DELIVERY)
-        .scalar_subquery()
+        moved = move(
+            conn,
+            DELIVERY,
+            phase_rows(config.campaign.id, message),
+            DELIVERY.c.contact_id.in_(reached),  # the few rows it can be, by index
+            condition,
+            to=DeliveryState.SUPPRESSED,
+            error=error,
+            updated_at=utcnow(),
+        )
+    return moved, int(newest)
+
+
+def latest_suppression(engine: Engine) -> int:
+    """The highest suppression id now (0 when there is none)."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(SUPPRESSION.c.id), 0))).scalar_one())
+
+
+def _ineligible(config: HeraldConfig, phase: MessageKind, *only: Any) -> list[tuple[str, Any, Any]]:
+    """Why a planned row of ``phase`` may no longer go: (name, SQL condition on DELIVERY, the
+    error it records). ``only`` narrows the suppressions that count (the address check
+    comes first)."""
+    honoured = config.campaign.unsubscribe.honours(phase)
+    counted = [
+        CONTACT.c.id == DELIVERY.c.contact_id,
+        SUPPRESSION.c.email == CONTACT.c.email,
+        *only,
+    ]
+    if not honoured:  # a service notice: an unsubscribe does not stop it
+        counted.append(SUPPRESSION.c.reason != SuppressionReason.UNSUBSCRIBE.value)
+    suppressed_reason = (
+        select(func.min(SUPPRESSION.c.reason)).where(*counted).correlate(DELIVERY).scalar_subquery()
     )
 
     def account_is(condition: Any) -> Any:
@@ -353,12 +493,7 @@ def suppress_ineligible(
     checks: list[tuple[str, Any, Any]] = [
         (
             "address suppressed",
-            exists()
-            .where(
-                CONTACT.c.id == DELIVERY.c.contact_id,
-                SUPPRESSION.c.email == CONTACT.c.email,
-            )
-            .correlate(DELIVERY),
+            exists().where(*counted).correlate(DELIVERY),
             literal("address suppressed: ") + suppressed_reason,
         ),
         (
@@ -381,19 +516,4 @@ def suppress_ineligible(
                 literal("account migrated"),
             )
         )
-    counts: dict[str, int] = {}
-    now = utcnow()
-    with engine.begin() as conn:
-        for name, condition, error in checks:
-            moved = move(
-                conn,
-                DELIVERY,
-                of_phase,
-                condition,
-                to=DeliveryState.SUPPRESSED,
-                error=error,
-                updated_at=now,
-            )
-            if moved:
-                counts[name] = moved
-    return counts
+    return checks

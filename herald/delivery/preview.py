@@ -11,6 +11,7 @@ from sqlalchemy import Engine, func, select
 from herald.config import HeraldConfig, PhaseName
 from herald.customers.rows import normalize_email
 from herald.delivery.audience import audience, segmentation_day
+from herald.delivery.calendar import Notice, due_notices, notices
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
 from herald.models import (
     ACCOUNT,
@@ -35,6 +36,7 @@ class Preview:
     message: Rendered | None = None
     reasons: list[str] = field(default_factory=list)
     ledger_state: str | None = None
+    notice: str | None = None  # the sunset notice that goes on the day (phase sunset)
 
     @property
     def would_send(self) -> bool:
@@ -107,10 +109,19 @@ def preview(
                 f"role {contact.role} is not in the {phase} audience "
                 f"({', '.join(audience_config.roles)})"
             )
+        message: str = phase
+        days_left: int | None = None
+        if phase == "sunset" and segment is not None:
+            notice, why_not = _notice_on(config, segment, as_of)
+            if notice is None:
+                result.reasons.append(why_not)
+            else:
+                message, days_left = notice.message, (notice.deadline - as_of).days
+                result.notice = notice.message
         row = conn.execute(
             select(DELIVERY.c.state, DELIVERY.c.sent_at, DELIVERY.c.error).where(
                 DELIVERY.c.campaign == config.campaign.id,
-                DELIVERY.c.message == phase,
+                DELIVERY.c.message == message,
                 DELIVERY.c.contact_id == contact.id,
             )
         ).first()
@@ -122,17 +133,35 @@ def preview(
             result.reasons.append(
                 f"a send is {row.state} (settle it with `herald deliveries resolve`)"
             )
-        elif row.state in (DeliveryState.SUPPRESSED.value, DeliveryState.FAILED.value):
+        elif row.state in (
+            DeliveryState.SUPPRESSED.value,
+            DeliveryState.FAILED.value,
+            DeliveryState.EXPIRED.value,
+        ):
             result.reasons.append(f"ledger says {row.state}: {row.error}")
     if segment is not None:
         locales = config.campaign.locales
         locale = contact.locale if contact.locale in locales else locales[0]
-        result.variant = Variant(phase, segment, contact.role, locale)
+        result.variant = Variant(phase, segment, contact.role, locale, days_left)
         values = recipient_values(
             name=contact.name, email=address, account_name=contact.account_name
         )
         result.message = render(config, result.variant, templates).personalize(values)
     return result
+
+
+def _notice_on(config: HeraldConfig, segment: str, as_of: date) -> tuple[Notice | None, str]:
+    """The segment's sunset notice that may go on ``as_of``, or None and why none may."""
+    campaign = config.campaign
+    deadline = campaign.sunset[segment]
+    if as_of > deadline:
+        return None, f"the {segment} deadline ({deadline}) has passed: no notice goes after it"
+    going = [n for n in due_notices(campaign, as_of) if n.segment == segment]
+    if going:
+        return going[0], ""
+    later = [n for n in notices(campaign) if n.segment == segment and n.sends_on > as_of]
+    when = f"; the next goes on {later[0].sends_on} ({later[0].message})" if later else ""
+    return None, f"no {segment} notice goes on {as_of}{when}"
 
 
 @dataclass(frozen=True)

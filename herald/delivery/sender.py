@@ -27,14 +27,22 @@ from sqlalchemy import Engine, and_, func, select
 
 from herald.config import HeraldConfig, MessageKind
 from herald.delivery import ledger
-from herald.delivery.calendar import open_zones
+from herald.delivery.calendar import open_zones, parse_message, zone
 from herald.delivery.controls import paused_reason, set_paused
 from herald.delivery.keys import LedgerKey, Outcome
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
-from herald.delivery.planning import expire, suppress_ineligible, waiting_zones
+from herald.delivery.planning import (
+    expire,
+    latest_suppression,
+    suppress_ineligible,
+    suppress_newly,
+    waiting_zones,
+)
 from herald.delivery.recovery import Recovery, finish_worker, recover, start_worker
 from herald.delivery.transports import OutgoingBatch, Recipient, Transport
 from herald.models import DELIVERY, EMAIL_EVENT, DeliveryState, utcnow
+from herald.settings import get_settings
+from herald.unsubscribe.links import UnsubscribeLinks
 
 
 class Renderer:
@@ -128,18 +136,22 @@ class PhaseSender:
         notice: int | None = None,
         clock: Callable[[], datetime] | None = None,
         window: bool = True,
+        links: UnsubscribeLinks | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.phase = phase
         self.message = worker.message  # the ledger's name: the phase, or e.g. sunset-t30
         self.notice = notice
+        # A notice's deadline (from its ledger name): the days left are counted to it.
+        self.deadline = parse_message(self.message).deadline if notice is not None else None
         self.clock = clock or utcnow
         self.window = window
         self.worker = worker
         self.transport = transport
         self.renderer = renderer
         self.limiter = limiter or RateLimiter(config.campaign.sending.rate_per_second)
+        self.links = links or UnsubscribeLinks.configured(get_settings(), config.campaign)
         self.sending = config.campaign.sending
         with engine.connect() as conn:
             counts = ledger.state_counts(conn, campaign=worker.campaign, message=worker.message)
@@ -151,6 +163,9 @@ class PhaseSender:
         )
         self._counts_lock = threading.Lock()  # batches of one sender may run in threads
         self._after = 0  # the highest id this sender claimed: the next claim starts above it
+        # Suppressions up to this id are settled (open_sender ran suppress_ineligible); one
+        # that comes later (an unsubscribe, a bounce) takes effect before the next batch.
+        self._suppressions = latest_suppression(engine)
 
     def send_batch(self) -> BatchOutcome:
         """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
@@ -159,6 +174,13 @@ class PhaseSender:
             paused = paused_reason(conn, campaign=campaign, message=self.message)
         if paused:
             return BatchOutcome(batch_id=None, paused=paused)
+        with self._counts_lock:
+            seen = self._suppressions
+        _, newest = suppress_newly(
+            self.engine, config=self.config, phase=self.phase, message=self.message, after=seen
+        )
+        with self._counts_lock:
+            self._suppressions = max(self._suppressions, newest)
         after = self._after
         claimed = ledger.claim(
             self.engine,
@@ -285,9 +307,11 @@ class PhaseSender:
         if not self.window:
             return ledger.Gate(now=now)
         cap = self.config.campaign.frequency_cap
+        window = self.config.campaign.delivery_window
         return ledger.Gate(
             now=now,
-            zones=open_zones(self.config.campaign.delivery_window, self.zones, now),
+            zones=open_zones(window, self.zones, now),
+            critical_zones=open_zones(window, self.zones, now, any_day=True),
             cap_messages=cap.max_messages,
             cap_days=cap.per_days,
         )
@@ -297,12 +321,19 @@ class PhaseSender:
         recipients: list[Recipient] = []
         variants: dict[Variant, Rendered] = {}
         default_locale = self.config.campaign.locales[0]
+        window = self.config.campaign.delivery_window
+        now = self.clock()
         for row in claimed.rows:
+            days_left = None
+            if self.deadline is not None:  # on the recipient's own calendar, today
+                tz = zone(row.timezone or "") or zone(window.default_timezone)
+                days_left = max((self.deadline - now.astimezone(tz).date()).days, 0)
             variant = Variant(
-                self.phase, row.segment, row.role, row.locale or default_locale, self.notice
+                self.phase, row.segment, row.role, row.locale or default_locale, days_left
             )
             if variant not in variants:
                 variants[variant] = self.renderer(variant)
+            link = self.links.link(self.phase, self.message, row.contact_id)
             recipients.append(
                 Recipient(
                     delivery_id=row.delivery_id,
@@ -311,8 +342,12 @@ class PhaseSender:
                     name=row.name,
                     variant=variant,
                     values=recipient_values(
-                        name=row.name, email=row.email, account_name=row.account_name
+                        name=row.name,
+                        email=row.email,
+                        account_name=row.account_name,
+                        unsubscribe_url=link.url if link else "",
                     ),
+                    headers=link.headers if link else {},
                 )
             )
         return OutgoingBatch(
@@ -479,6 +514,7 @@ def deliver_message(
     message: str,
     transport: Transport,
     renderer: Renderer,
+    links: UnsubscribeLinks,
     log: Log,
     notice: int | None = None,
     at: datetime | None = None,
@@ -506,6 +542,7 @@ def deliver_message(
             notice=notice,
             clock=clock,
             window=window,
+            links=links,
         )
         while done.paused is None and not done.take(sender.send_batch(), log):
             pass

@@ -6,7 +6,9 @@ least one of these holds (``campaign.yaml`` ``report.at_risk``):
 - its deadline (its segment's sunset date) is at most ``deadline_within_days`` away, or
   has passed;
 - it opened ``min_tickets`` or more support tickets by that day;
-- its average survey CSAT by that day is at or below ``max_average_csat``.
+- its average survey CSAT by that day is at or below ``max_average_csat``;
+- it is unreachable by e-mail: it has contacts, and every one is suppressed (unsubscribed,
+  bounced, reported spam, or suppressed by hand).
 
 One SQL query selects and orders them (deadline first, then tickets); a second one brings
 each listed account's contacts, executives first, then technical ones: whom to call.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, and_, case, exists, func, literal, or_, select
 
 from herald.addresses import display_email
 from herald.config import HeraldConfig
@@ -31,6 +33,7 @@ from herald.models import (
     SATISFACTION_RESPONSE,
     SEGMENT_ASSIGNMENT,
     SUPPORT_TICKET,
+    SUPPRESSION,
     AccountLifecycle,
     ContactRole,
     MigrationState,
@@ -57,12 +60,17 @@ class AtRiskAccount:
     responses: int
     adoption_pct: float | None
     reasons: list[str]
+    unreachable: bool = False
     contacts: list[str] = field(default_factory=list)
 
 
-def _reasons(config: HeraldConfig, days_left: int, tickets: int, csat: float | None) -> list[str]:
+def _reasons(
+    config: HeraldConfig, days_left: int, tickets: int, csat: float | None, unreachable: bool
+) -> list[str]:
     rules = config.campaign.report.at_risk
     reasons = []
+    if unreachable:
+        reasons.append("unreachable by e-mail: every contact unsubscribed, bounced or suppressed")
     if days_left < 0:
         reasons.append(f"deadline passed {-days_left} day(s) ago")
     elif days_left <= rules.deadline_within_days:
@@ -121,6 +129,14 @@ def at_risk_accounts(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
         .subquery("adoption")
     )
     ticket_count = func.coalesce(tickets.c.tickets, 0)
+    reachable = CONTACT.alias("reachable")
+    unreachable = and_(
+        exists().where(reachable.c.account_id == ACCOUNT.c.id),
+        ~exists().where(
+            reachable.c.account_id == ACCOUNT.c.id,
+            ~exists().where(SUPPRESSION.c.email == reachable.c.email),
+        ),
+    )
     not_migrated = or_(
         ACCOUNT.c.migration_state != MigrationState.MIGRATED.value,
         ACCOUNT.c.migrated_on.is_(None),
@@ -138,6 +154,7 @@ def at_risk_accounts(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
             surveys.c.csat,
             func.coalesce(surveys.c.responses, 0).label("responses"),
             adoption.c.adoption_pct,
+            case((unreachable, True), else_=False).label("unreachable"),
         )
         .select_from(
             ACCOUNT.join(
@@ -160,6 +177,7 @@ def at_risk_accounts(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
                 SEGMENT_ASSIGNMENT.c.segment.in_(latest_deadline_soon),
                 ticket_count >= rules.min_tickets,
                 surveys.c.csat <= rules.max_average_csat,
+                unreachable,
             ),
         )
         .order_by(deadline, ticket_count.desc(), ACCOUNT.c.external_id)
@@ -184,8 +202,9 @@ def at_risk_accounts(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
                 average_csat=csat,
                 responses=int(row.responses),
                 adoption_pct=None if row.adoption_pct is None else float(row.adoption_pct),
-                reasons=_reasons(config, days_left, int(row.tickets), csat),
+                reasons=_reasons(config, days_left, int(row.tickets), csat, bool(row.unreachable)),
                 contacts=contacts.get(row.id, []),
+                unreachable=bool(row.unreachable),
             )
         )
     return listed

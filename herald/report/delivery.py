@@ -43,6 +43,7 @@ from herald.report.render import email_parts
 from herald.report.weekly import WeeklyReport
 
 LEADERSHIP = Variant(WEEKLY_REPORT, ALL, "leadership", "en")
+LEADERSHIP_NAME = "Leadership team"
 
 
 @dataclass
@@ -243,7 +244,7 @@ def _send(
                 delivery_id=row_id,
                 key=LedgerKey.of_report(campaign, name, row_id).format(),
                 email=email,
-                name=None,
+                name=LEADERSHIP_NAME,  # a named To (a bare address scores as spam)
                 variant=LEADERSHIP,
                 values=recipient_values(name=None, email=email, account_name=config.campaign.name),
             )

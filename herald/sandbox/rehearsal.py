@@ -79,10 +79,11 @@ class Day:
 
 
 def _due_messages(engine: Engine, config: HeraldConfig, at: datetime) -> list[str]:
-    """Messages with planned rows that may go at ``at``: due, unexpired, window open."""
+    """Messages with planned rows that may go at ``at``: due, unexpired, window open (for a
+    critical notice: the window's hours, whatever the day)."""
     with engine.connect() as conn:
         waiting = conn.execute(
-            select(DELIVERY.c.message, DELIVERY.c.timezone)
+            select(DELIVERY.c.message, DELIVERY.c.timezone, DELIVERY.c.critical)
             .where(
                 DELIVERY.c.campaign == config.campaign.id,
                 DELIVERY.c.state == DeliveryState.PLANNED.value,
@@ -91,7 +92,13 @@ def _due_messages(engine: Engine, config: HeraldConfig, at: datetime) -> list[st
             .distinct()
         ).all()
     window = config.campaign.delivery_window
-    return sorted({m for m, tz in waiting if in_window(window, tz or window.default_timezone, at)})
+    return sorted(
+        {
+            message
+            for message, tz, critical in waiting
+            if in_window(window, tz or window.default_timezone, at, any_day=bool(critical))
+        }
+    )
 
 
 def plan_day(engine: Engine, config: HeraldConfig, day: date) -> dict[str, int]:
@@ -140,7 +147,8 @@ def send_day(
     sent: dict[str, int] = {}
     start = start_of(day)
     window = config.campaign.delivery_window
-    for moment in openings(window, zones(engine, config), start, start + timedelta(days=1)):
+    end = start + timedelta(days=1)
+    for moment in openings(window, zones(engine, config), start, end, any_day=True):
         at = moment + timedelta(minutes=1)
         for message in _due_messages(engine, config, at):
             name = parse_message(message)
@@ -358,7 +366,7 @@ def due_today(config: HeraldConfig, day: date) -> bool:
     for phase in ("preview", "announcement", "deprecation"):
         if getattr(campaign.phases, phase) <= day < getattr(campaign.phases, phase) + PHASE_WEEK:
             return True
-    return any(notice.due == day for notice in due_notices(campaign, day))
+    return any(notice.sends_on == day for notice in due_notices(campaign, day))
 
 
 def waiting(engine: Engine, campaign: str) -> bool:

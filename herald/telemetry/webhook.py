@@ -27,7 +27,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -42,7 +42,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from herald.config import WebhookConfig
 from herald.telemetry.event_effects import describe_error
@@ -115,8 +115,10 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     process: bool = True,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The receiver as an ASGI app; ``process=False`` keeps batches stored but unprocessed."""
+    """The receiver as an ASGI app; ``process=False`` keeps batches stored but unprocessed;
+    ``routes`` are served beside it (the unsubscribe endpoint)."""
     verifying_key = public_key(key)
 
     async def receive(request: Request) -> JSONResponse:
@@ -171,6 +173,6 @@ def create_app(
         yield
 
     return Starlette(
-        routes=[Route(PATH, receive, methods=["POST"]), Route("/health", health)],
+        routes=[Route(PATH, receive, methods=["POST"]), Route("/health", health), *routes],
         lifespan=lifespan,
     )

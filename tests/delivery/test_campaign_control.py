@@ -22,7 +22,8 @@ class TestSchedule:
     def test_the_calendar_lists_phases_and_notices_with_counts_and_warns(
         self, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Every phase and notice in order, audience counts, and a notice that cannot land."""
+        """Every phase and notice in order, audience counts, and notices due on closed days
+        shown on the day they go."""
         loaded = load_base(db, tmp_path)
         # Wide enough for every cell on one line, whatever COLUMNS was when Rich started.
         monkeypatch.setattr(console, "width", 200)
@@ -36,7 +37,12 @@ class TestSchedule:
             in text_
         )
         assert text_.index("preview") < text_.index("announcement") < text_.index("deprecation")
-        assert "sunset-t0@2028-03-31 for conservative is due Fri 2028-03-31" in text_
+        assert (
+            "Thu 2028-03-23 sunset-t7@2028-03-31 conservative (not migrated); "
+            "due Fri 2028-03-24, a closed day; until 2028-03-30"
+        ) in text_
+        assert "Fri 2028-03-31 sunset-t0@2028-03-31 conservative (not migrated); until" in text_
+        assert "warning" not in text_
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -40,7 +40,7 @@ class TestRendering:
         """Every phase x segment x role x locale renders, sunset once per notice offset too."""
         # (4 phases + 5 notice offsets of the sunset + the thank-you) x 3 segments x 3 roles
         # x 6 locales.
-        assert check_templates(config, ROOT / "templates") == len(all_variants(config)) == 594
+        assert check_templates(config, ROOT / "templates") == len(all_variants(config)) == 810
 
     def test_a_notice_says_how_many_days_are_left(self, config: HeraldConfig) -> None:
         """The T-30 notice counts down; the sunset-day one says it is the last day."""
@@ -67,7 +67,7 @@ class TestRendering:
         assert "THE BUSINESS CASE" in executive.text
         assert "THE TECHNICAL EVIDENCE" not in executive.text
         assert "THE TECHNICAL EVIDENCE" in technical.text
-        assert "from platform.core import client" in technical.text
+        assert "from acme_modular.core import client" in technical.text
 
     def test_customer_data_is_escaped_in_html_and_raw_in_text(self, config: HeraldConfig) -> None:
         """A contact named <script> shows as text in HTML and unmangled in plain text."""
@@ -149,4 +149,4 @@ class TestCheck:
         """`herald templates check` exits 0 on templates/ as committed."""
         result = CliRunner().invoke(app, ["templates", "check"])
         assert result.exit_code == 0, result.stderr
-        assert "594 variants" in result.output
+        assert "810 variants" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -53,15 +54,48 @@ def sent_rows(db: Database, message: str | None = None) -> list[tuple[str, str, 
 
 class TestCalendar:
     def test_each_notice_is_due_at_its_offset_and_valid_until_the_next(self) -> None:
-        """T-90 ... T-0 of the standard segment, each superseded by the next."""
+        """T-90 ... T-0 of the standard segment, each superseded by the next. T-90 is due
+        on Friday 2 July, outside the Tue-Thu window: it goes the Thursday before."""
         standard = [n for n in notices(config().campaign) if n.segment == "standard"]
-        assert [(n.message, n.due, n.until) for n in standard] == [
-            (std(90), date(2027, 7, 2), date(2027, 8, 31)),
-            (std(30), date(2027, 8, 31), date(2027, 9, 23)),
-            (std(7), date(2027, 9, 23), date(2027, 9, 29)),
-            (std(1), date(2027, 9, 29), date(2027, 9, 30)),
-            (std(0), date(2027, 9, 30), date(2027, 10, 1)),
+        assert [(n.message, n.due, n.sends_on, n.until) for n in standard] == [
+            (std(90), date(2027, 7, 2), date(2027, 7, 1), date(2027, 8, 31)),
+            (std(30), date(2027, 8, 31), date(2027, 8, 31), date(2027, 9, 23)),
+            (std(7), date(2027, 9, 23), date(2027, 9, 23), date(2027, 9, 29)),
+            (std(1), date(2027, 9, 29), date(2027, 9, 29), date(2027, 9, 30)),
+            (std(0), date(2027, 9, 30), date(2027, 9, 30), date(2027, 10, 1)),
         ]
+
+    def test_a_notice_due_on_a_closed_day_goes_early_and_a_critical_one_on_its_day(
+        self,
+    ) -> None:
+        """The conservative deadline is Friday 31 March 2028: T-0 (critical) goes that
+        Friday; T-7 (due Friday 24th) the Thursday before; T-90 (due Saturday 1 January, a
+        holiday too) on Thursday 30 December. No notice shares a day with the next."""
+        conservative = {
+            n.offset: n for n in notices(config().campaign) if n.segment == "conservative"
+        }
+        assert conservative[0].sends_on == date(2028, 3, 31) and conservative[0].critical
+        assert conservative[7].sends_on == date(2028, 3, 23)
+        assert conservative[90].due == date(2028, 1, 1)
+        assert conservative[90].sends_on == date(2027, 12, 30)
+        ordered = sorted(conservative.values(), key=lambda n: -n.offset)
+        assert all(a.sends_on < a.until <= b.until for a, b in itertools.pairwise(ordered))
+
+    def test_a_calendar_where_two_notices_share_a_day_is_refused(self) -> None:
+        """T-8 due on a Friday moves to Thursday, the day T-7 goes: config check says so."""
+        from pydantic import ValidationError
+
+        campaign = config().campaign
+        data = campaign.model_dump(mode="json")
+        data["sunset"]["standard"] = "2027-10-01"  # a Friday: T-7 due Fri, T-8 due Thu
+        data["notices"]["offsets_days"] = [8, 7, 0]
+        data["notices"]["critical_offsets"] = [0]
+        with pytest.raises(ValidationError, match="8-day notice of standard would go on"):
+            type(campaign).model_validate(data)
+        data["delivery_window"]["blackout_dates"] = []
+        data["delivery_window"]["holidays"] = ["XX"]
+        with pytest.raises(ValidationError, match="'XX' is not a country"):
+            type(campaign).model_validate(data)
 
     def test_a_run_after_downtime_plans_only_the_notice_still_valid(self) -> None:
         """Down over T-30's day: the next run still sends it; once T-7 is due, only T-7."""
@@ -273,3 +307,67 @@ class TestMovedDeadline:
         assert (had_t30 - moved_with) <= t90 and not t90 & moved_with
         assert len(sent_rows(db, extended)) == len(told)  # once per contact, reruns included
         assert len(sent_rows(db, notice_message(90, new_sunset))) == len(t90)
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestPreviewOfNotices:
+    def test_preview_says_which_notice_goes_that_day_or_why_none(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """Before T-90 goes, on its day (with the days left counted from that day), after
+        it went, and after the deadline: each answer is the truth for that day."""
+        from typer.testing import CliRunner
+
+        from herald.cli.app import app
+
+        loaded = load_base(db, tmp_path)
+        with db.engine.connect() as conn:
+            standard = set(
+                conn.execute(
+                    text(
+                        "SELECT c.email FROM contact c JOIN segment_assignment s "
+                        "ON s.account_id = c.account_id WHERE s.segment = 'standard'"
+                    )
+                ).scalars()
+            )
+        contact = sorted(eligible(db, loaded, "sunset") & standard)[0]
+        runner = CliRunner()
+
+        def preview(day: date) -> tuple[int, str]:
+            result = runner.invoke(
+                app, ["preview", "sunset", "--contact", contact, "--as-of", day.isoformat()]
+            )
+            return result.exit_code, " ".join(result.output.split())
+
+        code, said = preview(date(2027, 6, 30))
+        assert code == 3
+        assert (
+            f"no standard notice goes on 2027-06-30; the next goes on 2027-07-01 ({std(90)})"
+            in said
+        )
+        code, said = preview(date(2027, 7, 1))  # T-90 is due Friday 2 July: it goes Thursday
+        assert (
+            code == 0 and f"would receive this message in sunset ({std(90)}) on 2027-07-01" in said
+        )
+        assert "Subject: 91 days left" in said and "91 days left." in said
+        at = datetime(2027, 7, 1, 15, tzinfo=UTC)
+        send_notices(NoticeRun(as_of=date(2027, 7, 1), send=True, at=at, window=False))
+        code, said = preview(date(2027, 7, 1))
+        assert code == 3 and "already sent" in said
+        code, said = preview(date(2027, 10, 1))
+        assert code == 3 and "the standard deadline (2027-09-30) has passed" in said
+
+
+class TestClosedDays:
+    def test_holidays_and_blackout_dates_close_a_window_day(self) -> None:
+        """Thanksgiving (Thu 25 Nov 2027, a US holiday) and a blackout Wednesday are closed;
+        the Tuesday before is open; hours alone (a critical notice) ignore both."""
+        window = DeliveryWindow(holidays=["US"], blackout_dates=[date(2027, 11, 24)])
+        assert window.is_open_day(date(2027, 11, 23))
+        assert not window.is_open_day(date(2027, 11, 24))
+        assert not window.is_open_day(date(2027, 11, 25))
+        assert window.last_open_day(date(2027, 11, 26)) == date(2027, 11, 23)
+        thanksgiving = datetime(2027, 11, 25, 15, 0, tzinfo=UTC)  # 10:00 in New York
+        assert not in_window(window, "America/New_York", thanksgiving)
+        assert in_window(window, "America/New_York", thanksgiving, any_day=True)
+        assert DeliveryWindow(holidays=["DE-BY"]).is_open_day(date(2027, 11, 23))

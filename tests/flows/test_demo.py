@@ -119,6 +119,40 @@ class TestDemo:
             assert f" {message} {sent} " in words
         assert "Outbox: " in demo.output and "Ledger: " in demo.output
 
+    def test_every_customer_message_offers_one_click_unsubscribe_and_no_notice_is_lost(
+        self, demo: DemoRun
+    ) -> None:
+        """Every customer .eml: List-Unsubscribe (https and mailto), the One-Click POST
+        header, the link in both footers, the postal address; no notice expired unsent with
+        nothing later for that contact, and the summary lists each notice with its days."""
+        postal = "100 Example Avenue, Suite 400, Springfield, IL 62701, USA"
+        outbox = demo.var / "outbox" / "modular-migration-2027"
+        mails = [m for m in outbox.glob("*/*.eml") if not m.parent.name.startswith("weekly-")]
+        assert len(mails) == demo.db.count("delivery WHERE state = 'accepted'")
+        for path in mails:
+            mail = BytesParser(policy=policy.strict).parsebytes(path.read_bytes())
+            found = re.fullmatch(
+                r"<(https://[^>]+)>, <mailto:[^>]+>", str(mail["List-Unsubscribe"])
+            )
+            assert found, path
+            assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            assert found.group(1) in text and f'href="{found.group(1)}"' in html, path
+            assert postal in text and postal in html
+        assert "never sent" not in demo.output
+        assert (
+            demo.db.count(
+                "delivery d WHERE d.state = 'expired' AND d.message LIKE 'sunset-t%' "
+                "AND NOT EXISTS (SELECT 1 FROM delivery l "
+                "WHERE l.contact_id = d.contact_id AND l.id > d.id "
+                "AND l.message LIKE 'sunset-t%' AND l.state IN ('planned', 'accepted'))"
+            )
+            == 0
+        )
+        words = " ".join(demo.output.replace("│", " ").split())
+        assert "Deadline notices" in words and "sunset-t90@2027-09-30 standard" in words
+
     def test_a_second_demo_on_the_same_database_works_and_changes_nothing(
         self, demo: DemoRun
     ) -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import email
+import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from email import policy
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
 
 from flows.rehearse import RehearsalRun, rehearse
-from herald.config import WEEKDAYS
 from herald.customers.importer import import_customers
 from herald.delivery.calendar import in_window, notices
 from herald.sandbox.demo import write_demo_base
+from herald.settings import get_settings
 from tests.support.bases import config
 from tests.support.environment import Database
 
@@ -73,8 +77,9 @@ class TestFullRehearsal:
             per_key[(row["contact_id"], row["message"])] += 1
             by_contact[row["contact_id"]].append(row)
             sent_at = moment(row["sent_at"])
-            # Inside the recipient's window.
-            assert in_window(window, str(row["timezone"]), sent_at), row
+            # Inside the recipient's window (a critical notice: its hours, any day).
+            critical = bool(row["critical"])
+            assert in_window(window, str(row["timezone"]), sent_at, any_day=critical), row
             # Nothing after the account migrated (a send on the migration day precedes it),
             # except the one thank-you.
             if row["migrated_on"] is not None and row["message"] != "thank-you":
@@ -108,19 +113,47 @@ class TestFullRehearsal:
                     "AND c.email NOT IN (SELECT email FROM suppression)"
                 )
             ).all()
-        sendable = [
-            n
-            for n in notices(campaign)
-            if n.until <= end
-            and any(
-                WEEKDAYS[(n.due + timedelta(days=k)).weekday()] in window.days
-                for k in range((n.until - n.due).days)
-            )
-        ]
+        sendable = [n for n in notices(campaign) if n.until <= end]  # each has its own day
         assert staying and sendable
         for contact_id, segment in staying:
             for notice in (n for n in sendable if n.segment == segment):
                 assert per_key[(contact_id, notice.message)] == 1, (contact_id, notice)
+        assert summary.never_sent == {}
+        # Each notice went on or before its due day, on an open day unless critical (then on
+        # its day), and says how many days are left on the recipient's own calendar that day.
+        outbox = get_settings().var_dir / "outbox" / campaign.id
+        counted = {}
+        for index in outbox.glob("sunset-t*/index.jsonl"):
+            for line in index.read_text(encoding="utf-8").splitlines():
+                entry = json.loads(line)
+                counted[entry["delivery_id"]] = (
+                    entry["variant"]["days_left"],
+                    entry["subject"],
+                    index.parent / entry["file"],
+                )
+        by_message = {n.message: n for n in notices(campaign)}
+        with db.engine.connect() as conn:
+            notice_rows = conn.execute(
+                text(
+                    "SELECT id, message, timezone, sent_at FROM delivery "
+                    "WHERE state = 'accepted' AND message LIKE 'sunset-t%'"
+                )
+            ).all()
+        assert notice_rows
+        for row_id, message, zone_name, sent_at in notice_rows:
+            notice = by_message[message]
+            local = moment(sent_at).astimezone(ZoneInfo(zone_name)).date()
+            assert local <= notice.due, (message, local)
+            assert (local == notice.due) if notice.critical else window.is_open_day(local)
+            days_left, subject, eml = counted[row_id]
+            assert days_left == (notice.deadline - local).days, (message, local, days_left)
+            mail = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+            text_part = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            if days_left:
+                assert subject.startswith(f"{days_left} day"), subject
+                assert f"{days_left} day{'s' if days_left != 1 else ''} left." in text_part
+            else:
+                assert "Today is the last day." in text_part
 
 
 class TestDowntime:

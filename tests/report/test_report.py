@@ -35,6 +35,7 @@ from herald.models import (
     SEND_BATCH,
     SEND_WORKER,
     SUPPORT_TICKET,
+    SUPPRESSION,
 )
 from herald.report.at_risk import at_risk_accounts
 from herald.report.weekly import change_text
@@ -69,6 +70,8 @@ def build_risks(engine: Engine) -> None:
         (7, "standard", "churned", "not_started", None),  # churned
         (8, "conservative", "active", "not_started", None),  # 3rd ticket after the day
         (9, "standard", "active", "migrated", date(2027, 9, 20)),  # migrates after the day
+        (10, "conservative", "active", "not_started", None),  # every contact suppressed
+        (11, "conservative", "active", "not_started", None),  # one contact of two suppressed
     ]
     with engine.begin() as conn:
         conn.execute(
@@ -110,12 +113,28 @@ def build_risks(engine: Engine) -> None:
             (2, "r2-tech@example.com", "technical"),
             (3, "r3-exec@example.com", "executive"),
             (9, "r9-exec@example.com", "executive"),
+            (10, "r10-exec@example.com", "executive"),
+            (10, "r10-tech@example.com", "technical"),
+            (11, "r11-exec@example.com", "executive"),
+            (11, "r11-tech@example.com", "technical"),
         ]
         conn.execute(
             insert(CONTACT),
             [
                 {"account_id": account, "email": email, "role": role}
                 for account, email, role in contacts
+            ],
+        )
+        suppressed = [
+            ("r10-exec@example.com", "unsubscribe"),
+            ("r10-tech@example.com", "bounce"),
+            ("r11-tech@example.com", "unsubscribe"),
+        ]
+        conn.execute(
+            insert(SUPPRESSION),
+            [
+                {"email": e, "reason": r, "source": "test", "created_at": noon}
+                for e, r in suppressed
             ],
         )
         tickets = [(3, noon)] * 3 + [(5, noon)] * 2 + [(8, noon)] * 2
@@ -142,8 +161,9 @@ class TestAtRisk:
         self, db: Database
     ) -> None:
         """Listed: 2 (early adopter, deadline passed), 1 (standard, 20 days), 9 (migrates
-        only later), 3 (3 tickets), 4 (CSAT 2.5). Not: 5 (2 tickets, CSAT 4), 6 (migrated),
-        7 (churned), 8 (its 3rd ticket comes after the day)."""
+        only later), 3 (3 tickets), 4 (CSAT 2.5), 10 (every contact suppressed: unreachable).
+        Not: 5 (2 tickets, CSAT 4), 6 (migrated), 7 (churned), 8 (its 3rd ticket comes after
+        the day), 11 (one of its two contacts is still reachable)."""
         build_risks(db.engine)
         with db.engine.connect() as conn:
             listed = at_risk_accounts(conn, config=config(), as_of=RISK_DAY)
@@ -152,8 +172,10 @@ class TestAtRisk:
             ("R1", ["deadline in 20 day(s)"]),
             ("R9", ["deadline in 20 day(s)"]),
             ("R3", ["3 support tickets"]),
+            ("R10", ["unreachable by e-mail: every contact unsubscribed, bounced or suppressed"]),
             ("R4", ["average CSAT 2.5"]),
         ]
+        assert listed[4].unreachable and listed[4].contacts  # whom to call instead
         first = listed[1]
         assert first.contacts == [
             "r1-exec@example.com",
@@ -165,7 +187,7 @@ class TestAtRisk:
             20,
             "standard",
         )
-        assert listed[4].average_csat == pytest.approx(2.5) and listed[4].responses == 2
+        assert listed[5].average_csat == pytest.approx(2.5) and listed[5].responses == 2
 
 
 # --------------------------------------------------------------------------- the report

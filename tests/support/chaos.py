@@ -67,6 +67,7 @@ from herald.testing.synthetic import (
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "SG.chaos-key"
+UNSUBSCRIBE_SECRET = "chaos-unsubscribe-secret"
 AS_OF = date(2027, 2, 9)  # the announcement's day: it goes to every segment
 PHASE = "announcement"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -165,6 +166,7 @@ class Stage:
             HERALD_TRANSPORT="sendgrid",
             HERALD_SENDGRID_API_HOST=fake_url,
             SENDGRID_API_KEY=KEY,
+            HERALD_UNSUBSCRIBE_SECRET=UNSUBSCRIBE_SECRET,
             PREFECT_API_URL=self.prefect_api_url,
             PREFECT_LOGGING_LEVEL="WARNING",
             COLUMNS="200",

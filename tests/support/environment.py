@@ -47,3 +47,5 @@ class Database:
 
 
 KEY = "SG.test-key-never-printed"
+# Signs unsubscribe links in tests that send through SendGrid (never printed either).
+UNSUBSCRIBE_SECRET = "unsubscribe-test-secret-never-printed"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from herald.config import WebhookConfig
 from herald.telemetry.webhook import create_app
 from herald.testing import event_webhook
 from tests.support.environment import Database
+from tests.support.http import client_of
 
 SAMPLE = json.loads(
     (
@@ -181,17 +179,5 @@ def client_for(
     stops the server.
     """
     app = create_app(db.engine, key, WebhookConfig(**limits), clock=lambda: clock, process=process)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+    with client_of(app) as client:
         yield client
-    server.should_exit = True
-    thread.join(timeout=120)

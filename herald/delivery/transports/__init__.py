@@ -38,6 +38,8 @@ class Recipient:
     name: str | None
     variant: Variant
     values: dict[str, str]
+    # Headers of this recipient's message only (List-Unsubscribe and its One-Click POST).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,21 @@ class HeaderValues:
     email: str
     name: str | None
     subject: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
-    """The recipient's address, display name and subject, each safe in a header; ValueError
-    (BadAddress or UnsafeText, naming the value and the character) when one is not."""
+    """The recipient's address, display name, subject and own headers, each safe in a
+    header; ValueError (BadAddress or UnsafeText, naming the value and the character) when
+    one is not."""
     email = check_address(recipient.email)
     name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
     subject = batch.variants[recipient.variant].subject_for(substitutions(recipient.values))
-    return HeaderValues(email, name, check_header_text(subject, "the subject"))
+    headers = {
+        key: check_header_text(value, f"the {key} header")
+        for key, value in recipient.headers.items()
+    }
+    return HeaderValues(email, name, check_header_text(subject, "the subject"), headers)
 
 
 def without(batch: OutgoingBatch, refused: dict[int, str]) -> OutgoingBatch:

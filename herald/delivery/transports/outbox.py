@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from email.errors import MessageError
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 
@@ -28,6 +29,26 @@ from herald.delivery.transports import (
     without,
 )
 from herald.models import utcnow
+
+
+class _Policy(EmailPolicy):
+    """The default policy, except that ``List-Unsubscribe`` is never folded into encoded
+    words: its URLs are longer than a 78-character line, and a mail client must read them as
+    they are (RFC 2369). It stays one line (the limit is 998 characters)."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in _AS_IS:
+            return str(EmailPolicy.fold(self.clone(max_line_length=998), name, value))
+        return str(super().fold(name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in _AS_IS:
+            return EmailPolicy.fold_binary(self.clone(max_line_length=998), name, value)
+        return super().fold_binary(name, value)
+
+
+_AS_IS = frozenset({"list-unsubscribe"})
+POLICY = _Policy()
 
 
 def _attach(mail: EmailMessage, batch: OutgoingBatch) -> None:
@@ -81,7 +102,7 @@ class OutboxTransport:
     def _message(self, batch: OutgoingBatch, recipient: Recipient, domain: str, at: str) -> _File:
         checked = header_values(batch, recipient)
         rendered = batch.variants[recipient.variant].personalize(recipient.values)
-        mail = EmailMessage()
+        mail = EmailMessage(policy=POLICY)
         mail["From"] = formataddr((batch.sender.name, batch.sender.email))
         mail["To"] = formataddr((checked.name or "", checked.email))
         if batch.sender.reply_to:
@@ -90,6 +111,8 @@ class OutboxTransport:
         mail["Date"] = formatdate(usegmt=True)
         message_id = make_msgid(idstring=f"{recipient.delivery_id}", domain=domain)
         mail["Message-ID"] = message_id
+        for key, value in checked.headers.items():
+            mail[key] = value
         mail["X-Herald-Key"] = recipient.key
         mail["X-Herald-Batch"] = batch.batch_id
         for category in batch.categories:

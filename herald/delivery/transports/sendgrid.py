@@ -46,6 +46,7 @@ from sendgrid.helpers.mail import (
     FileType,
     From,
     GroupId,
+    Header,
     Mail,
     MailSettings,
     Personalization,
@@ -157,6 +158,8 @@ class SendGridTransport:
             values = {BODY_HTML: html_key, BODY_TEXT: text_key, **substitutions(recipient.values)}
             for key, value in values.items():
                 personalization.add_substitution(Substitution(key, value))
+            for key, value in header.headers.items():
+                personalization.add_header(Header(key, value))
             personalization.add_custom_arg(CustomArg("herald_key", recipient.key))
             personalization.add_custom_arg(CustomArg("herald_batch", batch.batch_id))
             mail.add_personalization(personalization, index=len(mail.personalizations or []))

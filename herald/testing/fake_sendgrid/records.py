@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ class Accepted:
     request_no: int
     asm_group_id: int | None
     sandbox: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # the body's, then its own
 
     def to_json(self) -> str:
         """One JSON line (the ``record_path`` format)."""
@@ -116,6 +117,7 @@ def accepted_records(
                 message_id=message_id,
                 request_no=request_no,
                 asm_group_id=asm_group_id,
+                headers={**(body.get("headers") or {}), **(personalization.get("headers") or {})},
             )
             for to in personalization["to"]
         ]

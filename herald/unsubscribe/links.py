@@ -1,0 +1,51 @@
+"""Each recipient's unsubscribe link and headers (RFC 2369 ``List-Unsubscribe``, RFC 8058
+``List-Unsubscribe-Post``), for the messages that honour unsubscribes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from herald.config import CampaignConfig, MessageKind
+from herald.settings import Settings
+from herald.unsubscribe.tokens import Subscriber, TokenSigner, signer
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One recipient's unsubscribe URL and the headers that carry it."""
+
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class UnsubscribeLinks:
+    """Makes each recipient's link: ``<unsubscribe.url>/<token>``."""
+
+    signer: TokenSigner
+    campaign: CampaignConfig
+
+    @classmethod
+    def configured(cls, settings: Settings, campaign: CampaignConfig) -> UnsubscribeLinks:
+        """The links for these settings (UnsubscribeKeyError when no key may be used)."""
+        return cls(signer(settings), campaign)
+
+    def link(self, kind: MessageKind, message: str, contact_id: int) -> Link | None:
+        """The link for one contact in ``message`` (of ``kind``); None when that kind of
+        message does not honour unsubscribes (a service notice)."""
+        config = self.campaign.unsubscribe
+        if not config.honours(kind):
+            return None
+        token = self.signer.make(Subscriber(self.campaign.id, contact_id, message))
+        url = f"{str(config.url).rstrip('/')}/{token}"
+        targets = [f"<{url}>"]
+        if config.mailto:
+            subject = quote(f"unsubscribe {token}", safe="")
+            targets.append(f"<mailto:{config.mailto}?subject={subject}>")
+        return Link(
+            url,
+            {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": ONE_CLICK},
+        )

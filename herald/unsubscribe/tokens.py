@@ -1,0 +1,128 @@
+"""Unsubscribe tokens: who a link unsubscribes, signed so that it cannot be forged or guessed.
+
+A token is ``itsdangerous``'s URL-safe signed serialization of ``[campaign, contact id,
+message]`` (HMAC-SHA256, salted for this one purpose): it reveals no address, and without
+the key no other contact's token can be made, so ids cannot be enumerated. Keys come from
+the environment: ``HERALD_UNSUBSCRIBE_SECRET`` signs; ``HERALD_UNSUBSCRIBE_OLD_SECRETS``
+(comma-separated) still verify, so a key can be rotated without breaking the links already
+sent. Tokens do not expire: an unsubscribe link must work as long as the mail is read.
+
+Where no key is set and the transport is the outbox (the demo, a rehearsal), a random key is
+made once and kept in ``var/secrets/unsubscribe.key`` (mode 0600), never in the repository.
+Sending through SendGrid needs the environment's key: links signed by a key that only one
+machine knows would not verify on the endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
+
+from herald.errors import HeraldError
+from herald.settings import Settings, TransportName
+
+SALT = "herald.unsubscribe.v1"
+KEY_FILE = Path("secrets") / "unsubscribe.key"
+
+
+class UnsubscribeKeyError(HeraldError):
+    """No key to sign unsubscribe links with (nothing was sent)."""
+
+
+class BadToken(ValueError):
+    """A token that was not made with one of Herald's keys, or was changed since."""
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """Whom a token unsubscribes: one contact, from the campaign whose message carried it."""
+
+    campaign: str
+    contact_id: int
+    message: str
+
+
+class TokenSigner:
+    """Makes and reads tokens with ``keys`` (the last one signs; every one verifies)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys or not all(keys):
+            raise UnsubscribeKeyError("an unsubscribe signing key may not be empty")
+        self._serializer = URLSafeSerializer(
+            list(keys), salt=SALT, signer_kwargs={"digest_method": hashlib.sha256}
+        )
+
+    def make(self, subscriber: Subscriber) -> str:
+        """The token for ``subscriber``: URL-safe (letters, digits, ``-``, ``_``, ``.``)."""
+        token = self._serializer.dumps(
+            [subscriber.campaign, subscriber.contact_id, subscriber.message]
+        )
+        return str(token)
+
+    def read(self, token: str) -> Subscriber:
+        """Whom ``token`` names; :class:`BadToken` when its signature does not verify, or
+        when it is not exactly as it was made (base64 leaves spare bits in a last character:
+        a changed character must not pass because it decodes to the same bytes)."""
+        try:
+            data = self._serializer.loads(token)
+            if any(
+                base64_encode(base64_decode(part)).decode() != part for part in token.split(".")
+            ):
+                raise BadToken("not a valid unsubscribe link")
+        except (BadData, UnicodeError, ValueError) as error:
+            raise BadToken("not a valid unsubscribe link") from error
+        if (
+            not isinstance(data, list)
+            or len(data) != 3
+            or not isinstance(data[0], str)
+            or not isinstance(data[1], int)
+            or isinstance(data[1], bool)
+            or not isinstance(data[2], str)
+        ):
+            raise BadToken("not a valid unsubscribe link")
+        return Subscriber(data[0], data[1], data[2])
+
+
+def signing_keys(settings: Settings) -> list[str]:
+    """The keys, oldest first: the old ones from the environment, then the signing one.
+
+    Without ``HERALD_UNSUBSCRIBE_SECRET`` the outbox uses a key kept under ``var/`` (made on
+    first use); SendGrid refuses with :class:`UnsubscribeKeyError`."""
+    listed = settings.unsubscribe_old_secrets
+    old = [k.strip() for k in (listed.get_secret_value() if listed else "").split(",") if k.strip()]
+    if settings.unsubscribe_secret is not None:
+        return [*old, settings.unsubscribe_secret.get_secret_value()]
+    if settings.transport == TransportName.SENDGRID:
+        raise UnsubscribeKeyError(
+            "HERALD_UNSUBSCRIBE_SECRET is not set: every message carries a signed unsubscribe "
+            "link, and the endpoint that answers it must know the key (set the same value "
+            'wherever Herald sends or serves; generate one with `python -c "import secrets; '
+            'print(secrets.token_urlsafe(32))"`). Nothing was sent.'
+        )
+    return [*old, _local_key(settings.var_dir / KEY_FILE)]
+
+
+def _local_key(path: Path) -> str:
+    """A random key kept in ``path`` (0600), made on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile: use theirs
+            pass
+        else:
+            with os.fdopen(descriptor, "w", encoding="ascii") as out:
+                out.write(secrets.token_urlsafe(32))
+    return path.read_text(encoding="ascii").strip()
+
+
+def signer(settings: Settings) -> TokenSigner:
+    """The signer for these settings."""
+    return TokenSigner(signing_keys(settings))
