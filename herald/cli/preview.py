@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -11,7 +11,6 @@ from herald.addresses import display_email
 from herald.cli.common import (
     AsOf,
     ExitCode,
-    PhaseArg,
     campaign_config,
     console,
     database,
@@ -21,22 +20,39 @@ from herald.cli.common import (
     settings,
 )
 
+if TYPE_CHECKING:
+    from herald.config import PhaseName
+
 
 def preview_command(
-    phase: PhaseArg,
+    phase: Annotated[
+        str,
+        typer.Argument(
+            help="preview, announcement, deprecation, sunset (the notice going that day), "
+            "thank-you or deadline-extended.",
+            show_default=False,
+        ),
+    ],
     contact: Annotated[str, typer.Option("--contact", help="The contact's e-mail address.")],
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write the HTML body to this file.")
     ] = None,
     as_of: AsOf = None,
 ) -> None:
-    """Exactly what a contact would receive in a phase, or why they would not.
+    """Exactly what a contact would receive in a phase (for sunset: the notice that goes on
+    the day, with its count of days; thank-you: the one after a move), or why they would not.
 
     Exit code 3 means the contact would not receive it (the reasons are printed).
     """
     from herald.delivery.preview import preview
 
-    name = parse_phase(phase)
+    kinds: dict[str, Literal["thank_you", "deadline_extended"]] = {
+        "thank-you": "thank_you",
+        "deadline-extended": "deadline_extended",
+    }
+    name: PhaseName | Literal["thank_you", "deadline_extended"] = kinds.get(
+        phase.replace("_", "-")
+    ) or parse_phase(phase)
     day = parse_day(as_of)
     with guard():
         config = campaign_config()

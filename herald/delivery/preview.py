@@ -5,13 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from herald.config import HeraldConfig, PhaseName
+from herald.config import HeraldConfig, MessageKind, PhaseName
 from herald.customers.rows import normalize_email
 from herald.delivery.audience import audience, segmentation_day
-from herald.delivery.calendar import Notice, due_notices, notices
+from herald.delivery.calendar import (
+    THANK_YOU_MESSAGE,
+    Notice,
+    due_notices,
+    extended_message,
+    is_notice,
+    notice_deadline,
+    notices,
+)
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
 from herald.models import (
     ACCOUNT,
@@ -22,6 +31,7 @@ from herald.models import (
     AccountLifecycle,
     DeliveryState,
     MigrationState,
+    SuppressionReason,
 )
 from herald.privacy import mask_email
 
@@ -31,7 +41,7 @@ class Preview:
     """One contact in one phase: the message they would get, or every reason they would not."""
 
     email: str
-    phase: PhaseName
+    phase: PhaseName | Literal["thank_you", "deadline_extended"]
     variant: Variant | None = None
     message: Rendered | None = None
     reasons: list[str] = field(default_factory=list)
@@ -47,18 +57,19 @@ class Preview:
 def preview(
     engine: Engine,
     config: HeraldConfig,
-    phase: PhaseName,
+    phase: PhaseName | Literal["thank_you", "deadline_extended"],
     email: str,
     as_of: date,
     templates: Path = TEMPLATES,
 ) -> Preview:
-    """Exactly what ``email`` would receive in ``phase`` as of a day, or why not."""
+    """Exactly what ``email`` would receive in ``phase`` (or the thank-you) as of a day, or
+    every reason why not."""
     try:
         address = normalize_email(email)
     except ValueError:
         address = email.strip().lower()
     result = Preview(email=address, phase=phase)
-    audience_config = config.campaign.audiences[phase]
+    kind: MessageKind = phase
     with engine.connect() as conn:
         contact = conn.execute(
             select(
@@ -78,18 +89,14 @@ def preview(
         if contact is None:
             result.reasons.append("no contact has this address")
             return result
+        honoured = config.campaign.unsubscribe.honours(kind)
         for (reason,) in conn.execute(
             select(SUPPRESSION.c.reason).where(SUPPRESSION.c.email == address)
         ):
-            result.reasons.append(f"address suppressed ({reason})")
+            if honoured or reason != SuppressionReason.UNSUBSCRIBE.value:
+                result.reasons.append(f"address suppressed ({reason})")
         if contact.lifecycle != AccountLifecycle.ACTIVE.value:
             result.reasons.append(f"account is {contact.lifecycle}")
-        if (
-            audience_config.exclude_migrated
-            and contact.migration_state == MigrationState.MIGRATED.value
-        ):
-            on = f" on {contact.migrated_on}" if contact.migrated_on else ""
-            result.reasons.append(f"account already migrated{on}")
         day = segmentation_day(conn, as_of)
         segment = conn.execute(
             select(SEGMENT_ASSIGNMENT.c.segment).where(
@@ -99,25 +106,26 @@ def preview(
         ).scalar_one_or_none()
         if segment is None:
             result.reasons.append(f"account has no segment in the segmentation of {day}")
-        elif segment not in audience_config.segments:
-            result.reasons.append(
-                f"segment {segment} is not in the {phase} audience "
-                f"({', '.join(audience_config.segments)})"
-            )
-        if contact.role not in audience_config.roles:
-            result.reasons.append(
-                f"role {contact.role} is not in the {phase} audience "
-                f"({', '.join(audience_config.roles)})"
-            )
         message: str = phase
         days_left: int | None = None
-        if phase == "sunset" and segment is not None:
-            notice, why_not = _notice_on(config, segment, as_of)
-            if notice is None:
-                result.reasons.append(why_not)
-            else:
-                message, days_left = notice.message, (notice.deadline - as_of).days
-                result.notice = notice.message
+        if phase == "thank_you":
+            message = THANK_YOU_MESSAGE
+            result.reasons += _thank_you_reasons(conn, config, contact, as_of)
+        elif phase == "deadline_extended":
+            result.reasons += _audience_reasons(config, "sunset", contact, segment)
+            if segment is not None:
+                deadline = config.campaign.sunset[segment]
+                message = extended_message(deadline)
+                result.reasons += _extended_reasons(conn, config, contact, deadline, as_of)
+        else:
+            result.reasons += _audience_reasons(config, phase, contact, segment)
+            if phase == "sunset" and segment is not None:
+                notice, why_not = _notice_on(config, segment, as_of)
+                if notice is None:
+                    result.reasons.append(why_not)
+                else:
+                    message, days_left = notice.message, (notice.deadline - as_of).days
+                    result.notice = notice.message
         row = conn.execute(
             select(DELIVERY.c.state, DELIVERY.c.sent_at, DELIVERY.c.error).where(
                 DELIVERY.c.campaign == config.campaign.id,
@@ -142,12 +150,92 @@ def preview(
     if segment is not None:
         locales = config.campaign.locales
         locale = contact.locale if contact.locale in locales else locales[0]
-        result.variant = Variant(phase, segment, contact.role, locale, days_left)
+        result.variant = Variant(kind, segment, contact.role, locale, days_left)
         values = recipient_values(
-            name=contact.name, email=address, account_name=contact.account_name
+            name=contact.name,
+            email=address,
+            account_name=contact.account_name,
+            unsubscribe_url=_link_shown(config, kind),
         )
         result.message = render(config, result.variant, templates).personalize(values)
     return result
+
+
+def _link_shown(config: HeraldConfig, kind: MessageKind) -> str:
+    """What a preview shows for the recipient's own unsubscribe link (never a live token)."""
+    unsubscribe = config.campaign.unsubscribe
+    return f"{str(unsubscribe.url).rstrip('/')}/<token>" if unsubscribe.honours(kind) else ""
+
+
+def _audience_reasons(
+    config: HeraldConfig, phase: PhaseName, contact: Any, segment: str | None
+) -> list[str]:
+    """Why the contact is outside the phase's audience (segments, roles, migrated)."""
+    wanted = config.campaign.audiences[phase]
+    reasons = []
+    if wanted.exclude_migrated and contact.migration_state == MigrationState.MIGRATED.value:
+        on = f" on {contact.migrated_on}" if contact.migrated_on else ""
+        reasons.append(f"account already migrated{on}")
+    if segment is not None and segment not in wanted.segments:
+        reasons.append(
+            f"segment {segment} is not in the {phase} audience ({', '.join(wanted.segments)})"
+        )
+    if contact.role not in wanted.roles:
+        reasons.append(
+            f"role {contact.role} is not in the {phase} audience ({', '.join(wanted.roles)})"
+        )
+    return reasons
+
+
+def _extended_reasons(
+    conn: Connection, config: HeraldConfig, contact: Any, deadline: date, as_of: date
+) -> list[str]:
+    """Why the contact would get no "more time" message for ``deadline``: it goes once to
+    those who were sent a notice for an earlier deadline, until the new one."""
+    reasons = []
+    if not config.campaign.notices.deadline_extended:
+        reasons.append("deadline-extended messages are off (notices.deadline_extended)")
+    if as_of >= deadline:
+        reasons.append(f"the deadline ({deadline}) has passed")
+    earlier = conn.execute(
+        select(func.count()).where(
+            DELIVERY.c.campaign == config.campaign.id,
+            DELIVERY.c.contact_id == contact.id,
+            DELIVERY.c.state == DeliveryState.ACCEPTED.value,
+            is_notice(DELIVERY.c.message),
+            notice_deadline(DELIVERY.c.message) < deadline.isoformat(),
+        )
+    ).scalar_one()
+    if not earlier:
+        reasons.append(
+            f"no notice for a deadline before {deadline} was sent to this contact: the "
+            "deadline did not move for them"
+        )
+    return reasons
+
+
+def _thank_you_reasons(
+    conn: Connection, config: HeraldConfig, contact: Any, as_of: date
+) -> list[str]:
+    """Why the contact would get no thank-you as of the day: it goes once, to contacts the
+    campaign mailed, of accounts that moved before that day."""
+    reasons = []
+    if not config.campaign.notices.thank_you:
+        reasons.append("thank-yous are off (notices.thank_you)")
+    moved = contact.migration_state == MigrationState.MIGRATED.value and contact.migrated_on
+    if not moved or contact.migrated_on >= as_of:
+        reasons.append("the account has not moved to the new product before this day")
+    mailed = conn.execute(
+        select(func.count()).where(
+            DELIVERY.c.campaign == config.campaign.id,
+            DELIVERY.c.contact_id == contact.id,
+            DELIVERY.c.state == DeliveryState.ACCEPTED.value,
+            DELIVERY.c.message != THANK_YOU_MESSAGE,
+        )
+    ).scalar_one()
+    if not mailed:
+        reasons.append("the campaign never mailed this contact (a thank-you follows a message)")
+    return reasons
 
 
 def _notice_on(config: HeraldConfig, segment: str, as_of: date) -> tuple[Notice | None, str]:
@@ -210,7 +298,12 @@ def sample_renders(
     samples = []
     for segment, role, locale, email, name, account_name in rows:
         message = render(config, Variant(phase, segment, role, locale), templates).personalize(
-            recipient_values(name=name, email=email, account_name=account_name)
+            recipient_values(
+                name=name,
+                email=email,
+                account_name=account_name,
+                unsubscribe_url=_link_shown(config, phase),
+            )
         )
         html = output_dir / f"{segment}-{role}.html"
         text = output_dir / f"{segment}-{role}.txt"

@@ -371,3 +371,88 @@ class TestClosedDays:
         assert not in_window(window, "America/New_York", thanksgiving)
         assert in_window(window, "America/New_York", thanksgiving, any_day=True)
         assert DeliveryWindow(holidays=["DE-BY"]).is_open_day(date(2027, 11, 23))
+
+    def test_preview_of_the_thank_you_says_when_it_would_go(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """Not moved yet, never mailed, moved and mailed: the thank-you's three answers."""
+        from typer.testing import CliRunner
+
+        from flows.send_phase import PhaseRun, send_phase
+        from herald.cli.app import app
+        from tests.support.bases import DAY
+
+        loaded = load_base(db, tmp_path)
+        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        mailed = sorted(eligible(db, loaded, "announcement"))[0]
+        runner = CliRunner()
+
+        def preview(address: str) -> tuple[int, str]:
+            result = runner.invoke(
+                app, ["preview", "thank-you", "--contact", address, "--as-of", "2027-05-05"]
+            )
+            return result.exit_code, " ".join(result.output.split())
+
+        code, said = preview(mailed)
+        assert code == 3 and "has not moved to the new product before this day" in said
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE account SET migration_state = 'migrated', migrated_on = '2027-05-01' "
+                    "WHERE id = (SELECT account_id FROM contact WHERE email = :e)"
+                ),
+                {"e": mailed},
+            )
+        code, said = preview(mailed)
+        assert code == 0 and "would receive this message in thank_you" in said
+        assert "Subject: Thank you for moving to" in said
+        with db.engine.connect() as conn:
+            never = conn.execute(
+                text(
+                    "SELECT email FROM contact WHERE id NOT IN (SELECT contact_id FROM delivery) "
+                    "ORDER BY id LIMIT 1"
+                )
+            ).scalar_one()
+        code, said = preview(str(never))
+        assert code == 3 and "the campaign never mailed this contact" in said
+
+    def test_preview_of_a_deadline_extended_message(self, db: Database, tmp_path: Path) -> None:
+        """Only a contact who was sent a notice for an earlier deadline gets "more time"."""
+        from sqlalchemy import insert
+        from typer.testing import CliRunner
+
+        from herald.cli.app import app
+        from herald.models import DELIVERY
+
+        loaded = load_base(db, tmp_path)
+        contacts = sorted(eligible(db, loaded, "sunset") & _segment_contacts(db, "standard"))
+        warned, other = contacts[0], contacts[1]
+        with db.engine.begin() as conn:
+            contact_id = conn.execute(
+                text("SELECT id FROM contact WHERE email = :e"), {"e": warned}
+            ).scalar_one()
+            conn.execute(
+                insert(DELIVERY).values(
+                    campaign=loaded.campaign.id,
+                    message=notice_message(30, date(2027, 6, 30)),  # an earlier deadline
+                    contact_id=contact_id,
+                    segment="standard",
+                    role="technical",
+                    locale="en",
+                    state="accepted",
+                    sent_at=datetime(2027, 5, 31, 15, tzinfo=UTC),
+                )
+            )
+        runner = CliRunner()
+
+        def preview(address: str) -> tuple[int, str]:
+            result = runner.invoke(
+                app,
+                ["preview", "deadline-extended", "--contact", address, "--as-of", "2027-07-06"],
+            )
+            return result.exit_code, " ".join(result.output.split())
+
+        code, said = preview(warned)
+        assert code == 0 and "Subject: More time:" in said, said
+        code, said = preview(other)
+        assert code == 3 and "the deadline did not move for them" in said
