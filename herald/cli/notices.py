@@ -38,14 +38,18 @@ def notices_send(
         campaign_config()
         database()
         summary = send_notices(NoticeRun(as_of=day, send=send, window=not ignore_window))
-    table = Table("notice", "segment", "due", "goes", "until", "planned now", "sent now")
+    table = Table(title=f"Notices going as of {day}")
+    for column in ("notice", "segment", "due", "goes", "until"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("planned", justify="right")
+    table.add_column("sent", justify="right")
     for line in summary.due:
         table.add_row(
             line.message,
             line.segment,
-            f"{line.due:%a %Y-%m-%d}",
-            f"{line.sends_on:%a %Y-%m-%d}",
-            str(line.until),
+            f"{line.due:%a %d %b}",
+            f"{line.sends_on:%a %d %b}",
+            f"{line.until:%d %b %Y}",
             str(line.planned_new),
             str(summary.sent.get(line.message, 0)),
         )

@@ -456,3 +456,34 @@ class TestClosedDays:
         assert code == 0 and "Subject: More time:" in said, said
         code, said = preview(other)
         assert code == 3 and "the deadline did not move for them" in said
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_herald_notices_send_names_a_notice_never_sent_and_exits_3(
+    db: Database, tmp_path: Path
+) -> None:
+    """A sunset-day notice that expired unsent (nothing comes after it): the command lists it
+    as never sent and exits 3; before that, the same run exits 0."""
+    from typer.testing import CliRunner
+
+    from herald.cli.app import app
+
+    loaded = load_base(db, tmp_path)
+    planning.plan_notices(db.engine, config=loaded, as_of=STANDARD_SUNSET)
+    runner = CliRunner()
+    args = ["notices", "send", "--send", "--as-of", "2027-10-01", "--ignore-window"]
+    clean = runner.invoke(app, args)
+    assert clean.exit_code == 0, clean.output
+    with db.engine.begin() as conn:
+        expired = conn.execute(
+            text(
+                "UPDATE delivery SET state = 'expired', error = 'expired: test' "
+                "WHERE message = :m AND state = 'planned'"
+            ),
+            {"m": std(0)},
+        ).rowcount
+    assert expired
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.output.split())
+    assert f"never sent: {std(0)}: {expired} contact(s) never got this notice" in said
