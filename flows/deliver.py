@@ -40,13 +40,13 @@ def deliver(
     config: HeraldConfig,
     phase: MessageKind,
     message: str,
-    notice: int | None = None,
     at: datetime | None = None,
     window: bool = True,
     max_batches: int | None = None,
     transport: TransportName | None = None,
 ) -> Delivered:
-    """Send what is planned for ``message`` (of ``phase``; ``notice`` days before a deadline).
+    """Send what is planned for ``message`` (of ``phase``; a notice's ledger name carries its
+    deadline, to which its days left are counted).
 
     ``at`` fixes the clock (a rehearsal's simulated moment; default: now); ``window`` keeps
     sends inside recipients' delivery windows and the frequency cap; ``transport`` overrides
@@ -74,7 +74,6 @@ def deliver(
             transport=sending,
             renderer=Renderer(config, settings.templates_dir),
             links=links,
-            notice=notice,
             clock=clock,
             window=window,
         )

@@ -123,7 +123,6 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
             config,
             name.kind,
             message,
-            notice=name.offset,
             at=params.at,
             window=params.window,
         )

@@ -41,7 +41,7 @@ def send_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
     links = UnsubscribeLinks.configured(settings, config.campaign)
     log = get_run_logger()
 
-    def deliver(phase: MessageKind, message: str, notice: int | None, at: datetime) -> int:
+    def deliver(phase: MessageKind, message: str, at: datetime) -> int:
         done = deliver_message(
             engine,
             config=config,
@@ -51,7 +51,6 @@ def send_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
             renderer=renderer,
             links=links,
             log=log,
-            notice=notice,
             at=at,
         )
         return done.accepted

@@ -27,7 +27,7 @@ def serve(
 
     from herald.telemetry.webhook import WebhookKeyError, create_app
     from herald.unsubscribe.endpoint import routes
-    from herald.unsubscribe.tokens import TokenSigner, signing_keys
+    from herald.unsubscribe.tokens import signer
 
     key = settings().webhook_public_key
     if not key:
@@ -42,7 +42,7 @@ def serve(
         engine = database()
         beside = []
         if settings().unsubscribe_secret is not None:
-            beside = routes(engine, TokenSigner(signing_keys(settings())), config.campaign)
+            beside = routes(engine, signer(settings()), config.campaign)
         try:
             app = create_app(engine, key, config.telemetry.webhook, routes=beside)
         except WebhookKeyError as error:

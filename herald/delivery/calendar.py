@@ -55,14 +55,18 @@ def _hm(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
+def local_time(window: DeliveryWindow, timezone: str | None, at: datetime) -> datetime:
+    """``at`` in the recipient's time zone (the window's default for an unknown one)."""
+    return at.astimezone(zone(timezone or "") or ZoneInfo(window.default_timezone))
+
+
 def in_window(
     window: DeliveryWindow, timezone: str, at: datetime, *, any_day: bool = False
 ) -> bool:
     """Whether ``at`` falls inside the window in ``timezone``: an open day (a window weekday,
     no holiday or blackout) between start and end; ``any_day``: the hours only (critical
     notices)."""
-    tz = zone(timezone) or ZoneInfo(window.default_timezone)
-    local = at.astimezone(tz)
+    local = local_time(window, timezone, at)
     if not (any_day or window.is_open_day(local.date())):
         return False
     return _hm(window.start) <= local.time() < _hm(window.end)

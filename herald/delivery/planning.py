@@ -440,7 +440,7 @@ def suppress_newly(
         if newest is None:
             return 0, after
         recent = and_(SUPPRESSION.c.id > after, SUPPRESSION.c.id <= newest)
-        _, condition, error = _ineligible(config, phase, recent)[0]
+        condition, error = _address_suppressed(config, phase, recent)
         reached = select(CONTACT.c.id).where(
             CONTACT.c.email.in_(select(SUPPRESSION.c.email).where(recent))
         )
@@ -463,10 +463,9 @@ def latest_suppression(engine: Engine) -> int:
         return int(conn.execute(select(func.coalesce(func.max(SUPPRESSION.c.id), 0))).scalar_one())
 
 
-def _ineligible(config: HeraldConfig, phase: MessageKind, *only: Any) -> list[tuple[str, Any, Any]]:
-    """Why a planned row of ``phase`` may no longer go: (name, SQL condition on DELIVERY, the
-    error it records). ``only`` narrows the suppressions that count (the address check
-    comes first)."""
+def _address_suppressed(config: HeraldConfig, phase: MessageKind, *only: Any) -> tuple[Any, Any]:
+    """SQL on DELIVERY: the row's address is suppressed for messages of ``phase`` (``only``
+    narrows the suppressions that count), and the error it records (with the reason)."""
     honoured = config.campaign.unsubscribe.honours(phase)
     counted = [
         CONTACT.c.id == DELIVERY.c.contact_id,
@@ -478,6 +477,15 @@ def _ineligible(config: HeraldConfig, phase: MessageKind, *only: Any) -> list[tu
     suppressed_reason = (
         select(func.min(SUPPRESSION.c.reason)).where(*counted).correlate(DELIVERY).scalar_subquery()
     )
+    return (
+        exists().where(*counted).correlate(DELIVERY),
+        literal("address suppressed: ") + suppressed_reason,
+    )
+
+
+def _ineligible(config: HeraldConfig, phase: MessageKind) -> list[tuple[str, Any, Any]]:
+    """Why a planned row of ``phase`` may no longer go: (name, SQL condition on DELIVERY, the
+    error it records)."""
 
     def account_is(condition: Any) -> Any:
         return (
@@ -491,11 +499,7 @@ def _ineligible(config: HeraldConfig, phase: MessageKind, *only: Any) -> list[tu
         )
 
     checks: list[tuple[str, Any, Any]] = [
-        (
-            "address suppressed",
-            exists().where(*counted).correlate(DELIVERY),
-            literal("address suppressed: ") + suppressed_reason,
-        ),
+        ("address suppressed", *_address_suppressed(config, phase)),
         (
             "account churned",
             account_is(ACCOUNT.c.lifecycle != AccountLifecycle.ACTIVE.value),

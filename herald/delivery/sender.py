@@ -27,7 +27,7 @@ from sqlalchemy import Engine, and_, func, select
 
 from herald.config import HeraldConfig, MessageKind
 from herald.delivery import ledger
-from herald.delivery.calendar import open_zones, parse_message, zone
+from herald.delivery.calendar import local_time, open_zones, parse_message
 from herald.delivery.controls import paused_reason, set_paused
 from herald.delivery.keys import LedgerKey, Outcome
 from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
@@ -133,7 +133,6 @@ class PhaseSender:
         transport: Transport,
         renderer: Renderer,
         limiter: RateLimiter | None = None,
-        notice: int | None = None,
         clock: Callable[[], datetime] | None = None,
         window: bool = True,
         links: UnsubscribeLinks | None = None,
@@ -142,9 +141,8 @@ class PhaseSender:
         self.config = config
         self.phase = phase
         self.message = worker.message  # the ledger's name: the phase, or e.g. sunset-t30
-        self.notice = notice
-        # A notice's deadline (from its ledger name): the days left are counted to it.
-        self.deadline = parse_message(self.message).deadline if notice is not None else None
+        # A sunset notice's deadline (from its ledger name): its days left are counted to it.
+        self.deadline = parse_message(self.message).deadline if phase == "sunset" else None
         self.clock = clock or utcnow
         self.window = window
         self.worker = worker
@@ -323,13 +321,20 @@ class PhaseSender:
         default_locale = self.config.campaign.locales[0]
         window = self.config.campaign.delivery_window
         now = self.clock()
+        days_left: dict[str | None, int | None] = {}  # per time zone: a batch has few
         for row in claimed.rows:
-            days_left = None
-            if self.deadline is not None:  # on the recipient's own calendar, today
-                tz = zone(row.timezone or "") or zone(window.default_timezone)
-                days_left = max((self.deadline - now.astimezone(tz).date()).days, 0)
+            if row.timezone not in days_left:
+                days_left[row.timezone] = (
+                    None
+                    if self.deadline is None  # on the recipient's own calendar, today
+                    else max((self.deadline - local_time(window, row.timezone, now).date()).days, 0)
+                )
             variant = Variant(
-                self.phase, row.segment, row.role, row.locale or default_locale, days_left
+                self.phase,
+                row.segment,
+                row.role,
+                row.locale or default_locale,
+                days_left[row.timezone],
             )
             if variant not in variants:
                 variants[variant] = self.renderer(variant)
@@ -516,7 +521,6 @@ def deliver_message(
     renderer: Renderer,
     links: UnsubscribeLinks,
     log: Log,
-    notice: int | None = None,
     at: datetime | None = None,
     window: bool = True,
 ) -> Delivered:
@@ -539,7 +543,6 @@ def deliver_message(
             worker=opened.worker,
             transport=transport,
             renderer=renderer,
-            notice=notice,
             clock=clock,
             window=window,
             links=links,

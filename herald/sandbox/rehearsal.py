@@ -141,7 +141,7 @@ def send_day(
     engine: Engine,
     config: HeraldConfig,
     day: date,
-    deliver: Callable[[MessageKind, str, int | None, datetime], int],
+    deliver: Callable[[MessageKind, str, datetime], int],
 ) -> dict[str, int]:
     """At each window opening of the day, send every message with rows due there."""
     sent: dict[str, int] = {}
@@ -152,7 +152,7 @@ def send_day(
         at = moment + timedelta(minutes=1)
         for message in _due_messages(engine, config, at):
             name = parse_message(message)
-            count = deliver(name.kind, message, name.offset, at)
+            count = deliver(name.kind, message, at)
             if count:
                 sent[message] = sent.get(message, 0) + count
     return sent
