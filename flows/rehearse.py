@@ -99,7 +99,8 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
             day += timedelta(days=1)
             continue
         if report_day:  # Monday 08:00: the week up to Sunday, before the day's sends
-            reports.append(str(produce_report(config, day - timedelta(days=1), send=True).path))
+            made = produce_report(config, day - timedelta(days=1), send=True, rehearsal=True)
+            reports.append(str(made.path))
         today = Day(day=day, planned=plan_day_task(config, day))
         today.sent = send_day_task(config, day)
         today.events, today.migrated = telemetry_day_task(config, day, behaviour, draw)

@@ -55,12 +55,15 @@ def weekly_report(params: ReportRun | None = None) -> ReportSummary:
     return produce_report(preflight("weekly-report"), as_of, send=params.send)
 
 
-def produce_report(config: HeraldConfig, as_of: date, *, send: bool) -> ReportSummary:
-    """The report's tasks, in the calling flow run (the rehearsal calls this every week)."""
+def produce_report(
+    config: HeraldConfig, as_of: date, *, send: bool, rehearsal: bool = False
+) -> ReportSummary:
+    """The report's tasks, in the calling flow run (the rehearsal calls this every week,
+    with ``rehearsal``: every page, chart and subject says so)."""
     logger = get_run_logger()
     result = compute_metrics_task(config, as_of)  # refuses on a rejected telemetry source
     snapshot_metrics_task(as_is(result))
-    made = make_report_task(config, as_is(result))
+    made = make_report_task(config, as_is(result), rehearsal)
     report, saved = made.report, made.saved
     summary = ReportSummary(
         as_of=as_of,

@@ -36,19 +36,29 @@ class MadeReport:
 
 
 @task(name="make-weekly-report", cache_policy=NO_CACHE)
-def make_report_task(config: HeraldConfig, result: MetricsResult) -> MadeReport:
-    """Build it (summary against last week, trend, adoption curve, at-risk list), draw its
-    charts, save it under var/reports/<date>/ and publish the digest as an artifact."""
+def make_report_task(
+    config: HeraldConfig, result: MetricsResult, rehearsal: bool = False
+) -> MadeReport:
+    """Build it (verdict, stage, summary against last week, trend, adoption curve, at-risk
+    list, escalations, case-study candidates), draw its charts, save it under
+    var/reports/<date>/ and publish it as an artifact (charts inline, or linked under
+    ``report.base_url``)."""
     from herald.report.charts import render_charts
 
     settings = get_settings()
-    report = build_report(database(), config=config, result=result)
+    report = build_report(database(), config=config, result=result, rehearsal=rehearsal)
     charts = render_charts(report)
     saved = render.save(report, charts, reports_dir(), settings.templates_dir)
+    base_url = config.campaign.report.base_url
     create_markdown_artifact(
         key=ARTIFACT_KEY,
-        markdown=render.markdown(report, saved),
-        description=f"Weekly report of {report.campaign_id}, week ending {report.as_of}",
+        markdown=render.artifact_markdown(
+            report, charts, None if base_url is None else str(base_url)
+        ),
+        description=(
+            f"{'Rehearsal: ' if report.mark else ''}Weekly report of {report.campaign_id}, "
+            f"week ending {report.as_of}: {report.verdict}"
+        ),
     )
     return MadeReport(report, charts, saved)
 

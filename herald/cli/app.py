@@ -27,6 +27,7 @@ from herald.cli.report import report_app
 from herald.cli.schedule import schedule
 from herald.cli.segment import segment
 from herald.cli.settings import show_settings
+from herald.cli.stories import stories_app
 from herald.cli.telemetry import telemetry_app
 from herald.cli.templates import templates_app
 from herald.cli.unsubscribe import unsubscribe_app
@@ -64,6 +65,7 @@ for name, group in (
     ("telemetry", telemetry_app),
     ("metrics", metrics_app),
     ("report", report_app),
+    ("stories", stories_app),
 ):
     app.add_typer(group, name=name)
 

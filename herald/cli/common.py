@@ -40,7 +40,14 @@ PhaseArg = Annotated[
     str, typer.Argument(help="preview, announcement, deprecation or sunset.", show_default=False)
 ]
 # How a metric's status is coloured in the terminal.
-STATUS_STYLE = {"on track": "green", "at risk": "yellow", "off track": "red"}
+STATUS_STYLE = {
+    "on track": "green",
+    "at risk": "yellow",
+    "off track": "red",
+    "not started": "dim",
+    "met": "green",
+    "missed": "red",
+}
 
 
 class ExitCode(IntEnum):

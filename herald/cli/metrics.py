@@ -74,7 +74,7 @@ def print_metrics(result: MetricsResult) -> None:
         overall.add_row(
             escape(metric),
             _styled(value.status, display(metric, value.value)),
-            escape(target_text(value, result)),
+            escape(target_text(value)),
             _styled(value.status, value.status),
             ratio_text(value),
         )

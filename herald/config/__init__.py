@@ -19,6 +19,8 @@ from herald.config.campaign import (
     Breaker,
     CampaignConfig,
     DeliveryWindow,
+    Escalation,
+    EscalationStep,
     FrequencyCap,
     Links,
     Notices,
@@ -27,6 +29,7 @@ from herald.config.campaign import (
     Report,
     Sender,
     Sending,
+    Stories,
 )
 from herald.config.combined import HeraldConfig
 from herald.config.evidence import EvidenceConfig, Figure
@@ -86,6 +89,8 @@ __all__ = [
     "ConfigProblem",
     "ContractsConfig",
     "DeliveryWindow",
+    "Escalation",
+    "EscalationStep",
     "EvidenceConfig",
     "EvidenceKey",
     "Figure",
@@ -113,6 +118,7 @@ __all__ = [
     "Sending",
     "Slug",
     "SourceName",
+    "Stories",
     "Target",
     "TargetsConfig",
     "TelemetryConfig",

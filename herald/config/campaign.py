@@ -9,7 +9,14 @@ from typing import Annotated, Self
 
 from pydantic import Field, HttpUrl, model_validator
 
-from herald.config.base import Address, HeaderText, Slug, StrictModel, TimezoneName
+from herald.config.base import (
+    Address,
+    AttributeKey,
+    HeaderText,
+    Slug,
+    StrictModel,
+    TimezoneName,
+)
 from herald.config.names import PHASES, WEEKDAYS, MessageKind, PhaseName, RoleName, Weekday
 
 
@@ -247,6 +254,48 @@ class AtRisk(StrictModel):
     )
 
 
+class Stories(StrictModel):
+    """Which accounts the report proposes as case-study candidates."""
+
+    consent_attribute: AttributeKey | None = Field(
+        default="case_study_consent",
+        description="An account is proposed only when this imported attribute is true "
+        "(null: no consent needed).",
+    )
+    use_case_attribute: AttributeKey | None = Field(
+        default="use_case", description="The imported attribute naming the account's use case."
+    )
+    min_speedup: float = Field(
+        default=2.0, gt=1, description="Import at least this many times faster (latest report)."
+    )
+    min_average_csat: float = Field(
+        default=4.0, ge=1, le=5, description="Survey answers average at least this..."
+    )
+    min_responses: int = Field(default=1, ge=1, description="...over at least this many.")
+    candidates: int = Field(default=10, ge=1, description="Shown in the report (CSV: all).")
+
+
+class EscalationStep(StrictModel):
+    """One level of the support escalation path."""
+
+    level: str = Field(min_length=1, description="e.g. 'Customer success manager'.")
+    contact: str = Field(min_length=1, description="Who or which queue: a name, team or address.")
+    within: str | None = Field(default=None, description="e.g. '1 business day'.")
+
+
+class Escalation(StrictModel):
+    """At-risk accounts that need the support escalation path, and the path."""
+
+    open_ticket_days: int = Field(
+        default=14, ge=1, description="A ticket still open after this many days escalates."
+    )
+    low_csat: int = Field(default=2, ge=1, le=5, description="A survey answer at or below this...")
+    low_csat_answers: int = Field(default=2, ge=1, description="...this many times escalates.")
+    path: list[EscalationStep] = Field(
+        default_factory=list, description="In order: who takes an escalated account."
+    )
+
+
 class Report(StrictModel):
     """The weekly leadership report: who receives it and what it lists."""
 
@@ -258,6 +307,17 @@ class Report(StrictModel):
     at_risk_rows: int = Field(
         default=50, ge=1, description="At-risk accounts shown in the e-mail (the CSV has all)."
     )
+    owner_attribute: AttributeKey | None = Field(
+        default="account_owner",
+        description="The imported account attribute naming its owner or team (at-risk rows).",
+    )
+    base_url: HttpUrl | None = Field(
+        default=None,
+        description="Where var/reports/ is published: the Prefect artifact links the report "
+        "there (without it, the artifact carries the charts inline and no link).",
+    )
+    stories: Stories = Field(default_factory=Stories)
+    escalation: Escalation = Field(default_factory=Escalation)
 
 
 class CampaignConfig(StrictModel):

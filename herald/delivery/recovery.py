@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -34,6 +34,7 @@ from herald.models import (
     SEND_WORKER,
     BatchState,
     DeliveryState,
+    as_utc,
     utcnow,
 )
 
@@ -138,11 +139,7 @@ def _alive(host: str, pid: int, heartbeat_at: datetime, lease: timedelta) -> boo
         except PermissionError:
             return True
         return True
-    return utcnow() - _aware(heartbeat_at) < lease
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return utcnow() - as_utc(heartbeat_at) < lease
 
 
 @dataclass(frozen=True)

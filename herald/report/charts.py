@@ -1,4 +1,4 @@
-"""The weekly report's four charts, as PNG bytes (matplotlib, no screen needed).
+"""The weekly report's charts, as PNG bytes (matplotlib, no screen needed).
 
 - ``adoption``: cumulative share migrated, overall and per segment, against the target line,
   with the recent pace carried forward to the target date;
@@ -7,12 +7,17 @@
 - ``deliverability``: hard-bounce, spam-complaint and unsubscribe rates week by week, with
   their targets.
 
+Every legend sits outside the plotting area, to its right, so it never covers data; a
+rehearsal's charts carry its mark. Before the first send there is no chart (nothing to
+draw), and a chart with nothing in it is left out.
+
 matplotlib is imported here only, so nothing else pays for it.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from herald.report.metrics.results import FUNNEL_PHASES, OTHER_PHASE
@@ -21,6 +26,14 @@ from herald.report.weekly import WeeklyReport
 CHARTS = ("adoption", "funnel", "segments", "deliverability")
 WIDTH, HEIGHT, DPI = 7.2, 3.4, 100  # 720 x 340 px: fits a 760 px e-mail column
 COLORS = ("#1f6feb", "#2da44e", "#bf8700", "#8250df", "#cf222e")
+PLOT_RIGHT = 0.74  # the plotting area ends here; the legend lives to its right
+FUNNEL_TICKS = {
+    "preview": "Preview",
+    "announcement": "Announcement",
+    "deprecation": "Deprecation",
+    "sunset": "Sunset notices",
+    OTHER_PHASE: "Thank-you &\ndeadline moved",
+}
 
 
 def _pyplot() -> Any:
@@ -32,10 +45,30 @@ def _pyplot() -> Any:
     return plt
 
 
+def _legend(ax: Any, **options: Any) -> None:
+    """The legend to the right of the plotting area, never over the data."""
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), **options)
+
+
+def _finish(fig: Any, report: WeeklyReport) -> Any:
+    # Fixed margins (the size is fixed): tight_layout costs a fifth of the drawing time.
+    fig.subplots_adjust(left=0.09, right=PLOT_RIGHT, top=0.88, bottom=0.2)
+    if report.mark:
+        fig.text(
+            0.99,
+            0.97,
+            "REHEARSAL: SYNTHETIC DATA",
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="#cf222e",
+            fontweight="bold",
+        )
+    return fig
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    # Fixed margins (the size is fixed): tight_layout costs a fifth of the drawing time.
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.2)
     fig.savefig(buffer, format="png", dpi=DPI)
     _pyplot().close(fig)
     return buffer.getvalue()
@@ -51,7 +84,7 @@ def _percent_axis(ax: Any, top: float = 1.0) -> None:
         ax.spines[side].set_visible(False)
 
 
-def adoption(report: WeeklyReport) -> bytes:
+def adoption(report: WeeklyReport) -> Any:
     """The adoption curve against the target line."""
     plt = _pyplot()
     curve = report.adoption
@@ -79,16 +112,15 @@ def adoption(report: WeeklyReport) -> bytes:
         )
     _percent_axis(ax, top=1.0)
     ax.set_title("Accounts migrated (cumulative)", fontsize=11, loc="left")
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    _legend(ax)
     fig.autofmt_xdate()
-    return _png(fig)
+    return _finish(fig, report)
 
 
-def funnel(report: WeeklyReport) -> bytes:
+def funnel(report: WeeklyReport) -> Any:
     """Per phase: sent, delivered, opened, clicked (messages)."""
     plt = _pyplot()
-    rows = [row for row in report.metrics.funnel if row.phase in FUNNEL_PHASES]
-    rows = [row for row in rows if row.phase != OTHER_PHASE or row.sent]
+    rows = [row for row in report.metrics.funnel if row.phase in FUNNEL_PHASES and row.sent]
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     stages = ("sent", "delivered", "opened", "clicked")
     width = 0.2
@@ -101,16 +133,16 @@ def funnel(report: WeeklyReport) -> bytes:
             color=COLORS[index],
             label=stage,
         )
-    ax.set_xticks(range(len(rows)), [row.phase for row in rows])
+    ax.set_xticks(range(len(rows)), [FUNNEL_TICKS[row.phase] for row in rows], fontsize=8)
     ax.set_title("Funnel per phase (messages)", fontsize=11, loc="left")
-    ax.legend(fontsize=8, frameon=False, ncols=4)
+    _legend(ax)
     ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    return _png(fig)
+    return _finish(fig, report)
 
 
-def segments(report: WeeklyReport) -> bytes:
+def segments(report: WeeklyReport) -> Any:
     """Reach, engagement and migration per segment."""
     plt = _pyplot()
     names = [s for s in report.metrics.segments if s != "unsegmented"]
@@ -128,11 +160,11 @@ def segments(report: WeeklyReport) -> bytes:
     ax.set_xticks(range(len(names)), [name.replace("_", " ") for name in names])
     _percent_axis(ax, top=1.05)
     ax.set_title("By segment", fontsize=11, loc="left")
-    ax.legend(fontsize=8, frameon=False, ncols=3, loc="upper right")
-    return _png(fig)
+    _legend(ax)
+    return _finish(fig, report)
 
 
-def deliverability(report: WeeklyReport) -> bytes:
+def deliverability(report: WeeklyReport) -> Any:
     """Hard-bounce, spam-complaint and unsubscribe rates per week, with their targets."""
     plt = _pyplot()
     from matplotlib.ticker import PercentFormatter
@@ -163,19 +195,38 @@ def deliverability(report: WeeklyReport) -> bytes:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.set_title("Deliverability by week (dashed: targets)", fontsize=11, loc="left")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, frameon=False, ncols=3)
-    else:
-        ax.text(0.5, 0.5, "No messages sent yet", ha="center", transform=ax.transAxes)
+    _legend(ax)
     fig.autofmt_xdate()
-    return _png(fig)
+    return _finish(fig, report)
+
+
+BUILDERS: dict[str, Callable[[WeeklyReport], Any]] = {
+    "adoption": adoption,
+    "funnel": funnel,
+    "segments": segments,
+    "deliverability": deliverability,
+}
+
+
+def drawn(report: WeeklyReport) -> list[str]:
+    """The charts the report has: none before the first send, and none with nothing in it."""
+    if not report.stage.started:
+        return []
+    names = ["adoption", "funnel", "segments"]
+    if any(
+        value is not None
+        for metric in ("hard_bounce_rate", "spam_complaint_rate", "unsubscribe_rate")
+        for value in report.trend[metric]
+    ):
+        names.append("deliverability")
+    return names
+
+
+def figures(report: WeeklyReport) -> dict[str, Any]:
+    """The report's charts as matplotlib figures (the caller closes them)."""
+    return {name: BUILDERS[name](report) for name in drawn(report)}
 
 
 def render_charts(report: WeeklyReport) -> dict[str, bytes]:
     """Every chart of the report: name -> PNG."""
-    return {
-        "adoption": adoption(report),
-        "funnel": funnel(report),
-        "segments": segments(report),
-        "deliverability": deliverability(report),
-    }
+    return {name: _png(figure) for name, figure in figures(report).items()}

@@ -1,14 +1,22 @@
 """What the weekly leadership report says, as data: built from SQL, rendered elsewhere.
 
+- **Verdict**: each target judged by :mod:`herald.report.verdict` (trajectory and pace for
+  dated targets, target and limit for levels); the headline follows the ``headline``
+  targets of ``targets.yaml``; the campaign's stage (:mod:`herald.report.stage`) decides
+  "not started" before the first send and "met" / "missed" once it has closed.
 - **Executive summary**: each metric with a target (``config/targets.yaml``), overall: its
-  value, target, status (on track / at risk / off track / no data) and the change since the
+  value, target, status with its reason, what the value leaves out, and the change since the
   report a week earlier (from ``metric_snapshot``).
 - **Adoption curve**: the cumulative share of active accounts migrated, day by day since the
   announcement, overall and per segment, against the target line, with the pace of the last
   four weeks carried forward to the target date.
 - **Trend**: key metrics week by week (``trend_weeks`` weeks ending on the report's day),
   from the weekly snapshots; a week without one is computed and snapshotted first.
-- **Funnel**, per-segment values and the **at-risk list** (:mod:`herald.report.at_risk`).
+- **Funnel**, per-segment values, the **at-risk list** and support escalations
+  (:mod:`herald.report.at_risk`), and the case-study candidates
+  (:mod:`herald.report.stories`).
+- **Marks**: a rehearsal's report, or one on data a rehearsal made up, says so
+  (:mod:`herald.sandbox.marks`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import Engine, and_, func, select
 
-from herald.config import AtRisk, HeraldConfig
+from herald.config import AtRisk, Escalation, HeraldConfig
 from herald.delivery.audience import NoSegmentation, segmentation_day
 from herald.models import (
     ACCOUNT,
@@ -31,12 +39,35 @@ from herald.models import (
 )
 from herald.report.at_risk import AtRiskAccount, at_risk_accounts
 from herald.report.metrics.compute import compute_metrics
-from herald.report.metrics.definitions import migration_target_line
+from herald.report.metrics.definitions import migration_target_line, target_date
 from herald.report.metrics.display import display, target_text
-from herald.report.metrics.results import ALL, AT_RISK, NO_DATA, OFF_TRACK, ON_TRACK, MetricsResult
+from herald.report.metrics.results import (
+    ALL,
+    AT_RISK,
+    MET,
+    MISSED,
+    MONITORED,
+    NO_DATA,
+    NOT_STARTED,
+    OFF_TRACK,
+    ON_TRACK,
+    MetricsResult,
+)
 from herald.report.metrics.snapshot import snapshot_metrics
+from herald.report.stage import CLOSED, Stage, stage
+from herald.report.stories import Candidate, story_candidates
+from herald.report.verdict import (
+    Judgement,
+    attention,
+    headline,
+    judge_all,
+    pace_per_day,
+    projection,
+    rule,
+)
+from herald.sandbox.marks import SUBJECT_PREFIX, mark, synthetic_sources
 
-# Metrics the trend table and charts follow week by week.
+# Metrics the trend table and charts follow week by week (the dated targets' pace too).
 TREND_METRICS = (
     "message_reach",
     "engagement_rate",
@@ -46,9 +77,10 @@ TREND_METRICS = (
     "hard_bounce_rate",
     "spam_complaint_rate",
     "unsubscribe_rate",
+    "early_adopter_engagement",
+    "performance_validation",
 )
-PACE_DAYS = 28
-STATUS_ORDER = (OFF_TRACK, AT_RISK, ON_TRACK, NO_DATA)
+STATUS_ORDER = (OFF_TRACK, AT_RISK, ON_TRACK, NO_DATA, NOT_STARTED, MONITORED)
 
 
 @dataclass(frozen=True)
@@ -63,6 +95,9 @@ class SummaryLine:
     status: str
     previous: float | None
     change: str
+    why: str = ""
+    headline: bool = False
+    note: str = ""  # what the value leaves out, e.g. unreachable accounts
 
 
 @dataclass(frozen=True)
@@ -95,6 +130,14 @@ class WeeklyReport:
     at_risk_rows: int
     at_risk_rules: AtRisk
     definitions: dict[str, str] = field(default_factory=dict)
+    judgements: list[Judgement] = field(default_factory=list)
+    rule: str = ""
+    stage: Stage = field(default_factory=lambda: Stage(NOT_STARTED, None))
+    mark: str | None = None  # rehearsal / synthetic data banner
+    stories: list[Candidate] = field(default_factory=list)
+    stories_shown: int = 10
+    escalation: Escalation = field(default_factory=Escalation)
+    closing: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many targets stand in each status."""
@@ -105,14 +148,31 @@ class WeeklyReport:
 
     @property
     def verdict(self) -> str:
-        """The one-line answer: off track if any target is, else at risk if any is, else on
-        track."""
-        counts = self.counts()
-        if counts[OFF_TRACK]:
-            return OFF_TRACK
-        if counts[AT_RISK]:
-            return AT_RISK
-        return ON_TRACK if counts[ON_TRACK] else NO_DATA
+        """The headline: 'not started' before the first send, else the worst status of the
+        headline targets (``targets.yaml`` ``headline``; the others do not count), and once
+        the campaign has closed, whether they were met or missed."""
+        if not self.stage.started:
+            return NOT_STARTED
+        verdict = headline(self.judgements)
+        if self.stage.state == CLOSED:
+            return MET if verdict == ON_TRACK else MISSED
+        return verdict
+
+    @property
+    def attention(self) -> list[Judgement]:
+        """Targets outside the headline that are at risk or off track."""
+        return attention(self.judgements)
+
+    @property
+    def escalated(self) -> list[AtRiskAccount]:
+        """At-risk accounts to take up the support escalation path."""
+        return [account for account in self.at_risk if account.escalations(self.escalation)]
+
+    @property
+    def subject(self) -> str:
+        """The e-mail subject (a rehearsal's says so first)."""
+        text = f"{self.campaign_name}: week ending {self.as_of}: {self.verdict}"
+        return (SUBJECT_PREFIX + text) if self.mark else text
 
     @property
     def weeks_of_trend(self) -> int:
@@ -121,13 +181,16 @@ class WeeklyReport:
 
 
 def change_text(metric: str, now: float | None, before: float | None) -> str:
-    """The change since last week: percentage points for shares, plain for rates per 100."""
+    """The change since last week: percentage points for shares, plain for rates per 100;
+    a change that rounds to zero is 'no change' (no signed zero)."""
     if now is None or before is None:
         return "new" if now is not None else "-"
     delta = now - before
     if metric.startswith("support_utilization"):
-        return f"{delta:+.1f}"
-    return f"{100 * delta:+.1f} pts"
+        text = f"{delta:+.1f}"
+        return "no change" if float(text) == 0 else text
+    text = f"{100 * delta:+.1f}"
+    return "no change" if float(text) == 0 else f"{text} pts"
 
 
 def _snapshots(engine: Engine, *, days: list[date]) -> dict[date, dict[str, float | None]]:
@@ -230,66 +293,116 @@ def adoption_curve(engine: Engine, *, config: HeraldConfig, as_of: date) -> Adop
         if sizes.get(name)
     }
     target = config.targets.targets.get("migration_rate")
-    target_date = (
-        config.campaign.phases.announcement + timedelta(days=target.within_days)
-        if target is not None and target.within_days is not None
-        else None
-    )
+    due = None if target is None else target_date(config, target)
     projected = None
-    if target_date is not None and target_date > as_of and len(overall) > 1:
-        back = min(PACE_DAYS, len(overall) - 1)
-        pace = (overall[-1] - overall[-1 - back]) / back
-        projected = min(1.0, overall[-1] + pace * max(0, (target_date - as_of).days))
+    if due is not None and due > as_of and overall:
+        pace = pace_per_day(list(zip(days, overall, strict=True)), as_of)
+        projected = projection(overall[-1], pace, as_of, due)
     return AdoptionCurve(
         days=days,
         overall=overall,
         segments=segments,
         target_line=[migration_target_line(config, day) for day in days],
         target=target.value if target is not None else None,
-        target_date=target_date,
+        target_date=due,
         projected=projected,
     )
 
 
+def _note(metric: str, result: MetricsResult) -> str:
+    """What a value leaves out, in a few words."""
+    if metric == "message_reach":
+        unreachable = result.get("unreachable_accounts").numerator or 0
+        moved = result.get("moved_before_reached").numerator or 0
+        parts = []
+        if unreachable:
+            parts.append(f"{unreachable:,} unreachable (no contact left to write to)")
+        if moved:
+            parts.append(f"{moved:,} migrated before any message")
+        return "; ".join(parts) + (": not counted" if parts else "")
+    if metric == "performance_validation":
+        reported = result.get("performance_reported")
+        if reported.denominator:
+            return (
+                f"{reported.numerator:,} of {reported.denominator:,} migrated accounts sent a "
+                "measurement"
+            )
+    return ""
+
+
 def summary(
-    config: HeraldConfig, result: MetricsResult, previous: dict[str, float | None]
+    config: HeraldConfig,
+    result: MetricsResult,
+    previous: dict[str, float | None],
+    judgements: list[Judgement],
 ) -> list[SummaryLine]:
-    """Each metric with a target, overall, in the order of ``targets.yaml``."""
+    """Each metric with a target, overall, in the order of ``targets.yaml``, as judged."""
+    judged = {judgement.metric: judgement for judgement in judgements}
     lines = []
     for metric, target in config.targets.targets.items():
         if target.value is None:
             continue
         value = result.get(metric)
         before = previous.get(metric)
+        judgement = judged[metric]
         lines.append(
             SummaryLine(
                 metric=metric,
                 label=target.label or metric,
                 value=value.value,
                 shown=display(metric, value.value),
-                target=target_text(value, result),
-                status=value.status,
+                target=target_text(value),
+                status=judgement.status,
                 previous=before,
                 change=change_text(metric, value.value, before),
+                why=judgement.why,
+                headline=judgement.headline,
+                note=_note(metric, result),
             )
         )
     return lines
 
 
-def build_report(engine: Engine, *, config: HeraldConfig, result: MetricsResult) -> WeeklyReport:
-    """The report for ``result``'s day (its metrics already computed and snapshotted)."""
+def _closing(report_stage: Stage, result: MetricsResult) -> list[str]:
+    """The closing summary's facts, after the last deadline."""
+    if report_stage.state != CLOSED:
+        return []
+    migration = result.get("migration_rate")
+    reach = result.get("message_reach")
+    sent = sum(row.sent for row in result.funnel)
+    left = (migration.denominator or 0) - (migration.numerator or 0)
+    return [
+        f"The campaign closed with its last deadline on {report_stage.last_deadline}; the "
+        f"first message went on {report_stage.first_sent}.",
+        f"{display('migration_rate', migration.value)} of active accounts migrated "
+        f"({migration.numerator:,} of {migration.denominator:,}); {left:,} never did.",
+        f"{display('message_reach', reach.value)} of the accounts it could write to were "
+        f"reached; {sent:,} messages were sent.",
+    ]
+
+
+def build_report(
+    engine: Engine, *, config: HeraldConfig, result: MetricsResult, rehearsal: bool = False
+) -> WeeklyReport:
+    """The report for ``result``'s day (its metrics already computed and snapshotted);
+    ``rehearsal``: made by a rehearsal (marked so, whatever the data)."""
     weeks, values = trend(engine, config=config, current=result)
     week_before = result.as_of - timedelta(days=7)
     previous = _snapshots(engine, days=[week_before]).get(week_before, {})
+    history = {metric: list(zip(weeks, series, strict=True)) for metric, series in values.items()}
+    judgements = judge_all(config, result, history)
     with engine.connect() as conn:
         listed = at_risk_accounts(conn, config=config, as_of=result.as_of)
+        now = stage(conn, config=config, as_of=result.as_of)
+        synthetic = synthetic_sources(conn)
+        proposed = story_candidates(conn, config=config, as_of=result.as_of)
     return WeeklyReport(
         campaign_id=config.campaign.id,
         campaign_name=config.campaign.name,
         as_of=result.as_of,
         generated_at=utcnow(),
         metrics=result,
-        summary=summary(config, result, previous),
+        summary=summary(config, result, previous, judgements),
         trend_weeks=weeks,
         trend=values,
         adoption=adoption_curve(engine, config=config, as_of=result.as_of),
@@ -297,4 +410,12 @@ def build_report(engine: Engine, *, config: HeraldConfig, result: MetricsResult)
         at_risk_rows=config.campaign.report.at_risk_rows,
         at_risk_rules=config.campaign.report.at_risk,
         definitions=result.definitions,
+        judgements=judgements,
+        rule=rule(config),
+        stage=now,
+        mark=mark(rehearsal=rehearsal, synthetic=synthetic),
+        stories=proposed,
+        stories_shown=config.campaign.report.stories.candidates,
+        escalation=config.campaign.report.escalation,
+        closing=_closing(now, result),
     )

@@ -141,7 +141,29 @@ NAME_SUFFIXES = (
     "Partners",
 )
 
-ATTRIBUTES = ["performance_focused", "legacy_version", "change_policy", "employees"]
+ATTRIBUTES = [
+    "performance_focused",
+    "legacy_version",
+    "change_policy",
+    "employees",
+    "account_owner",
+    "use_case",
+    "case_study_consent",
+]
+OWNERS = {
+    "na": ("Dana Whitfield", "Marcus Lee", "NA enterprise team"),
+    "emea": ("Sofia Rossi", "Jonas Berg", "EMEA success team"),
+    "apac": ("Aiko Tanaka", "Ravi Menon", "APAC success team"),
+    "latam": ("Lucía Fernández", "LATAM success team"),
+}
+USE_CASES = (
+    "web backend",
+    "data pipelines",
+    "ML inference service",
+    "command-line tools",
+    "batch analytics",
+    "test automation",
+)
 ACCOUNT_HEADER = [
     *ACCOUNT_REQUIRED,
     *ACCOUNT_OPTIONAL,
@@ -180,6 +202,8 @@ def write_demo_base(
     if accounts < 1:
         raise ValueError("the demo needs at least one account")
     rng = random.Random(seed)
+    # Drawn apart, so the attributes added later leave every earlier value as it was.
+    extra = random.Random(seed + 7_919)
     today = as_of or date(2026, 11, 24)
     directory.mkdir(parents=True, exist_ok=True)
     accounts_csv = directory / "accounts.csv"
@@ -220,6 +244,9 @@ def write_demo_base(
                     rng.choice(LEGACY_VERSIONS),
                     "conservative" if rng.random() < 0.10 else "standard",
                     rng.choice((8, 25, 60, 150, 400, 1200, 5000)),
+                    extra.choice(OWNERS[region]) if extra.random() < 0.85 else "",
+                    extra.choice(USE_CASES),
+                    "true" if extra.random() < 0.3 else "false",
                 ]
             )
             domain = f"{external_id.lower()}.example.com"

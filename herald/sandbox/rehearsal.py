@@ -43,12 +43,19 @@ from herald.models import (
     DeliveryState,
     MigrationState,
 )
+from herald.sandbox.marks import SYNTHETIC_BATCH
 from herald.telemetry.adoption import apply_adoption
 from herald.telemetry.event_effects import apply_events
 
 T = TypeVar("T")
 
 PHASE_WEEK = timedelta(days=7)
+COMMENTS = (
+    "Imports are much faster.",
+    "Our test suite starts in a fraction of the time.",
+    "Workers use far less memory; we run more of them per host.",
+    "The migration guide made the switch straightforward.",
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,9 @@ class Behaviour:
     survey_rate: float = 0.3  # of accounts on the day they migrate
     report_rate: float = 0.8  # of accounts on the day they migrate: a performance report
     improved_rate: float = 0.98  # of those reports: the new import is faster
+    stuck_ticket_rate: float = 0.2  # of tickets: open for weeks, not hours
+    ticket_survey_rate: float = 0.6  # of tickets: a survey answer follows
+    unhappy_rate: float = 0.25  # of accounts: their ticket surveys score 1-2
 
 
 @dataclass
@@ -288,7 +298,7 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
                 "account_id": a,
                 "observed_on": day,
                 "adoption_pct": 100.0,
-                "batch_id": "rehearsal",
+                "batch_id": SYNTHETIC_BATCH,
                 "received_at": noon,
             }
             for a in moved
@@ -309,33 +319,22 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
                 "responded_at": noon,
                 "csat": 5 if draw(day, a, "csat") < 0.9 else 3,
                 "performance_improved": draw(day, a, "improved") < 0.97,
-                "comment": "Imports are much faster." if draw(day, a, "comment") < 0.4 else None,
-                "batch_id": "rehearsal",
+                "comment": (
+                    draw.choice(COMMENTS, day, a, "comment-text")
+                    if draw(day, a, "comment") < 0.4
+                    else None
+                ),
+                "batch_id": SYNTHETIC_BATCH,
             }
             for a in answered
         ],
     )
-    # The vendor's headline: imports 101.76x faster, 99.7% less import memory.
     measured = [a for a in moved if draw(day, a, "report") < behaviour.report_rate]
     _insert_once(
         conn,
         PERFORMANCE_REPORT,
         ["report_id"],
-        [
-            {
-                "report_id": f"rehearsal-{a}-{day}",
-                "account_id": a,
-                "reported_at": noon,
-                "legacy_import_ms": 2035.2,
-                "new_import_ms": (
-                    20.0 if draw(day, a, "faster") < behaviour.improved_rate else 2100.0
-                ),
-                "legacy_memory_mb": 512.0,
-                "new_memory_mb": 1.5,
-                "batch_id": "rehearsal",
-            }
-            for a in measured
-        ],
+        [_measurement(draw, day, a, noon, behaviour) for a in measured],
     )
     opened = [a for a in reached if draw(day, a, "ticket") < behaviour.ticket_rate]
     _insert_once(
@@ -347,17 +346,67 @@ def _migrate(conn: Any, config: HeraldConfig, day: date, behaviour: Behaviour, d
                 "ticket_id": f"rehearsal-{a}-{day}",
                 "account_id": a,
                 "opened_at": noon,
-                "closed_at": noon + timedelta(hours=6),
+                # Most close the same day; some stay open for weeks (support escalations).
+                "closed_at": noon
+                + (
+                    timedelta(days=10 + int(30 * draw(day, a, "open-for")))
+                    if draw(day, a, "stuck") < behaviour.stuck_ticket_rate
+                    else timedelta(hours=6)
+                ),
                 "category": draw.choice(
                     ["migration", "performance", "billing", "how-to"], day, a, "category"
                 ),
                 "satisfaction": 5 if draw(day, a, "satisfaction") < 0.9 else 2,
-                "batch_id": "rehearsal",
+                "batch_id": SYNTHETIC_BATCH,
             }
             for a in opened
         ],
     )
+    # A ticket brings a survey now and then; an unhappy account answers low.
+    surveyed = [a for a in opened if draw(day, a, "ticket-survey") < behaviour.ticket_survey_rate]
+    _insert_once(
+        conn,
+        SATISFACTION_RESPONSE,
+        ["response_id"],
+        [
+            {
+                "response_id": f"rehearsal-ticket-{a}-{day}",
+                "account_id": a,
+                "responded_at": noon + timedelta(hours=8),
+                "csat": (
+                    1 + int(2 * draw(day, a, "ticket-csat"))
+                    if draw(a, "unhappy") < behaviour.unhappy_rate
+                    else 4 + int(2 * draw(day, a, "ticket-csat"))
+                ),
+                "performance_improved": None,
+                "comment": None,
+                "batch_id": SYNTHETIC_BATCH,
+            }
+            for a in surveyed
+        ],
+    )
     return migrated
+
+
+def _measurement(
+    draw: Draws, day: date, account: int, noon: datetime, behaviour: Behaviour
+) -> dict[str, Any]:
+    """One account's own benchmark: around the vendor's headline (imports 101.76x faster,
+    99.7% less import memory), each account its own figures; a few measure no gain."""
+    legacy_ms = round(400 + 3600 * draw(day, account, "legacy-ms"), 1)
+    speedup = 30 + 140 * draw(day, account, "speedup")
+    improved = draw(day, account, "faster") < behaviour.improved_rate
+    legacy_mb = round(96 + 928 * draw(day, account, "legacy-mb"), 1)
+    return {
+        "report_id": f"rehearsal-{account}-{day}",
+        "account_id": account,
+        "reported_at": noon,
+        "legacy_import_ms": legacy_ms,
+        "new_import_ms": round(legacy_ms / speedup, 1) if improved else round(legacy_ms * 1.04, 1),
+        "legacy_memory_mb": legacy_mb,
+        "new_memory_mb": round(legacy_mb * (0.001 + 0.006 * draw(day, account, "memory")), 2),
+        "batch_id": SYNTHETIC_BATCH,
+    }
 
 
 def due_today(config: HeraldConfig, day: date) -> bool:

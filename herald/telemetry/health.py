@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, select
 from herald.audit import record
 from herald.config import HeraldConfig
 from herald.errors import HeraldError
-from herald.models import AUDIT_LOG, TELEMETRY_BATCH
+from herald.models import AUDIT_LOG, TELEMETRY_BATCH, as_utc
 
 OVERRIDE_ACTION = "telemetry.override"
 
@@ -80,11 +80,6 @@ class SourceStatus:
         )
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands timestamps back naive; Herald stores them in UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def source_status(conn: Connection, *, sources: Iterable[str]) -> list[SourceStatus]:
     """The most recent batch of each source that has one, with the override after it."""
     statuses: list[SourceStatus] = []
@@ -109,7 +104,7 @@ def source_status(conn: Connection, *, sources: Iterable[str]) -> list[SourceSta
                 source=source,
                 batch_id=batch["id"],
                 file=batch["file"],
-                received_at=_aware(batch["received_at"]),
+                received_at=as_utc(batch["received_at"]),
                 status=batch["status"],
                 rows=batch["rows"],
                 loaded=batch["loaded"],
@@ -132,7 +127,7 @@ def _override_after(conn: Connection, *, source: str, since: Any) -> Override | 
     )
     for at, actor, detail in rows:
         if isinstance(detail, dict) and detail.get("source") == source:
-            return Override(at=_aware(at), actor=actor, reason=str(detail.get("reason", "")))
+            return Override(at=as_utc(at), actor=actor, reason=str(detail.get("reason", "")))
     return None
 
 

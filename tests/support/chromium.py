@@ -2,8 +2,11 @@
 
 The page is loaded from a copy with a probe script appended (the report itself carries no
 script): once the load event has fired, the probe writes onto ``<body>`` how many images
-there are, how many loaded (complete, with a natural width), and how many rows the summary
-table has; ``--dump-dom`` prints the DOM after that.
+there are, how many loaded (complete, with a natural width), how many rows the summary
+table has, and which addresses (``.address``) and statuses (``.status``) the browser laid out
+on more than one line (the distinct tops of their text's line boxes);
+``--dump-dom`` prints the DOM after that. ``width`` sets the window's width; ``screenshot``
+also saves a PNG of the page at that width.
 """
 
 from __future__ import annotations
@@ -28,6 +31,21 @@ window.addEventListener("load", () => {
     "data-probe-summary-rows",
     String(document.querySelectorAll("#summary tbody tr").length),
   );
+  // Lines an element's text is laid out on: the distinct tops of its text's line boxes.
+  const lines = (element) => {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    const tops = Array.from(range.getClientRects()).map((r) => Math.round(r.top));
+    return new Set(tops).size;
+  };
+  const checked = Array.from(document.querySelectorAll(".address, .status"));
+  const wrapped = checked.filter((e) => lines(e) > 1);
+  body.setAttribute("data-probe-checked", String(checked.length));
+  body.setAttribute(
+    "data-probe-wrapped",
+    wrapped.map((e) => e.textContent.trim().replace(/[|"&<>]/g, "")).join("|"),
+  );
+  body.setAttribute("data-probe-width", String(document.documentElement.clientWidth));
   body.setAttribute("data-probe-done", "yes");
 });
 </script>
@@ -42,9 +60,41 @@ class Rendered:
     loaded: int
     widths: list[int]
     summary_rows: int
+    checked: int = 0  # addresses and statuses on the page
+    wrapped: tuple[str, ...] = ()  # those laid out on more than one line
+    width: int = 0  # the page's layout width
 
 
-def render(chromium: str, page: Path) -> Rendered:
+def _chromium(chromium: str, profile: str, width: int | None) -> list[str]:
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",  # tests run as root in CI
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+    ]
+    if width is not None:
+        command.append(f"--window-size={width},2400")
+    return command
+
+
+def screenshot(chromium: str, page: Path, *, width: int, to: Path) -> Path:
+    """A PNG of ``page`` at ``width`` pixels wide (the first 2400 px of its height)."""
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [*_chromium(chromium, profile, width), f"--screenshot={to}", page.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert to.exists(), f"chromium saved no screenshot (rc {done.returncode}): {done.stderr}"
+    return to
+
+
+def render(chromium: str, page: Path, width: int | None = None) -> Rendered:
     """Load ``page`` (a copy beside it, so relative paths hold) and read the probe."""
     html = page.read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as profile:
@@ -53,12 +103,7 @@ def render(chromium: str, page: Path) -> Rendered:
         try:
             done = subprocess.run(
                 [
-                    chromium,
-                    "--headless",
-                    "--no-sandbox",  # tests run as root in CI
-                    "--disable-gpu",
-                    "--no-first-run",
-                    f"--user-data-dir={profile}",
+                    *_chromium(chromium, profile, width),
                     "--virtual-time-budget=10000",
                     "--dump-dom",
                     copy.as_uri(),
@@ -82,4 +127,7 @@ def render(chromium: str, page: Path) -> Rendered:
         loaded=int(attributes["loaded"]),
         widths=[int(w) for w in attributes["widths"].split(",") if w],
         summary_rows=int(attributes["summary-rows"]),
+        checked=int(attributes["checked"]),
+        wrapped=tuple(text for text in attributes["wrapped"].split("|") if text),
+        width=int(attributes["width"]),
     )

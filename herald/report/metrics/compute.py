@@ -13,7 +13,13 @@ from sqlalchemy import Connection, Engine
 from herald.config import PHASES, HeraldConfig
 from herald.delivery.audience import NoSegmentation, segmentation_day
 from herald.delivery.calendar import start_of
-from herald.report.metrics.definitions import definitions, migration_target_line, status_for
+from herald.report.metrics.definitions import (
+    definitions,
+    migration_target_line,
+    started,
+    status_for,
+    trajectory_line,
+)
 from herald.report.metrics.queries import campaign_query, survey_query, tickets_query
 from herald.report.metrics.results import (
     ALL,
@@ -117,6 +123,8 @@ def compute_metrics(engine: Engine, *, config: HeraldConfig, as_of: date) -> Met
         scale: float = 1.0,
     ) -> None:
         target = targets.get(target_key) if target_key else None
+        today = trajectory_line(config, target, as_of)
+        judged = started(config, target, as_of)
         for segment in segments:
             n = counts.get(segment, Counter())[numerator]
             d = counts.get(segment, Counter())[denominator]
@@ -128,14 +136,20 @@ def compute_metrics(engine: Engine, *, config: HeraldConfig, as_of: date) -> Met
                     value=value,
                     target=target.value if target else None,
                     comparison=target.comparison if target else None,
-                    status=status_for(metric, value, target, line),
+                    status=status_for(value, target, today, sample=d, started=judged),
                     numerator=n,
                     denominator=d,
                     limit=target.limit if target else None,
+                    line=today,
+                    tolerance=target.tolerance if target else 0.0,
                 )
             )
 
-    add("message_reach", "reached", "active", target_key="message_reach")
+    for bucket in counts.values():
+        bucket["to_reach"] = bucket["active"] - bucket["unreachable"] - bucket["moved_first"]
+    add("message_reach", "reached", "to_reach", target_key="message_reach")
+    add("unreachable_accounts", "unreachable", "active")
+    add("moved_before_reached", "moved_first", "active")
     add("message_reach_contacts", "contacts_reached", "active_contacts")
     for phase in PHASES:
         add(f"reach_{phase}", f"reached_{phase}", "active")
@@ -171,7 +185,7 @@ def compute_metrics(engine: Engine, *, config: HeraldConfig, as_of: date) -> Met
     for category in categories:
         add(f"support_utilization:{category}", f"tickets:{category}", "active", scale=100.0)
     add("support_satisfaction", "satisfied", "responses", target_key="support_satisfaction")
-    add("performance_validation", "validated", "migrated", target_key="performance_validation")
+    add("performance_validation", "validated", "reported", target_key="performance_validation")
     add("performance_reported", "reported", "migrated")
     sent = "sent"
     for segment in segments:

@@ -1,101 +1,85 @@
 """What each metric means, and how a value stands against its target.
 
-The definitions are stated in the report beside the values, in the words of what the SQL in
-:mod:`herald.report.metrics.queries` counts; a change to one is a change to the other.
+The definitions are stated in the report beside the values, in plain words; the exact rule of
+each, as the SQL in :mod:`herald.report.metrics.queries` counts it, is in docs/report.md (a
+change to one is a change to the other).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from herald.config import HeraldConfig, Target
-from herald.report.metrics.results import AT_RISK, MONITORED, NO_DATA, OFF_TRACK, ON_TRACK
+from herald.report.metrics.results import (
+    AT_RISK,
+    MONITORED,
+    NO_DATA,
+    NOT_STARTED,
+    OFF_TRACK,
+    ON_TRACK,
+)
 
 PERFORMANCE_ATTRIBUTE = "performance_focused"
 AT_RISK_SHARE_OF_LINE = 0.9
 
 
 def definitions(config: HeraldConfig) -> dict[str, str]:
-    """What each metric means, exactly as computed (the report states these)."""
-    campaign = config.campaign.id
-    by = "by the end of the as-of day (UTC)"
-    sent = f"an accepted delivery of campaign {campaign} (ledger state 'accepted', sent {by})"
-    engaged = (
-        "an 'open' or 'click' event from SendGrid linked to one of the campaign's deliveries "
-        f"and occurred {by} (opens as SendGrid reports them, machine opens such as Apple Mail "
-        "Privacy Protection included)"
-    )
-    migrated = "migration_state 'migrated' with migrated_on on or before the as-of day"
-    announcement = config.campaign.phases.announcement
-    migration_target = config.targets.targets.get("migration_rate")
-    ramp = (
-        f"{migration_target.value} x min(1, days since the announcement ({announcement}) / "
-        f"{migration_target.within_days}); 0 before the announcement"
-        if migration_target is not None and migration_target.value is not None
-        else "no migration target configured"
+    """What each metric means, in plain words (the report states these; the exact rule of
+    each, as the SQL counts it, is in docs/report.md)."""
+    migration = config.targets.targets.get("migration_rate")
+    line = (
+        f"{_share(migration.value)} of active accounts {migration.within_days} days after the "
+        f"{migration.judged_from} ({trajectory_start(config, migration)}), rising in a straight "
+        "line from zero"
+        if migration is not None and migration.dated and migration.value is not None
+        else "no dated migration target is configured"
     )
     return {
-        "message_reach": f"Share of active accounts with at least {sent}, any phase.",
-        "message_reach_contacts": f"Share of contacts of active accounts with at least {sent}.",
-        "reach_<phase>": (
-            f"Share of active accounts with {sent} in that phase (sunset notices "
-            "'sunset-t*' count as the sunset phase)."
+        "message_reach": (
+            "Of the active accounts the campaign can write to, the share that has received at "
+            "least one message. Accounts with no contact left to write to (every one "
+            "unsubscribed, bounced or suppressed) and accounts that migrated before any "
+            "message reached them are counted apart, not held against it."
         ),
+        "message_reach_contacts": "The share of active accounts' contacts that got a message.",
+        "reach_<phase>": "The share of active accounts that got that phase's message.",
         "engagement_rate": (
-            f"Among reached accounts (active accounts with {sent}), the share where at least "
-            f"one contact had {engaged}."
+            "Of the accounts that got a message, the share where someone opened or clicked one "
+            "(opens as SendGrid reports them, including automatic opens by some mail apps)."
         ),
-        "engagement_rate_contacts": (
-            f"Among reached contacts of active accounts, the share that had {engaged}."
-        ),
+        "engagement_rate_contacts": "The same, counted per contact instead of per account.",
         "early_adopter_engagement": (
-            f"Among active accounts whose attribute {PERFORMANCE_ATTRIBUTE} is the JSON value "
-            f"true, the share that engaged ({engaged}) or adopted (an adoption observation "
-            "with adoption_pct > 0 on or before the as-of day)."
+            "Of the active performance-focused accounts, the share that opened or clicked a "
+            "message or started using the new product."
         ),
-        "migration_rate": (
-            f"Share of active accounts with {migrated}; its status is judged against "
-            "migration_target_line (on track at or above it, at risk at or above 90% of it)."
+        "migration_rate": "The share of active accounts that have moved to the new product.",
+        "migration_target_line": f"Where migration should be by now: {line}.",
+        "unreachable_accounts": (
+            "Active accounts with no contact left to write to (a share of active accounts)."
         ),
-        "migration_target_line": f"Where the adoption curve should be by now: {ramp}.",
-        "support_utilization": (
-            f"Support tickets of active accounts opened {by}, per 100 active accounts "
-            "(support_utilization:<category>: the same per ticket category)."
-        ),
-        "support_satisfaction": f"Share of satisfaction survey responses {by} with CSAT >= 4.",
+        "moved_before_reached": ("Active accounts that migrated before any message reached them."),
+        "support_utilization": "Support tickets opened by active accounts, per 100 of them.",
+        "support_satisfaction": "The share of survey answers scoring 4 or 5 out of 5.",
         "performance_validation": (
-            f"Among active accounts with {migrated}, the share whose latest performance report "
-            f"({by}) shows new_import_ms < legacy_import_ms; no report counts as not validated."
+            "Of the migrated accounts that sent us a performance measurement, the share whose "
+            "latest one shows faster imports than on the legacy product."
         ),
-        "performance_reported": (
-            "Among the same migrated accounts, the share with at least one performance report "
-            "(the numerator is how many)."
-        ),
-        "hard_bounce_rate": (
-            f"Accepted deliveries with a 'bounce' event whose type is not 'blocked' ({by}), "
-            "per accepted delivery (distinct deliveries)."
-        ),
-        "spam_complaint_rate": (
-            f"Accepted deliveries with a 'spamreport' event ({by}), per accepted delivery."
-        ),
-        "unsubscribe_rate": (
-            f"Accepted deliveries with an 'unsubscribe' or 'group_unsubscribe' event ({by}), "
-            "per accepted delivery."
-        ),
-        "feedback_quality": (
-            f"Share of survey responses {by} with a comment that is not empty or blank."
-        ),
+        "performance_reported": "The share of migrated accounts that sent a measurement.",
+        "hard_bounce_rate": "The share of messages sent that bounced for good.",
+        "spam_complaint_rate": "The share of messages sent that a recipient marked as spam.",
+        "unsubscribe_rate": "The share of messages sent after which the recipient unsubscribed.",
+        "feedback_quality": "The share of survey answers that came with a written comment.",
         "funnel": (
-            "Per phase: sent = accepted deliveries; delivered / opened / clicked = accepted "
-            "deliveries with at least one such event; migrated = reached active accounts of "
-            "the phase that have migrated. Deliverability and funnel counts include contacts "
-            "of accounts that churned since."
+            "Messages per phase: sent, then how many were delivered, opened and clicked; "
+            "'accounts migrated' counts the accounts that got the phase's message and have "
+            "since migrated."
         ),
-        "segments": (
-            "An account's segment is the one of the latest segmentation on or before the as-of "
-            "day; rows of accounts outside it count in 'all' and 'unsegmented'."
-        ),
+        "segments": "Each account counts in the segment it was last assigned.",
     }
+
+
+def _share(value: float) -> str:
+    return f"{100 * value:g}%"
 
 
 def _holds(value: float, comparison: str, threshold: float) -> bool:
@@ -111,41 +95,90 @@ def _holds(value: float, comparison: str, threshold: float) -> bool:
 
 
 def status_for(
-    metric: str, value: float | None, target: Target | None, line: float | None = None
+    value: float | None,
+    target: Target | None,
+    line: float | None = None,
+    *,
+    sample: int | None = None,
+    started: bool = True,
 ) -> str:
-    """How a value stands against its target.
+    """How a value stands today against its target (the weekly report also weighs the pace
+    of dated targets, :mod:`herald.report.verdict`).
 
-    - no value (zero denominator): 'no data'; no target: 'monitored';
-    - migration_rate: against the target line: 'on track' at or above it, 'at risk' at or
-      above 90% of it, else 'off track';
+    - before its ``judged_from`` phase: 'not started'; no value, or fewer than
+      ``min_sample`` in the denominator: 'no data'; no target: 'monitored';
+    - a dated target: 'on track' at or above today's trajectory ``line`` (less its
+      tolerance), 'at risk' at or above 90% of it, else 'off track';
     - a target with a limit (spam): 'off track' at or past the limit, 'at risk' past the
       value, else 'on track';
-    - otherwise 'on track' when the comparison holds, else 'off track'.
+    - otherwise 'on track' when the comparison holds (within the tolerance), else 'off track'.
     """
+    if target is not None and target.value is not None and not started:
+        return NOT_STARTED
     if value is None:
         return NO_DATA
     if target is None or target.value is None or target.comparison is None:
         return MONITORED
-    if metric == "migration_rate" and line is not None:
-        if value >= line:
+    if sample is not None and sample < target.min_sample:
+        return NO_DATA
+    if target.dated and line is not None:
+        if value >= line - target.tolerance:
             return ON_TRACK
         return AT_RISK if value >= AT_RISK_SHARE_OF_LINE * line else OFF_TRACK
     if target.limit is not None:
         at_or_past = ">=" if target.comparison in ("<", "<=") else "<="
         if _holds(value, at_or_past, target.limit):
             return OFF_TRACK
-        return ON_TRACK if _holds(value, target.comparison, target.value) else AT_RISK
-    return ON_TRACK if _holds(value, target.comparison, target.value) else OFF_TRACK
+        return ON_TRACK if meets(value, target) else AT_RISK
+    return ON_TRACK if meets(value, target) else OFF_TRACK
+
+
+def meets(value: float, target: Target) -> bool:
+    """Whether ``value`` meets the target, within its tolerance."""
+    assert target.value is not None and target.comparison is not None
+    if target.comparison in (">", ">="):
+        return _holds(value + target.tolerance, target.comparison, target.value)
+    return _holds(value - target.tolerance, target.comparison, target.value)
+
+
+def trajectory_start(config: HeraldConfig, target: Target) -> date | None:
+    """The first day a target is judged (its ``judged_from`` phase's first day)."""
+    if target.judged_from is None:
+        return None
+    start: date = getattr(config.campaign.phases, target.judged_from)
+    return start
+
+
+def target_date(config: HeraldConfig, target: Target) -> date | None:
+    """The day a dated target should be reached."""
+    start = trajectory_start(config, target)
+    if start is None or target.within_days is None:
+        return None
+    return start + timedelta(days=target.within_days)
+
+
+def trajectory_line(config: HeraldConfig, target: Target | None, as_of: date) -> float | None:
+    """Where a dated target should stand on ``as_of``: a straight line from zero on its
+    start day to its value on its date (None: not a dated target)."""
+    if target is None or not target.dated or target.value is None:
+        return None
+    start = trajectory_start(config, target)
+    assert start is not None and target.within_days is not None
+    days = (as_of - start).days
+    if days <= 0:
+        return 0.0
+    return target.value * min(1.0, days / target.within_days)
+
+
+def started(config: HeraldConfig, target: Target | None, as_of: date) -> bool:
+    """Whether a target is judged on ``as_of`` (on or after its start day)."""
+    start = None if target is None else trajectory_start(config, target)
+    return start is None or as_of >= start
 
 
 def migration_target_line(config: HeraldConfig, as_of: date) -> float | None:
-    """The migration target scaled to the time elapsed since the announcement (None: no target)."""
+    """The migration target's trajectory on ``as_of`` (None: no dated migration target)."""
     target = config.targets.targets.get("migration_rate")
-    if target is None or target.value is None:
-        return None
-    days = (as_of - config.campaign.phases.announcement).days
-    if days <= 0:
-        return 0.0
-    if target.within_days is None:
+    if target is not None and target.value is not None and not target.dated:
         return target.value
-    return target.value * min(1.0, days / target.within_days)
+    return trajectory_line(config, target, as_of)

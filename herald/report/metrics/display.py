@@ -13,21 +13,32 @@ def display(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
     if metric.startswith(PER_100):
-        return f"{value:.1f}"
-    return f"{100 * value:.1f}%"
+        return unsigned_zero(f"{value:.1f}")
+    return unsigned_zero(f"{100 * value:.1f}") + "%"
 
 
-def target_text(value: MetricValue, result: MetricsResult | None = None) -> str:
-    """The target as the report prints it, e.g. '>= 70.0% (line 23.3%)' or '< 0.1% (limit 0.3%)'."""
+def unsigned_zero(text: str) -> str:
+    """'-0.0' (a tiny negative rounded away) as '0.0': a zero has no sign."""
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+
+
+def target_text(value: MetricValue) -> str:
+    """The target as the report prints it, e.g. '>= 70% (line now 23.3%)' (a dated target
+    still on its way), '>= 100% (tol. 2 pts)' or '< 0.1% (limit 0.3%)'."""
     if value.target is None or value.comparison is None:
         return "-"
     text = f"{value.comparison} {_target_display(value.metric, value.target)}"
+    if value.tolerance:
+        text += f" (tol. {_points(value.tolerance)} pts)"
     if value.limit is not None:
         text += f" (limit {_target_display(value.metric, value.limit)})"
-    if value.metric == "migration_rate" and result is not None:
-        line = result.get("migration_target_line", value.segment).value
-        text += f" (line now {display(value.metric, line)})"
+    if value.line is not None and 0 < value.line < value.target:
+        text += f" (line now {display(value.metric, value.line)})"
     return text
+
+
+def _points(share: float) -> str:
+    return f"{round(100 * share, 4):g}"
 
 
 def ratio_text(value: MetricValue) -> str:
@@ -40,7 +51,7 @@ def ratio_text(value: MetricValue) -> str:
 def _target_display(metric: str, target: float) -> str:
     if metric.startswith(PER_100):
         return f"{target:g}"
-    return f"{100 * target:g}%"
+    return f"{round(100 * target, 4):g}%"
 
 
 def markdown(result: MetricsResult) -> str:
@@ -59,7 +70,7 @@ def markdown(result: MetricsResult) -> str:
     for value in result.overall():
         lines.append(
             f"| {value.metric} | {display(value.metric, value.value)} | "
-            f"{target_text(value, result)} | {value.status} | {ratio_text(value)} |"
+            f"{target_text(value)} | {value.status} | {ratio_text(value)} |"
         )
     lines += [
         "",

@@ -23,6 +23,7 @@ from herald.models import (
     SATISFACTION_RESPONSE,
     SEGMENT_ASSIGNMENT,
     SUPPORT_TICKET,
+    SUPPRESSION,
     AccountLifecycle,
     DeliveryState,
     MigrationState,
@@ -157,8 +158,20 @@ def campaign_query(
     """Per segment: every account-level and delivery-level count of the campaign."""
     a = ACCOUNT
     af = _per_account(campaign, cutoff)
+    # Per account: its contacts, and those not suppressed by the cutoff (still writable).
+    suppressed = (
+        select(SUPPRESSION.c.email.label("email"))
+        .where(SUPPRESSION.c.created_at < cutoff)
+        .group_by(SUPPRESSION.c.email)
+        .subquery("sup")
+    )
     contacts = (
-        select(CONTACT.c.account_id.label("account_id"), func.count().label("contacts"))
+        select(
+            CONTACT.c.account_id.label("account_id"),
+            func.count().label("contacts"),
+            func.count(case((suppressed.c.email.is_(None), 1))).label("writable"),
+        )
+        .select_from(CONTACT.outerjoin(suppressed, suppressed.c.email == CONTACT.c.email))
         .group_by(CONTACT.c.account_id)
         .subquery("cc")
     )
@@ -193,6 +206,10 @@ def campaign_query(
     )
     early = and_(active, attribute_value(PERFORMANCE_ATTRIBUTE, "bool") == true())
     reached = and_(active, af.c.reached == 1)
+    unreached = and_(active, af.c.reached.is_(None))
+    # Not held against reach: no contact left to write to, or moved before any message.
+    unreachable = and_(unreached, func.coalesce(contacts.c.writable, 0) == 0)
+    moved_first = and_(unreached, func.coalesce(contacts.c.writable, 0) > 0, migrated)
     columns: list[Any] = [
         SEGMENT_ASSIGNMENT.c.segment.label("segment"),
         _n(active).label("active"),
@@ -200,6 +217,8 @@ def campaign_query(
             "active_contacts"
         ),
         _n(reached).label("reached"),
+        _n(unreachable).label("unreachable"),
+        _n(moved_first).label("moved_first"),
         _n(and_(reached, af.c.engaged == 1)).label("engaged"),
         func.sum(case((reached, af.c.contacts_reached), else_=0)).label("contacts_reached"),
         func.sum(case((reached, af.c.contacts_engaged), else_=0)).label("contacts_engaged"),

@@ -17,7 +17,10 @@ ON_TRACK = "on track"
 AT_RISK = "at risk"
 OFF_TRACK = "off track"
 NO_DATA = "no data"
+NOT_STARTED = "not started"  # before the target's first day (its judged_from phase)
 MONITORED = "monitored"  # a value, but no target to hold it against
+MET = "met"  # the campaign has closed with its headline targets met...
+MISSED = "missed"  # ...or not
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class MetricValue:
     numerator: int | None
     denominator: int | None
     limit: float | None = None
+    line: float | None = None  # a dated target's trajectory on the day
+    tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
