@@ -36,8 +36,8 @@ RULE = (
     "when it is below it but the pace of the last four weeks still reaches the target by its "
     "date, and off track when neither holds; a level to hold (satisfaction, engagement, "
     "deliverability) is on track while it holds, at risk past it but short of its limit, and "
-    "off track past the limit; the headline follows {headline} only (once the campaign has "
-    "closed: met or missed)."
+    "off track past the limit; the headline follows {headline} (before they start, the "
+    "phase targets already judged; once the campaign has closed, met or missed)."
 )
 JUDGED = (ON_TRACK, AT_RISK, OFF_TRACK)
 SEVERITY = {ON_TRACK: 0, AT_RISK: 1, OFF_TRACK: 2}
@@ -55,6 +55,7 @@ class Judgement:
     line: float | None = None  # where a dated target should be today
     projected: float | None = None  # where the recent pace takes it by its date
     due: date | None = None  # a dated target's date
+    phased: bool = False  # judged from a phase of the campaign (targets.yaml judged_from)
 
 
 def pace_per_day(points: Sequence[tuple[date, float | None]], as_of: date) -> float | None:
@@ -103,7 +104,8 @@ def judge(
         projected: float | None = None,
         due: date | None = None,
     ) -> Judgement:
-        return Judgement(value.metric, label, status, why, headline, line, projected, due)
+        phased = target.judged_from is not None
+        return Judgement(value.metric, label, status, why, headline, line, projected, due, phased)
 
     if value.status == NOT_STARTED:
         return judged(NOT_STARTED, f"judged from the {target.judged_from}")
@@ -173,10 +175,11 @@ def judge_all(
 def headline(judgements: Sequence[Judgement]) -> str:
     """The worst status among the headline targets that are judged. Before any of them has
     started (the preview runs before the announcement they count from), the worst among the
-    targets already judged; 'no data' when nothing can be judged yet."""
+    phase targets already judged (early-adopter engagement, judged from the preview), never
+    the guardrails (satisfaction, deliverability); 'no data' when nothing can be judged."""
     leading = [j.status for j in judgements if j.headline and j.status in JUDGED]
     if not leading and all(j.status == NOT_STARTED for j in judgements if j.headline):
-        leading = [j.status for j in judgements if j.status in JUDGED]
+        leading = [j.status for j in judgements if j.phased and j.status in JUDGED]
     if leading:
         return max(leading, key=SEVERITY.__getitem__)
     return NO_DATA

@@ -235,6 +235,11 @@ class TestDemo:
         reports = sorted((demo.var / "reports").iterdir())
         first = reports[0]
         assert _headline(first) == "not started"
+        # During the preview, before migration and reach are judged, early-adopter
+        # engagement (judged from the preview) decides, not the guardrails.
+        preview = [r for r in reports if "2027-01-12" <= r.name < "2027-02-09"]
+        assert preview
+        assert all(_headline(r) == _status(r, "Early adopter engagement") for r in preview)
         assert "<img" not in (first / "weekly-report.html").read_text("utf-8")
         snapshots = _snapshots(demo.db)
         above = [

@@ -129,8 +129,8 @@ class TestPace:
         assert pace_per_day([(DAY - timedelta(days=7), 0.1)], DAY) is None
 
 
-def _judgement(metric: str, status: str, *, lead: bool) -> Judgement:
-    return Judgement(metric, metric, status, "why", lead)
+def _judgement(metric: str, status: str, *, lead: bool, phased: bool = True) -> Judgement:
+    return Judgement(metric, metric, status, "why", lead, phased=phased)
 
 
 class TestHeadline:
@@ -151,15 +151,22 @@ class TestHeadline:
         ]
         assert headline(judgements) == ON_TRACK
 
-    def test_before_the_headline_targets_start_the_judged_ones_speak(self) -> None:
+    def test_before_the_headline_targets_start_the_phase_targets_speak(self) -> None:
+        """During the preview: early-adopter engagement (judged from the preview) decides;
+        a guardrail off track (satisfaction) is attention, not the headline."""
         preview = [
             _judgement("migration_rate", NOT_STARTED, lead=True),
             _judgement("message_reach", NOT_STARTED, lead=True),
             _judgement("early_adopter_engagement", AT_RISK, lead=False),
-            _judgement("spam_complaint_rate", NO_DATA, lead=False),
+            _judgement("support_satisfaction", OFF_TRACK, lead=False, phased=False),
+            _judgement("spam_complaint_rate", NO_DATA, lead=False, phased=False),
         ]
         assert headline(preview) == AT_RISK
-        assert headline(preview[:2]) == NO_DATA
+        assert headline([*preview[:2], *preview[3:]]) == NO_DATA
+        assert [j.metric for j in attention(preview)] == [
+            "early_adopter_engagement",
+            "support_satisfaction",
+        ]
 
     def test_a_headline_target_without_data_leaves_the_others_to_decide(self) -> None:
         judgements = [
@@ -170,5 +177,5 @@ class TestHeadline:
 
     def test_the_rule_names_the_headline_targets(self, loaded: HeraldConfig) -> None:
         text = rule(loaded)
-        assert "migration rate and active customers reached only" in text
+        assert "migration rate and active customers reached" in text
         assert text.count(".") == 1 and text.endswith(".")  # one sentence
