@@ -19,6 +19,7 @@ from herald.config import HeraldConfig, MessageKind
 from herald.delivery import planning
 from herald.delivery.sender import Renderer, deliver_message
 from herald.delivery.transports import get_transport
+from herald.sandbox.marks import SUBJECT_PREFIX
 from herald.sandbox.rehearsal import Behaviour, Draws, plan_day, send_day, telemetry_day
 from herald.settings import TransportName, get_settings
 from herald.unsubscribe.links import UnsubscribeLinks
@@ -33,11 +34,12 @@ def plan_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
 
 @task(name="send-day", cache_policy=NO_CACHE)
 def send_day_task(config: HeraldConfig, day: date) -> dict[str, int]:
-    """At each window opening of ``day``, deliver every message due there, to the outbox."""
+    """At each window opening of ``day``, deliver every message due there, to the outbox,
+    each subject marked as a rehearsal's."""
     engine = database()
     settings = get_settings().model_copy(update={"transport": TransportName.OUTBOX})
     transport = get_transport(settings, config)
-    renderer = Renderer(config, settings.templates_dir)
+    renderer = Renderer(config, settings.templates_dir, subject_prefix=SUBJECT_PREFIX)
     links = UnsubscribeLinks.configured(settings, config.campaign)
     log = get_run_logger()
 

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,18 +46,25 @@ from herald.unsubscribe.links import UnsubscribeLinks
 
 
 class Renderer:
-    """Renders each variant once per sending process."""
+    """Renders each variant once per sending process; ``subject_prefix`` goes before every
+    subject (a rehearsal's messages say so)."""
 
-    def __init__(self, config: HeraldConfig, templates: Path = TEMPLATES) -> None:
+    def __init__(
+        self, config: HeraldConfig, templates: Path = TEMPLATES, *, subject_prefix: str = ""
+    ) -> None:
         self.config = config
         self.templates = templates
+        self.subject_prefix = subject_prefix
         self._cache: dict[Variant, Rendered] = {}
 
     def __call__(self, variant: Variant) -> Rendered:
         """The variant's subject and bodies, with per-recipient tags left in."""
         rendered = self._cache.get(variant)
         if rendered is None:
-            rendered = self._cache[variant] = render(self.config, variant, self.templates)
+            rendered = render(self.config, variant, self.templates)
+            if self.subject_prefix:
+                rendered = replace(rendered, subject=self.subject_prefix + rendered.subject)
+            self._cache[variant] = rendered
         return rendered
 
 

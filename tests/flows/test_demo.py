@@ -8,6 +8,7 @@ runs is tested on both databases on its own, and the rehearsal has its own Postg
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -227,6 +228,15 @@ class TestDemo:
         }
         assert len(subjects) == len(reports)
         assert all(subject.strip().startswith("[Rehearsal] ") for subject in subjects), subjects
+        # And every customer message the rehearsal wrote to the outbox.
+        customers = [
+            json.loads(line)["subject"]
+            for index in outbox.glob("*/index.jsonl")
+            if not index.parent.name.startswith("weekly-")
+            for line in index.read_text(encoding="utf-8").splitlines()
+        ]
+        assert len(customers) > 100
+        assert all(subject.startswith("[Rehearsal] ") for subject in customers)
 
     def test_the_verdict_follows_the_trajectories(self, demo: DemoRun) -> None:
         """Before the first send: 'not started' and no chart. The first week migration stands

@@ -149,8 +149,9 @@ class TestFullRehearsal:
             assert days_left == (notice.deadline - local).days, (message, local, days_left)
             mail = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
             text_part = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            assert subject.startswith("[Rehearsal] "), subject  # a rehearsal's messages say so
             if days_left:
-                assert subject.startswith(f"{days_left} day"), subject
+                assert subject.removeprefix("[Rehearsal] ").startswith(f"{days_left} day"), subject
                 assert f"{days_left} day{'s' if days_left != 1 else ''} left." in text_part
             else:
                 assert "Today is the last day." in text_part
