@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     case,
     exists,
+    false,
     func,
     literal,
     select,
@@ -59,6 +60,16 @@ def segmentation_day(conn: Connection, as_of: date) -> date:
     return day if isinstance(day, date) else date.fromisoformat(str(day))
 
 
+def assigned_on(segmented_on: date | None) -> ColumnElement[bool]:
+    """SQL join condition: the account's ``segment_assignment`` row of the segmentation on
+    ``segmented_on`` (None: no segmentation, so no row)."""
+    if segmented_on is None:
+        return and_(SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id, false())
+    return and_(
+        SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id, SEGMENT_ASSIGNMENT.c.as_of == segmented_on
+    )
+
+
 def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
     """The contact's locale if the templates are checked in it, else the campaign default."""
     locales = config.campaign.locales
@@ -93,13 +104,7 @@ def recipients(
         )
         .select_from(CONTACT)
         .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
-        .join(
-            SEGMENT_ASSIGNMENT,
-            and_(
-                SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
-                SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
-            ),
-        )
+        .join(SEGMENT_ASSIGNMENT, assigned_on(segmented_on))
         .where(
             ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value,
             ~address_suppressed(config, kind),

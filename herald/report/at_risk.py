@@ -31,7 +31,7 @@ from sqlalchemy import Connection, and_, case, exists, func, literal, null, or_,
 from herald.addresses import display_email
 from herald.config import Escalation, HeraldConfig
 from herald.customers.rules import attribute_value
-from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.delivery.audience import NoSegmentation, assigned_on, segmentation_day
 from herald.delivery.calendar import start_of
 from herald.models import (
     ACCOUNT,
@@ -235,10 +235,7 @@ def at_risk_accounts(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
         .select_from(
             ACCOUNT.join(
                 SEGMENT_ASSIGNMENT,
-                and_(
-                    SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
-                    SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
-                ),
+                assigned_on(segmented_on),
             )
             .outerjoin(tickets, tickets.c.account_id == ACCOUNT.c.id)
             .outerjoin(surveys, surveys.c.account_id == ACCOUNT.c.id)

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from sqlalchemy import Connection, func, select
 
 from herald.config import HeraldConfig
+from herald.config.campaign import NoticeSlot
 from herald.delivery.calendar import start_of
 from herald.models import DELIVERY, DeliveryState
 
@@ -59,14 +60,14 @@ def _segment(name: str) -> str:
     return name.replace("_", " ")
 
 
-def schedule(config: HeraldConfig) -> list[Upcoming]:
-    """Every dated step of the campaign, in order."""
+def schedule(config: HeraldConfig, slots: list[NoticeSlot]) -> list[Upcoming]:
+    """Every dated step of the campaign, in order (``slots``: its notice schedule)."""
     campaign = config.campaign
     steps = [
         Upcoming(getattr(campaign.phases, phase), PHASE_LABELS[phase])
         for phase in ("preview", "announcement", "deprecation")
     ]
-    for slot in campaign.notice_schedule():
+    for slot in slots:
         if slot.sends_on is None:
             continue
         when = (
@@ -94,12 +95,13 @@ def stage(conn: Connection, *, config: HeraldConfig, as_of: date) -> Stage:
     ).scalar()
     first_sent = None if first is None else first.date()
     last_deadline = max(campaign.sunset.values())
-    upcoming = [step for step in schedule(config) if step.day > as_of][:UPCOMING]
+    slots = campaign.notice_schedule()
+    upcoming = [step for step in schedule(config, slots) if step.day > as_of][:UPCOMING]
     if first_sent is None:
         return Stage(NOT_STARTED, None, upcoming, None, last_deadline)
     if as_of >= last_deadline:
         return Stage(CLOSED, None, [], first_sent, last_deadline)
-    notices = [s.sends_on for s in campaign.notice_schedule() if s.sends_on is not None]
+    notices = [slot.sends_on for slot in slots if slot.sends_on is not None]
     phase = "preview"
     for name in ("announcement", "deprecation"):
         if getattr(campaign.phases, name) <= as_of:

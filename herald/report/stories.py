@@ -20,6 +20,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -36,7 +37,7 @@ from sqlalchemy import (
 
 from herald.config import HeraldConfig
 from herald.customers.rules import attribute_value
-from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.delivery.audience import NoSegmentation, assigned_on, segmentation_day
 from herald.delivery.calendar import start_of
 from herald.delivery.messages import environment
 from herald.models import (
@@ -69,6 +70,18 @@ class Measurement:
     new_import_ms: float
     legacy_memory_mb: float
     new_memory_mb: float
+
+    @classmethod
+    def of(cls, row: Any) -> Measurement:
+        """From a row with the performance report's columns."""
+        return cls(
+            row.report_id,
+            as_utc(row.reported_at),
+            float(row.legacy_import_ms),
+            float(row.new_import_ms),
+            float(row.legacy_memory_mb),
+            float(row.new_memory_mb),
+        )
 
     @property
     def speedup(self) -> float:
@@ -192,10 +205,7 @@ def story_candidates(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
             .join(answers, answers.c.account_id == ACCOUNT.c.id)
             .outerjoin(
                 SEGMENT_ASSIGNMENT,
-                and_(
-                    SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
-                    SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
-                ),
+                assigned_on(segmented_on),
             )
         )
         .where(
@@ -218,14 +228,7 @@ def story_candidates(conn: Connection, *, config: HeraldConfig, as_of: date) -> 
             tier=row.tier,
             region=row.region,
             migrated_on=row.migrated_on,
-            latest=Measurement(
-                row.report_id,
-                as_utc(row.reported_at),
-                float(row.legacy_import_ms),
-                float(row.new_import_ms),
-                float(row.legacy_memory_mb),
-                float(row.new_memory_mb),
-            ),
+            latest=Measurement.of(row),
             reports=int(row.reports),
             average_csat=float(row.csat),
             responses=int(row.responses),
@@ -347,14 +350,7 @@ def story_facts(conn: Connection, *, config: HeraldConfig, external_id: str) -> 
             f"{rules.consent_attribute!r} is not true)"
         )
     measured = [
-        Measurement(
-            m.report_id,
-            as_utc(m.reported_at),
-            float(m.legacy_import_ms),
-            float(m.new_import_ms),
-            float(m.legacy_memory_mb),
-            float(m.new_memory_mb),
-        )
+        Measurement.of(m)
         for m in conn.execute(
             select(PERFORMANCE_REPORT)
             .where(PERFORMANCE_REPORT.c.account_id == row.id)

@@ -21,7 +21,6 @@ from herald.report.metrics.definitions import meets, target_date
 from herald.report.metrics.display import display
 from herald.report.metrics.results import (
     AT_RISK,
-    MONITORED,
     NO_DATA,
     NOT_STARTED,
     OFF_TRACK,
@@ -112,8 +111,6 @@ def judge(
     if value.status == NO_DATA or value.value is None:
         sample = "" if value.denominator is None else f" ({value.denominator} so far)"
         return judged(NO_DATA, f"too few to judge yet{sample}")
-    if value.status == MONITORED:
-        return judged(MONITORED, "monitored")
     shown = display(value.metric, value.value)
     goal = display(value.metric, target.value)
     if not target.dated:

@@ -25,10 +25,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, func, select
 
 from herald.config import AtRisk, Escalation, HeraldConfig
-from herald.delivery.audience import NoSegmentation, segmentation_day
+from herald.delivery.audience import NoSegmentation, assigned_on, segmentation_day
 from herald.models import (
     ACCOUNT,
     METRIC_SNAPSHOT,
@@ -245,10 +245,7 @@ def adoption_curve(engine: Engine, *, config: HeraldConfig, as_of: date) -> Adop
             segmented_on = None
         joined = ACCOUNT.outerjoin(
             SEGMENT_ASSIGNMENT,
-            and_(
-                SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id,
-                SEGMENT_ASSIGNMENT.c.as_of == segmented_on,
-            ),
+            assigned_on(segmented_on),
         )
         active = ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value
         sizes = {

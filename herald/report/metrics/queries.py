@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, true
 
 from herald.config import PHASES
 from herald.customers.rules import attribute_value
+from herald.delivery.audience import assigned_on
 from herald.models import (
     ACCOUNT,
     ADOPTION_EVENT,
@@ -144,14 +145,6 @@ def _per_account(campaign: str, cutoff: Any) -> Any:
     )
 
 
-def _segment_join(segmented_on: date | None) -> ColumnElement[bool]:
-    if segmented_on is None:
-        return and_(SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id, false())
-    return and_(
-        SEGMENT_ASSIGNMENT.c.account_id == ACCOUNT.c.id, SEGMENT_ASSIGNMENT.c.as_of == segmented_on
-    )
-
-
 def campaign_query(
     campaign: str, as_of: date, cutoff: Any, segmented_on: date | None
 ) -> Select[Any]:
@@ -243,7 +236,7 @@ def campaign_query(
     return (
         select(*columns)
         .select_from(
-            a.outerjoin(SEGMENT_ASSIGNMENT, _segment_join(segmented_on))
+            a.outerjoin(SEGMENT_ASSIGNMENT, assigned_on(segmented_on))
             .outerjoin(af, af.c.account_id == a.c.id)
             .outerjoin(contacts, contacts.c.account_id == a.c.id)
             .outerjoin(adopted, adopted.c.account_id == a.c.id)
@@ -259,7 +252,7 @@ def tickets_query(cutoff: Any, segmented_on: date | None) -> Select[Any]:
         select(SEGMENT_ASSIGNMENT.c.segment, SUPPORT_TICKET.c.category, func.count())
         .select_from(
             SUPPORT_TICKET.join(ACCOUNT, ACCOUNT.c.id == SUPPORT_TICKET.c.account_id).outerjoin(
-                SEGMENT_ASSIGNMENT, _segment_join(segmented_on)
+                SEGMENT_ASSIGNMENT, assigned_on(segmented_on)
             )
         )
         .where(
@@ -283,7 +276,7 @@ def survey_query(cutoff: Any, segmented_on: date | None) -> Select[Any]:
         .select_from(
             SATISFACTION_RESPONSE.join(
                 ACCOUNT, ACCOUNT.c.id == SATISFACTION_RESPONSE.c.account_id
-            ).outerjoin(SEGMENT_ASSIGNMENT, _segment_join(segmented_on))
+            ).outerjoin(SEGMENT_ASSIGNMENT, assigned_on(segmented_on))
         )
         .where(SATISFACTION_RESPONSE.c.responded_at < cutoff)
         .group_by(SEGMENT_ASSIGNMENT.c.segment)
