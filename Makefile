@@ -18,9 +18,9 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test test-load bench chaos lint typecheck docs install clean
+.PHONY: demo test test-load bench chaos lint typecheck docs install clean catalogs i18n-extract i18n-update i18n-init
 
-install: $(VENV)/.synced
+install: $(VENV)/.synced catalogs
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,6 +29,33 @@ $(UV):
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --locked --python $(PYTHON)
 	@touch $@
+
+# Translations (docs/translations.md): the templates' sentences, extracted by Babel into
+# templates/locales/messages.pot, one gettext catalog per language beside it (the .po files
+# are in the repository), each compiled into its .mo here (not in the repository: built by
+# every target that installs, and rebuilt when its .po changes).
+LOCALES := templates/locales
+CATALOG_PO := $(wildcard $(LOCALES)/*/LC_MESSAGES/messages.po)
+CATALOG_MO := $(CATALOG_PO:.po=.mo)
+
+catalogs: $(CATALOG_MO)
+
+$(LOCALES)/%/LC_MESSAGES/messages.mo: $(LOCALES)/%/LC_MESSAGES/messages.po | $(VENV)/.synced
+	$(BIN)/pybabel compile --statistics -l $* -i $< -o $@
+
+# After changing a template's sentences: extract them, then bring every catalog up to date
+# (a changed sentence comes back fuzzy, a new one empty: `herald templates check` names
+# both until they are translated).
+i18n-extract: $(VENV)/.synced
+	$(BIN)/pybabel extract -F babel.cfg --add-location=file --sort-by-file --omit-header \
+		-o $(LOCALES)/messages.pot .
+
+i18n-update: $(VENV)/.synced
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --ignore-obsolete
+
+# A catalog for a new language: make i18n-init LANG=it (then add it to campaign.locales).
+i18n-init: $(VENV)/.synced
+	$(BIN)/pybabel init -i $(LOCALES)/messages.pot -d $(LOCALES) -l $(LANG)
 
 demo: install
 	@mkdir -p "$(PREFECT_HOME)"
@@ -83,4 +110,4 @@ docs: install
 	$(BIN)/mkdocs build --strict --clean
 
 clean:
-	rm -rf $(VENV) $(TOOLS) var site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var site .pytest_cache .mypy_cache .ruff_cache $(CATALOG_MO)

@@ -67,6 +67,25 @@ class TestErrors:
         [problem] = problems(config_dir)
         assert "phases: phases must run in order" in problem
 
+    @pytest.mark.parametrize(
+        ("locales", "reason"),
+        [
+            ("[en, de, xx]", "'xx' is not a language Babel knows"),
+            ("[en, pt_BR]", "'pt_BR': write language tags like en or pt-BR"),
+            ("[en, de, de]", "listed twice: de"),
+        ],
+    )
+    def test_locales_must_be_language_tags_babel_knows(
+        self, config_dir: Path, locales: str, reason: str
+    ) -> None:
+        edit(
+            config_dir / "campaign.yaml",
+            "locales: [en, de, fr, es, ja, pt-BR]",
+            f"locales: {locales}",
+        )
+        [problem] = problems(config_dir)
+        assert "locales:" in problem and reason in problem
+
     def test_unknown_key_is_an_error_not_ignored(self, config_dir: Path) -> None:
         """A misspelt optional key (`offset_days`) would silently use the default: refuse it."""
         edit(config_dir / "campaign.yaml", "offsets_days:", "offset_days:")

@@ -21,6 +21,7 @@ from herald.db import prepare_database
 from herald.delivery.audience import NoSegmentation
 from herald.delivery.messages import TemplateError
 from herald.delivery.transports import TransportError
+from herald.i18n.catalogs import CatalogError
 from herald.settings import Settings, get_settings
 from herald.telemetry.health import SourceRejected
 from herald.unsubscribe.tokens import UnsubscribeKeyError
@@ -78,6 +79,7 @@ def guard() -> Iterator[None]:
         UnsubscribeKeyError,
         SourceRejected,
         NoSegmentation,
+        CatalogError,
     ) as error:
         # Each says what is wrong and what to do; nothing was done.
         errors.print(f"[bold red]error:[/] {escape(str(error))}")

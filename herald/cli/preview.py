@@ -38,6 +38,13 @@ def preview_command(
         Path | None, typer.Option("--html", help="Also write the HTML body to this file.")
     ] = None,
     as_of: AsOf = None,
+    locale: Annotated[
+        str | None,
+        typer.Option(
+            "--locale",
+            help="Render it in this campaign locale instead of the contact's (for reviewers).",
+        ),
+    ] = None,
 ) -> None:
     """Exactly what a contact would receive in a phase (for sunset: the notice that goes on
     the day, with its count of days; thank-you: the one after a move), or why they would not.
@@ -56,12 +63,28 @@ def preview_command(
     day = parse_day(as_of)
     with guard():
         config = campaign_config()
-        result = preview(database(), config, name, contact, day, settings().templates_dir)
+        if locale is not None and locale not in config.campaign.locales:
+            raise typer.BadParameter(
+                f"{locale!r} is not one of the campaign's locales "
+                f"({', '.join(config.campaign.locales)})",
+                param_hint="--locale",
+            )
+        result = preview(
+            database(), config, name, contact, day, settings().templates_dir, locale=locale
+        )
     if result.variant is not None:
         variant = result.variant
         console.print(
             f"Variant: phase {variant.phase}, segment {variant.segment}, role {variant.role}, "
-            f"locale {variant.locale}"
+            f"locale {variant.locale}",
+            markup=False,
+        )
+    if result.message is not None:
+        chosen = "chosen with --locale" if locale else "the contact's"
+        console.print(
+            f"Language: {result.message.language} (contact's locale: "
+            f"{result.locale or 'none'}; {chosen})",
+            markup=False,
         )
     if result.message is not None:
         console.print(f"Subject: {result.message.subject}", markup=False, soft_wrap=True)

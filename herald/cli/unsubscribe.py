@@ -32,7 +32,7 @@ def serve(
         config = campaign_config()
         engine = database()
         try:
-            app = create_app(engine, signer(settings()), config.campaign)
+            app = create_app(engine, signer(settings()), config.campaign, settings().templates_dir)
         except UnsubscribeKeyError as error:
             errors.print(f"[bold red]error:[/] {error}")
             raise typer.Exit(ExitCode.INVALID) from None

@@ -42,7 +42,7 @@ def serve(
         engine = database()
         beside = []
         if settings().unsubscribe_secret is not None:
-            beside = routes(engine, signer(settings()), config.campaign)
+            beside = routes(engine, signer(settings()), config.campaign, settings().templates_dir)
         try:
             app = create_app(engine, key, config.telemetry.webhook, routes=beside)
         except WebhookKeyError as error:

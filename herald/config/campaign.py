@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
 from typing import Annotated, Self
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from herald.config.base import (
     Address,
@@ -337,12 +338,29 @@ class CampaignConfig(StrictModel):
     locales: list[str] = Field(
         default_factory=lambda: ["en"],
         min_length=1,
-        description="Locales the templates are checked in (a missing translation falls back).",
+        description="The languages messages are written in, as tags like en or pt-BR; the "
+        "first is the default. A contact's locale maps to the same tag, else the first of "
+        "its language, else the default; a locale without a catalog is written in the "
+        "default's language (templates/locales).",
     )
     sending: Sending = Field(default_factory=Sending)
     delivery_window: DeliveryWindow = Field(default_factory=DeliveryWindow)
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     report: Report = Field(default_factory=Report)
+
+    @field_validator("locales")
+    @classmethod
+    def _language_tags(cls, locales: list[str]) -> list[str]:
+        from herald.i18n import babel_locale
+
+        for tag in locales:
+            if not re.fullmatch(r"[a-z]{2,3}(-[A-Z]{2})?", tag):
+                raise ValueError(f"{tag!r}: write language tags like en or pt-BR")
+            babel_locale(tag)  # ValueError naming the tag
+        duplicates = sorted({tag for tag in locales if locales.count(tag) > 1})
+        if duplicates:
+            raise ValueError(f"listed twice: {', '.join(duplicates)}")
+        return locales
 
     @model_validator(mode="after")
     def _every_phase_has_an_audience(self) -> Self:

@@ -1,4 +1,9 @@
-"""``evidence.yaml``: the performance evidence messages quote, never typed into templates."""
+"""``evidence.yaml``: the performance evidence messages quote, never typed into templates.
+
+Messages print ``value`` in the recipient's notation (Babel: 101.76x, 101,76x; 99.7%, 99,7 %)
+inside sentences of their own, which are translated with the rest of the templates
+(``partials/evidence.*``); ``source`` and ``method`` record where each figure comes from.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,8 @@ class Figure(StrictModel):
 
     value: float
     unit: Literal["x", "percent"]
-    display: str = Field(min_length=1, description="How messages print it, e.g. '101.76x'.")
-    claim: str = Field(min_length=1, description="The sentence the figure supports.")
-    source: str = Field(min_length=1)
-    method: str = Field(min_length=1)
+    source: str = Field(min_length=1, description="Where the figure was measured.")
+    method: str = Field(min_length=1, description="How it was measured.")
 
 
 class EvidenceConfig(StrictModel):

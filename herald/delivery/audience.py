@@ -23,6 +23,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    or_,
     select,
 )
 
@@ -71,9 +72,25 @@ def assigned_on(segmented_on: date | None) -> ColumnElement[bool]:
 
 
 def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
-    """The contact's locale if the templates are checked in it, else the campaign default."""
+    """The campaign locale of the contact's locale (:func:`herald.i18n.match_locale` in SQL):
+    the same tag, else the first configured locale of its language, else the default.
+    Contacts' locales are stored as ``ll`` or ``ll-RR`` (the importer normalises them)."""
     locales = config.campaign.locales
-    return case((CONTACT.c.locale.in_(locales), CONTACT.c.locale), else_=literal(locales[0]))
+    first_of_language: dict[str, str] = {}
+    for locale in locales:
+        first_of_language.setdefault(locale.partition("-")[0].lower(), locale)
+    same_language = [
+        (
+            or_(CONTACT.c.locale == language, CONTACT.c.locale.like(f"{language}-%")),
+            literal(locale),
+        )
+        for language, locale in first_of_language.items()
+    ]
+    return case(
+        (CONTACT.c.locale.in_(locales), CONTACT.c.locale),
+        *same_language,
+        else_=literal(locales[0]),
+    )
 
 
 def address_suppressed(config: HeraldConfig, kind: MessageKind) -> ColumnElement[bool]:

@@ -11,29 +11,45 @@ Templates are edited by non-engineers: they run in Jinja's immutable sandbox, wi
 File lookup, most specific first, lets anyone add a variant without touching code:
 ``<phase>/<segment>/<role>/<file>``, ``<phase>/<role>/<file>``, ``<phase>/<segment>/<file>``,
 ``<phase>/<file>``, each tried first as ``<name>.<locale>.<ext>`` and then ``<name>.<ext>``.
+
+Each variant is written in one language (:mod:`herald.i18n`): the templates mark their
+sentences for translation (Jinja's i18n extension), and the environment of that language
+fills them from its gettext catalog and formats dates and figures its way. The greeting
+depends on whether the contact has a name, so it is a per-recipient value too, written in
+the variant's language.
 """
 
 from __future__ import annotations
 
+import gettext
 import re
 from dataclasses import dataclass
-from datetime import date
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Undefined, select_autoescape
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
 from herald.config import HeraldConfig, MessageKind
 from herald.errors import HeraldError
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+from herald.i18n import SOURCE_LANGUAGE
+from herald.i18n.catalogs import (
+    CheckedTranslations,
+    TranslationProblem,
+    compiled_problem,
+    language_for,
+    translations,
+)
+from herald.i18n.environment import (
+    SOURCE_WORDS,
+    TEMPLATES,
+    clear_caches,
+    environment,
+    in_language,
+)
 
 # Per-recipient values; every one is filled for every recipient (``unsubscribe_url`` is empty
 # where the message does not honour unsubscribes, and in the leadership report).
-RECIPIENT_FIELDS = ("first_name", "name", "email", "account_name", "unsubscribe_url")
+RECIPIENT_FIELDS = ("greeting", "name", "email", "account_name", "unsubscribe_url")
 _TAG = re.compile(r"-(" + "|".join(RECIPIENT_FIELDS) + r")_(html|text)-")
 
 
@@ -64,12 +80,36 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Greetings:
+    """How a message in one language greets a contact: by name, or without one."""
+
+    named: str  # with %(name)s
+    anonymous: str
+
+    @classmethod
+    def of(cls, language: gettext.NullTranslations) -> Greetings:
+        """The greetings of a language (from its catalog)."""
+        return cls(language.gettext("Hello %(name)s,"), language.gettext("Hello,"))
+
+    def greet(self, name: str | None) -> str:
+        """The greeting line for a contact of this name (or of none)."""
+        full = " ".join((name or "").split())
+        return self.named % {"name": full} if full else self.anonymous
+
+
+ENGLISH = Greetings.of(SOURCE_WORDS)
+
+
+@dataclass(frozen=True)
 class Rendered:
-    """A rendered message: subject, HTML and text, with per-recipient tags still in them."""
+    """A rendered message: subject, HTML and text, with per-recipient tags still in them,
+    written in ``language`` (what its ``lang`` and ``Content-Language`` declare)."""
 
     subject: str
     html: str
     text: str
+    language: str = SOURCE_LANGUAGE
+    greetings: Greetings = ENGLISH
 
     def personalize(self, recipient: dict[str, str]) -> Rendered:
         """The message one recipient gets (tags filled the way SendGrid fills them)."""
@@ -78,7 +118,22 @@ class Rendered:
             subject=_fill(self.subject, values),
             html=_fill(self.html, values),
             text=_fill(self.text, values),
+            language=self.language,
+            greetings=self.greetings,
         )
+
+    def to(
+        self, *, name: str | None, email: str, account_name: str, unsubscribe_url: str = ""
+    ) -> Rendered:
+        """The message one contact gets, greeted in the message's language."""
+        values = recipient_values(
+            name=name,
+            email=email,
+            account_name=account_name,
+            unsubscribe_url=unsubscribe_url,
+            greetings=self.greetings,
+        )
+        return self.personalize(values)
 
     def subject_for(self, values: dict[str, str]) -> str:
         """Only the subject, filled with one recipient's :func:`substitutions` (the bodies
@@ -101,12 +156,18 @@ def substitutions(recipient: dict[str, str]) -> dict[str, str]:
 
 
 def recipient_values(
-    *, name: str | None, email: str, account_name: str, unsubscribe_url: str = ""
+    *,
+    name: str | None,
+    email: str,
+    account_name: str,
+    unsubscribe_url: str = "",
+    greetings: Greetings = ENGLISH,
 ) -> dict[str, str]:
-    """The per-recipient values of one contact (a missing name greets them generically)."""
+    """The per-recipient values of one contact, greeted in the message's language (by name,
+    or generically when the name is missing)."""
     full = (name or "").strip()
     return {
-        "first_name": full.split()[0] if full else "there",
+        "greeting": greetings.greet(full),
         "name": full,
         "email": email,
         "account_name": account_name,
@@ -114,43 +175,30 @@ def recipient_values(
     }
 
 
-def _long_date(value: date) -> str:
-    if isinstance(value, Undefined):
-        value._fail_with_undefined_error()  # name the missing variable, not a format error
-    if not isinstance(value, date):
-        raise TypeError(f"long_date needs a date, got {type(value).__name__}")
-    return f"{value:%B} {value.day}, {value.year}"
-
-
-@cache
-def environment(directory: Path = TEMPLATES) -> ImmutableSandboxedEnvironment:
-    """The one template environment: sandboxed, strict, autoescaping HTML."""
-    env = ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(directory),
-        undefined=StrictUndefined,
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["long_date"] = _long_date
-    return env
-
-
-def candidates(variant: Variant, filename: str) -> list[str]:
-    """Template names for one file of a variant, most specific first."""
+def candidates(variant: Variant, filename: str, language: str | None = None) -> list[str]:
+    """Template names for one file of a variant, most specific first (``<name>.<language>``
+    before ``<name>``: a file written for one language)."""
+    language = language or variant.locale
     stem, _, ext = filename.rpartition(".")
     phase, segment, role = variant.phase, variant.segment, variant.role
     folders = [f"{phase}/{segment}/{role}", f"{phase}/{role}", f"{phase}/{segment}", phase]
     names: list[str] = []
     for folder in folders:
-        names.append(f"{folder}/{stem}.{variant.locale}.{ext}")
+        names.append(f"{folder}/{stem}.{language}.{ext}")
         names.append(f"{folder}/{filename}")
     return names
 
 
-def context(config: HeraldConfig, variant: Variant) -> dict[str, Any]:
-    """Everything a template may use: config values and recipient placeholders."""
+def language_of(config: HeraldConfig, variant: Variant, directory: Path = TEMPLATES) -> str:
+    """The language a variant is written in: its locale's, or the campaign default's."""
+    return language_for(directory, variant.locale, config.campaign.locales[0])
+
+
+def context(
+    config: HeraldConfig, variant: Variant, language: str = SOURCE_LANGUAGE
+) -> dict[str, Any]:
+    """Everything a template may use: config values and recipient placeholders, and short
+    names for what most sentences mention (``new``, ``legacy``, ``account``)."""
     campaign = config.campaign
     segments = {s.name: s for s in config.segments.segments}
     deadline = campaign.sunset[variant.segment]
@@ -165,6 +213,7 @@ def context(config: HeraldConfig, variant: Variant) -> dict[str, Any]:
         "phase": variant.phase,
         "role": variant.role,
         "locale": variant.locale,
+        "language": language,
         "segment": segments[variant.segment],
         "deadline": deadline,
         "days_left": variant.days_left,
@@ -172,6 +221,9 @@ def context(config: HeraldConfig, variant: Variant) -> dict[str, Any]:
         "evidence": config.evidence.figures,
         "evidence_source": config.evidence.source_document,
         "recipient": {field: Placeholder(field) for field in RECIPIENT_FIELDS},
+        "new": campaign.products.new,
+        "legacy": campaign.products.legacy,
+        "account": Placeholder("account_name"),
     }
 
 
@@ -179,18 +231,32 @@ MESSAGE_FILES = ("subject.txt", "body.html", "body.txt")
 
 
 def render_file(
-    config: HeraldConfig, variant: Variant, filename: str, directory: Path = TEMPLATES
+    config: HeraldConfig,
+    variant: Variant,
+    filename: str,
+    directory: Path = TEMPLATES,
+    words: gettext.NullTranslations | None = None,
 ) -> str:
-    """Render one of a variant's files (``subject.txt``, ``body.html`` or ``body.txt``)."""
-    template = environment(directory).select_template(candidates(variant, filename))
-    return template.render(context(config, variant))
+    """Render one of a variant's files (``subject.txt``, ``body.html`` or ``body.txt``) in its
+    language, translated by ``words`` (default: the language's compiled catalog)."""
+    language = language_of(config, variant, directory)
+    words = words if words is not None else translations(directory, language)
+    template = environment(directory).select_template(candidates(variant, filename, language))
+    return template.render({**context(config, variant, language), **in_language(language, words)})
 
 
 def render(config: HeraldConfig, variant: Variant, directory: Path = TEMPLATES) -> Rendered:
-    """Render the subject, HTML body and text body of one variant."""
+    """Render the subject, HTML body and text body of one variant, in its language."""
+    language = language_of(config, variant, directory)
     subject, html, text = (render_file(config, variant, f, directory) for f in MESSAGE_FILES)
     # The subject is one line, whatever the template's layout.
-    return Rendered(subject=" ".join(subject.split()), html=html, text=text)
+    return Rendered(
+        subject=" ".join(subject.split()),
+        html=html,
+        text=text,
+        language=language,
+        greetings=Greetings.of(translations(directory, language)),
+    )
 
 
 @dataclass(frozen=True)
@@ -213,12 +279,30 @@ class TemplateProblem:
 
 
 class TemplateError(HeraldError):
-    """Some templates fail to render: nothing may be sent until they are fixed."""
+    """Some templates fail to render, or a catalog does not translate what they say: nothing
+    may be sent until they are fixed."""
 
-    def __init__(self, problems: list[TemplateProblem]) -> None:
+    def __init__(
+        self,
+        problems: list[TemplateProblem],
+        translations: list[TranslationProblem] | None = None,
+        catalogs: list[str] | None = None,
+    ) -> None:
         self.problems = problems
-        lines = "\n".join(f"  {problem}" for problem in problems)
-        super().__init__(f"templates do not render ({len(problems)} problem(s)):\n{lines}")
+        self.translations = translations or []
+        self.catalogs = catalogs or []
+        parts = []
+        if problems:
+            lines = "\n".join(f"  {problem}" for problem in problems)
+            parts.append(f"templates do not render ({len(problems)} problem(s)):\n{lines}")
+        if self.translations:
+            lines = "\n".join(f"  {problem}" for problem in self.translations)
+            parts.append(
+                f"catalogs do not translate what the templates say "
+                f"({len(self.translations)} problem(s)):\n{lines}"
+            )
+        parts.extend(self.catalogs)
+        super().__init__("\n".join(parts))
 
 
 def all_variants(config: HeraldConfig) -> list[Variant]:
@@ -246,20 +330,45 @@ def all_variants(config: HeraldConfig) -> list[Variant]:
 
 
 def check_templates(config: HeraldConfig, directory: Path = TEMPLATES) -> int:
-    """Render every variant; raise TemplateError naming each failing template, else the count."""
+    """Render every variant in its language, with every sentence looked up in that language's
+    catalog; raise TemplateError naming each failing template and each message a catalog
+    lacks or cannot use (CatalogError for a catalog not compiled), else the count."""
     import traceback
 
     from jinja2 import TemplateSyntaxError
 
-    environment.cache_clear()  # a check reads the files as they are now
+    from herald.unsubscribe.page import PAGE, STATES, render_page
+
+    clear_caches()  # a check reads the files as they are now
     found: dict[tuple[str, int | None, str], list[Variant]] = {}
     variants = all_variants(config)
+    default = config.campaign.locales[0]
+    languages = {language_for(directory, locale, default) for locale in config.campaign.locales}
+    checked = {
+        language: CheckedTranslations(directory, language)
+        for language in sorted(languages - {SOURCE_LANGUAGE})
+    }
+    words_of: dict[str, gettext.NullTranslations] = {
+        language: checked.get(language) or SOURCE_WORDS for language in languages
+    }
+    for words in checked.values():  # the greeting, written in Herald's code
+        Greetings.of(words)
+    key: tuple[str, int | None, str]
+    for language in sorted(languages):  # the unsubscribe page, in every state
+        for state in STATES:
+            try:
+                render_page(directory, state, config.campaign, language, words_of[language])
+            except Exception as error:  # as for a message's template: report, stop none
+                key = (PAGE, None, f"{type(error).__name__}: {error}")
+                found.setdefault(key, []).append(variants[0])
     for variant, filename in ((v, f) for v in variants for f in MESSAGE_FILES):
         try:
-            if not render_file(config, variant, filename, directory).strip():
+            language = language_of(config, variant, directory)
+            rendered = render_file(config, variant, filename, directory, words_of[language])
+            if not rendered.strip():
                 raise ValueError(f"{variant.phase}/{filename} renders empty")
         except TemplateSyntaxError as error:
-            key: tuple[str, int | None, str] = (
+            key = (
                 error.name or "?",
                 error.lineno,
                 f"syntax error: {error.message}",
@@ -273,11 +382,19 @@ def check_templates(config: HeraldConfig, directory: Path = TEMPLATES) -> int:
                     line = frame.lineno
             key = (template, line, f"{type(error).__name__}: {error}")
             found.setdefault(key, []).append(variant)
-    if found:
+    untranslated = sorted({p for words in checked.values() for p in words.problems})
+    stale = [
+        problem
+        for language in sorted(checked)
+        if (problem := compiled_problem(directory, language)) is not None
+    ]
+    if found or untranslated or stale:
         raise TemplateError(
             [
                 TemplateProblem(template, line, reason, len(hits), hits[0])
                 for (template, line, reason), hits in found.items()
-            ]
+            ],
+            untranslated,
+            stale,
         )
     return len(variants)

@@ -21,7 +21,9 @@ from herald.delivery.calendar import (
     notice_deadline,
     notices,
 )
-from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.delivery.messages import Rendered, Variant, render
+from herald.i18n import match_locale
+from herald.i18n.environment import TEMPLATES
 from herald.models import (
     ACCOUNT,
     CONTACT,
@@ -47,6 +49,8 @@ class Preview:
     reasons: list[str] = field(default_factory=list)
     ledger_state: str | None = None
     notice: str | None = None  # the sunset notice that goes on the day (phase sunset)
+    locale: str | None = None  # the contact's own locale (the variant's may differ: a reviewer's
+    # override, or the campaign's locale it maps to)
 
     @property
     def would_send(self) -> bool:
@@ -61,9 +65,11 @@ def preview(
     email: str,
     as_of: date,
     templates: Path = TEMPLATES,
+    locale: str | None = None,
 ) -> Preview:
     """Exactly what ``email`` would receive in ``phase`` (or the thank-you) as of a day, or
-    every reason why not."""
+    every reason why not; ``locale`` renders it in another of the campaign's locales (a
+    reviewer reading a translation), leaving the reasons as they are."""
     try:
         address = normalize_email(email)
     except ValueError:
@@ -148,16 +154,15 @@ def preview(
         ):
             result.reasons.append(f"ledger says {row.state}: {row.error}")
     if segment is not None:
-        locales = config.campaign.locales
-        locale = contact.locale if contact.locale in locales else locales[0]
-        result.variant = Variant(kind, segment, contact.role, locale, days_left)
-        values = recipient_values(
+        result.locale = contact.locale
+        chosen = locale or match_locale(contact.locale, config.campaign.locales)
+        result.variant = Variant(kind, segment, contact.role, chosen, days_left)
+        result.message = render(config, result.variant, templates).to(
             name=contact.name,
             email=address,
             account_name=contact.account_name,
             unsubscribe_url=_link_shown(config, kind),
         )
-        result.message = render(config, result.variant, templates).personalize(values)
     return result
 
 
@@ -297,13 +302,11 @@ def sample_renders(
     output_dir.mkdir(parents=True, exist_ok=True)
     samples = []
     for segment, role, locale, email, name, account_name in rows:
-        message = render(config, Variant(phase, segment, role, locale), templates).personalize(
-            recipient_values(
-                name=name,
-                email=email,
-                account_name=account_name,
-                unsubscribe_url=_link_shown(config, phase),
-            )
+        message = render(config, Variant(phase, segment, role, locale), templates).to(
+            name=name,
+            email=email,
+            account_name=account_name,
+            unsubscribe_url=_link_shown(config, phase),
         )
         html = output_dir / f"{segment}-{role}.html"
         text = output_dir / f"{segment}-{role}.txt"

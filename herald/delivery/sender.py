@@ -30,7 +30,7 @@ from herald.delivery import ledger
 from herald.delivery.calendar import local_time, open_zones, parse_message
 from herald.delivery.controls import paused_reason, set_paused
 from herald.delivery.keys import LedgerKey, Outcome
-from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values, render
+from herald.delivery.messages import Rendered, Variant, recipient_values, render
 from herald.delivery.planning import (
     expire,
     latest_suppression,
@@ -40,6 +40,7 @@ from herald.delivery.planning import (
 )
 from herald.delivery.recovery import Recovery, finish_worker, recover, start_worker
 from herald.delivery.transports import OutgoingBatch, Recipient, Transport
+from herald.i18n.environment import TEMPLATES
 from herald.models import DELIVERY, EMAIL_EVENT, DeliveryState, utcnow
 from herald.settings import get_settings
 from herald.unsubscribe.links import UnsubscribeLinks
@@ -358,6 +359,7 @@ class PhaseSender:
                         email=row.email,
                         account_name=row.account_name,
                         unsubscribe_url=link.url if link else "",
+                        greetings=variants[variant].greetings,
                     ),
                     headers=link.headers if link else {},
                 )

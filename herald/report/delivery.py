@@ -30,8 +30,9 @@ from herald.config import WEEKLY_REPORT, HeraldConfig
 from herald.db import dialect_insert
 from herald.delivery import ledger, recovery
 from herald.delivery.keys import LedgerKey, Outcome
-from herald.delivery.messages import TEMPLATES, Rendered, Variant, recipient_values
+from herald.delivery.messages import Rendered, Variant, recipient_values
 from herald.delivery.transports import OutgoingBatch, Recipient, Transport
+from herald.i18n.environment import TEMPLATES
 from herald.models import (
     REPORT_DELIVERY,
     SUPPRESSION,

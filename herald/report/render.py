@@ -24,8 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from herald.delivery.messages import TEMPLATES, environment
 from herald.delivery.transports import Attachment
+from herald.i18n.environment import TEMPLATES, environment
 from herald.report.metrics.display import display
 from herald.report.metrics.results import (
     AT_RISK,

@@ -39,7 +39,7 @@ from herald.config import HeraldConfig
 from herald.customers.rules import attribute_value
 from herald.delivery.audience import NoSegmentation, assigned_on, segmentation_day
 from herald.delivery.calendar import start_of
-from herald.delivery.messages import environment
+from herald.i18n.environment import environment
 from herald.models import (
     ACCOUNT,
     PERFORMANCE_REPORT,

@@ -8,16 +8,17 @@
 - A token that does not verify (changed, truncated, made up) gets 400 and changes nothing;
   so does a POST with neither field (415 for a body that is not a form).
 
-The pages carry no script, no external resource and no address; the answer never says
-whether the contact exists.
+The pages (``templates/unsubscribe/page.html``, in the contact's language: :mod:`herald.
+unsubscribe.page`) carry no script, no external resource and no address; the answer never
+says whether the contact exists.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from urllib.parse import parse_qs
 
-from markupsafe import escape
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -26,69 +27,60 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from herald.config import CampaignConfig
+from herald.i18n.environment import TEMPLATES
 from herald.unsubscribe.effects import unsubscribe
 from herald.unsubscribe.links import ONE_CLICK
-from herald.unsubscribe.tokens import BadToken, TokenSigner
+from herald.unsubscribe.page import (
+    State,
+    browser_language,
+    contact_language,
+    render_page,
+)
+from herald.unsubscribe.tokens import BadToken, Subscriber, TokenSigner
 
 PATH = "/unsubscribe/{token}"
 MAX_FORM_BYTES = 4096
 
 logger = logging.getLogger(__name__)
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{title}</title>
-<style>
-body {{ font-family: Arial, Helvetica, sans-serif; max-width: 32rem; margin: 3rem auto;
-        padding: 0 1rem; color: #1f2933; }}
-h1 {{ font-size: 1.4rem; }}
-button {{ font-size: 1rem; padding: 0.5rem 1.2rem; }}
-.sender {{ color: #7b8794; font-size: 0.85rem; margin-top: 2rem; }}
-</style></head>
-<body>
-<h1>{title}</h1>
-{body}
-<p class="sender">{sender}</p>
-</body></html>
-"""
 
-
-def routes(engine: Engine, signer: TokenSigner, campaign: CampaignConfig) -> list[Route]:
+def routes(
+    engine: Engine,
+    signer: TokenSigner,
+    campaign: CampaignConfig,
+    templates: Path = TEMPLATES,
+) -> list[Route]:
     """The endpoint's routes, to serve alone (:func:`create_app`) or beside the webhook."""
-    sender = escape(f"{campaign.sender.organization}, {campaign.sender.postal_address}")
-    topic = escape(campaign.products.legacy)
 
-    def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-        html = _PAGE.format(title=escape(title), body=body, sender=sender)
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    def page(language: str, state: State, status: int = 200) -> HTMLResponse:
+        html = render_page(templates, state, campaign, language)
+        return HTMLResponse(
+            html,
+            status_code=status,
+            headers={"Cache-Control": "no-store", "Content-Language": language},
+        )
 
-    def invalid() -> HTMLResponse:
-        return page(
-            "This unsubscribe link is not valid",
-            "<p>The link may have been cut or changed. Use the link in the message itself, "
-            f"or reply to it and we will take you off these messages about {topic}.</p>",
-            400,
+    def invalid(request: Request) -> HTMLResponse:
+        accepted = request.headers.get("accept-language", "")
+        return page(browser_language(templates, campaign, accepted), "invalid", 400)
+
+    async def language(subscriber: Subscriber) -> str:
+        return await run_in_threadpool(
+            contact_language, engine, templates, campaign, subscriber.contact_id
         )
 
     async def show(request: Request) -> HTMLResponse:
         try:
-            signer.read(request.path_params["token"])
+            subscriber = signer.read(request.path_params["token"])
         except BadToken:
-            return invalid()
-        return page(
-            "Unsubscribe",
-            f"<p>Stop receiving messages about the move from {topic}?</p>"
-            '<form method="post"><input type="hidden" name="confirm" value="yes">'
-            '<button type="submit">Unsubscribe</button></form>',
-        )
+            return invalid(request)
+        return page(await language(subscriber), "ask")
 
     async def act(request: Request) -> HTMLResponse | JSONResponse:
         try:
             subscriber = signer.read(request.path_params["token"])
         except BadToken:
-            return invalid()
+            return invalid(request)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
             return JSONResponse({"error": "expected a form body"}, status_code=415)
@@ -112,19 +104,19 @@ def routes(engine: Engine, signer: TokenSigner, campaign: CampaignConfig) -> lis
         )
         if one_click:
             return JSONResponse({"unsubscribed": True})
-        return page(
-            "You are unsubscribed",
-            f"<p>You will receive no more messages about the move from {topic}. "
-            "It takes effect at once.</p>",
-        )
+        return page(await language(subscriber), "done")
 
     return [Route(PATH, show, methods=["GET"]), Route(PATH, act, methods=["POST"])]
 
 
-def create_app(engine: Engine, signer: TokenSigner, campaign: CampaignConfig) -> Starlette:
+def create_app(
+    engine: Engine, signer: TokenSigner, campaign: CampaignConfig, templates: Path = TEMPLATES
+) -> Starlette:
     """The endpoint alone, with ``/health``."""
 
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[*routes(engine, signer, campaign), Route("/health", health)])
+    return Starlette(
+        routes=[*routes(engine, signer, campaign, templates), Route("/health", health)]
+    )

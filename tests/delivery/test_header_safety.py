@@ -57,8 +57,8 @@ def _batch() -> OutgoingBatch:
     loaded = load_config(ROOT / "config")
     rendered = Rendered(
         subject="News for -account_name_text-",
-        html="<p>Hello -first_name_html-</p>",
-        text="Hello -first_name_text-",
+        html="<p>-greeting_html-</p>",
+        text="-greeting_text-",
     )
     recipients = [
         Recipient(

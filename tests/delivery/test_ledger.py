@@ -75,16 +75,33 @@ class TestPlanning:
         assert variants == {("early_adopter", "executive"), ("early_adopter", "technical")}
         assert set(ledger_emails(db, "preview")) == eligible(db, loaded, "preview")
 
-    def test_locales_without_templates_fall_back_to_the_default(
+    def test_a_contacts_locale_maps_to_the_campaign_locale_of_its_language(
         self, db: Database, tmp_path: Path
     ) -> None:
-        """en-GB and en-AU contacts are planned with the campaign's default locale."""
+        """en-GB is planned as en, de-AT as de, pt as pt-BR, a language the campaign does not
+        write (it) as the default (herald.i18n.match_locale, the same rule in SQL)."""
         loaded = load_base(db, tmp_path)
+        contacts = sorted(eligible(db, loaded, "announcement"))[:4]
+        wanted = dict(zip(contacts, ["en-GB", "de-AT", "pt", "it"], strict=True))
+        with db.engine.begin() as conn:
+            for address, locale in wanted.items():
+                conn.execute(
+                    text("UPDATE contact SET locale = :l WHERE email = :e"),
+                    {"l": locale, "e": address},
+                )
         planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY)
         with db.engine.connect() as conn:
             locales = set(conn.execute(text("SELECT DISTINCT locale FROM delivery")).scalars())
+            planned = dict(
+                conn.execute(
+                    text(
+                        "SELECT c.email, d.locale FROM delivery d "
+                        "JOIN contact c ON c.id = d.contact_id"
+                    )
+                ).all()
+            )
         assert locales <= set(loaded.campaign.locales)
-        assert "en" in locales
+        assert [planned[a] for a in contacts] == ["en", "de", "pt-BR", "en"]
 
     def test_planning_without_a_segmentation_says_what_to_run(self, db: Database) -> None:
         """No segmentation yet: a clear error naming the command, nothing planned."""

@@ -54,7 +54,7 @@ class TestRendering:
         """The evidence and the contact's own segment deadline appear as config says."""
         technical = render(config, Variant("deprecation", "conservative", "technical", "en"))
         assert "101.76x" in technical.text
-        assert "Method: Import time of the legacy" in technical.text
+        assert "Method: import time of the monolithic package" in technical.text
         assert "March 31, 2028" in technical.subject  # the conservative sunset date
         early = render(config, Variant("deprecation", "early_adopter", "technical", "en"))
         assert "June 30, 2027" in early.subject
@@ -77,11 +77,11 @@ class TestRendering:
         )
         mine = variant.personalize(values)
         assert "<script>" not in mine.html
-        assert "Hi &lt;script&gt;alert(1)&lt;/script&gt;," in mine.html
+        assert "Hello &lt;script&gt;alert(1)&lt;/script&gt;," in mine.html
         assert "Smith &amp; Sons" in mine.html
-        assert "Hi <script>alert(1)</script>," in mine.text
+        assert "Hello <script>alert(1)</script>," in mine.text
         assert "Smith & Sons" in mine.text
-        assert "-first_name_" not in mine.html + mine.text
+        assert "-greeting_" not in mine.html + mine.text
 
     def test_one_render_serves_every_recipient(self, config: HeraldConfig) -> None:
         """The rendered variant carries tags, filled per recipient like SendGrid substitutions."""
@@ -89,7 +89,7 @@ class TestRendering:
         assert "-account_name_html-" in variant.html
         assert "-account_name_text-" in variant.text
         values = substitutions(recipient_values(name=None, email="x@y.z", account_name="Z"))
-        assert values["-first_name_text-"] == "there"
+        assert values["-greeting_text-"] == "Hello,"
 
 
 class TestCheck:

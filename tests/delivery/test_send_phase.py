@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prefect.artifacts import Artifact
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from flows.send_phase import PhaseRun, send_phase
@@ -123,7 +124,7 @@ class TestOutboxPhase:
         assert summary.samples
         for sample in summary.samples:
             html = Path(sample["html"]).read_text(encoding="utf-8")
-            assert "<html" in html.lower() and "-first_name_html-" not in html
+            assert "<html" in html.lower() and "-greeting_html-" not in html
             # The sample names its contact masked, never the address itself.
             assert re.fullmatch(r"[^@]?\*\*\*@[^@]+", sample["contact"]), sample["contact"]
         artifact = Artifact.get("phase-announcement")
@@ -200,6 +201,30 @@ class TestPreviewCommand:
         assert result.exit_code == 0, result.output
         assert "Subject: " in result.output and "would receive this message" in result.output
         assert "<html" in html.read_text(encoding="utf-8").lower()
+
+    def test_preview_shows_the_contacts_language_and_a_reviewer_can_choose_another(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """A contact of locale de-AT: German (the campaign's de), said so; --locale ja shows
+        the same message in Japanese; a locale the campaign does not have is exit 2."""
+        loaded = load_base(db, tmp_path)
+        contact = sorted(eligible(db, loaded, "announcement"))[0]
+        with db.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE contact SET locale = 'de-AT' WHERE email = :e"), {"e": contact}
+            )
+        command = ["preview", "announcement", "--contact", contact, "--as-of", DAY.isoformat()]
+        german = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+        assert german.exit_code == 0, german.output
+        assert "Language: de (contact's locale: de-AT; the contact's)" in german.output
+        assert "Guten Tag" in german.output and "locale de" in german.output
+        japanese = CliRunner().invoke(app, [*command, "--locale", "ja"], env={"COLUMNS": "200"})
+        assert japanese.exit_code == 0, japanese.output
+        assert "Language: ja (contact's locale: de-AT; chosen with --locale)" in japanese.output
+        assert "様" in japanese.output and "Guten Tag" not in japanese.output
+        unknown = CliRunner().invoke(app, [*command, "--locale", "it"])
+        assert unknown.exit_code == 2
+        assert "not one of the campaign's locales" in unknown.output
 
     def test_preview_says_why_a_contact_would_not_receive_it(
         self, db: Database, tmp_path: Path

@@ -89,6 +89,8 @@ class TestRequests:
                 expected.text,
             )
             assert got.custom_args == {"herald_key": recipient.key, "herald_batch": "batch-1"}
+            # Each recipient's message declares its own language (de, ja, en here).
+            assert got.headers["Content-Language"] == recipient.variant.locale
             assert sorted(got.categories) == ["announcement", "modular-migration-2027"]
         zoe = by_email["zoe@a.example"]
         assert zoe.html is not None and zoe.text is not None

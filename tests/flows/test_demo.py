@@ -22,10 +22,13 @@ from typer.testing import CliRunner
 
 from herald.cli import app
 from herald.config import load_config
+from herald.delivery.messages import Variant
+from herald.delivery.messages import render as render_variant
 from herald.settings import get_settings
 from tests.support.chromium import render, screenshot
 from tests.support.environment import CHROMIUM, ROOT, Database
 from tests.support.html import EMAIL, addresses
+from tests.support.i18n import english_fragments
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow(seconds=160)]
 
@@ -156,6 +159,49 @@ class TestDemo:
         )
         words = " ".join(demo.output.replace("│", " ").split())
         assert "Deadline notices" in words and "sunset-t90@2027-09-30 standard" in words
+
+    def test_every_customer_reads_their_messages_in_their_language(self, demo: DemoRun) -> None:
+        """Every .eml to a contact whose locale is de, fr, es, ja or pt-BR: lang and
+        Content-Language say it, its subject is not the English one, and no sentence of the
+        English catalog is left in its text part."""
+        config = load_config(ROOT / "config")
+        fragments = english_fragments()
+        outbox = demo.var / "outbox" / "modular-migration-2027"
+        with demo.db.engine.connect() as conn:
+            locale_of = dict(
+                conn.execute(
+                    text(
+                        "SELECT d.id, c.locale FROM delivery d "
+                        "JOIN contact c ON c.id = d.contact_id"
+                    )
+                ).all()
+            )
+        languages: dict[str, int] = {}
+        for index in outbox.glob("*/index.jsonl"):
+            if index.parent.name.startswith("weekly-"):
+                continue
+            for line in index.read_text().splitlines():
+                entry = json.loads(line)
+                locale = locale_of[entry["delivery_id"]]
+                mail = BytesParser(policy=policy.default).parsebytes(
+                    (index.parent / entry["file"]).read_bytes()
+                )
+                html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+                plain = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+                declared = re.search(r'<html lang="([^"]+)">', html)
+                assert declared and declared.group(1) == mail["Content-Language"], index
+                if locale not in ("de", "fr", "es", "ja", "pt-BR"):
+                    assert mail["Content-Language"] == "en"
+                    continue
+                languages[locale] = languages.get(locale, 0) + 1
+                assert mail["Content-Language"] == locale, (entry["file"], locale)
+                english = render_variant(
+                    config, Variant(**{**entry["variant"], "locale": "en"})
+                ).subject
+                assert english not in str(mail["Subject"]), entry["file"]
+                left = [fragment for fragment in fragments if fragment in plain]
+                assert left == [], (entry["file"], left)
+        assert set(languages) == {"de", "fr", "es", "ja", "pt-BR"}, languages
 
     def test_a_second_demo_on_the_same_database_works_and_changes_nothing(
         self, demo: DemoRun

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from email import policy
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from flows.rehearse import RehearsalRun, rehearse
 from herald.customers.importer import import_customers
 from herald.delivery.calendar import in_window, notices
+from herald.i18n.catalogs import translations
 from herald.sandbox.demo import write_demo_base
 from herald.settings import get_settings
 from tests.support.bases import config
@@ -150,11 +152,14 @@ class TestFullRehearsal:
             mail = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
             text_part = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
             assert subject.startswith("[Rehearsal] "), subject  # a rehearsal's messages say so
+            # The count, in the language the message is written in.
+            words = translations(get_settings().templates_dir, str(mail["Content-Language"]))
             if days_left:
-                assert subject.removeprefix("[Rehearsal] ").startswith(f"{days_left} day"), subject
-                assert f"{days_left} day{'s' if days_left != 1 else ''} left." in text_part
+                assert re.search(rf"(?<!\d){days_left}(?!\d)", subject), subject
+                said = words.ngettext("%(count)s day left.", "%(count)s days left.", days_left)
+                assert said % {"count": days_left} in text_part
             else:
-                assert "Today is the last day." in text_part
+                assert words.gettext("Today is the last day.") in text_part
 
 
 class TestDowntime:

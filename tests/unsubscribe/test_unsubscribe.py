@@ -20,18 +20,23 @@ from herald.delivery import planning
 from herald.delivery.recovery import start_worker
 from herald.delivery.sender import PhaseSender, Renderer
 from herald.delivery.transports.outbox import OutboxTransport
+from herald.i18n.catalogs import translations
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid
 from herald.unsubscribe.endpoint import create_app
 from herald.unsubscribe.links import UnsubscribeLinks
 from herald.unsubscribe.tokens import BadToken, Subscriber, TokenSigner, signer
 from tests.support.bases import DAY, eligible, load_base
-from tests.support.environment import Database
+from tests.support.environment import ROOT, Database
 from tests.support.http import client_of
 
 CAMPAIGN = "modular-migration-2027"
 OUTBOX = Path("outbox") / CAMPAIGN
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+SERVICE_NOTICE = (
+    "This is a service notice about your account: it is sent even to those who unsubscribed "
+    "from updates."
+)
 
 
 def suppressions(db: Database) -> list[tuple[str, str, str]]:
@@ -142,6 +147,41 @@ class TestEndpoint:
         assert confirmed.status_code == 200 and "unsubscribed" in confirmed.text
         assert [s[2] for s in suppressions(db)] == ["herald:page"]
 
+    def test_the_page_speaks_the_contacts_language(
+        self, db: Database, served: tuple[httpx.Client, TokenSigner, int]
+    ) -> None:
+        """A contact of locale de-AT reads the page in German (the language of their mail),
+        before and after the click; it declares that language."""
+        client, signing, contact_id = served
+        with db.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE contact SET locale = 'de-AT' WHERE id = :id"), {"id": contact_id}
+            )
+        german = translations(ROOT / "templates", "de")
+        url = f"/unsubscribe/{signing.make(Subscriber(CAMPAIGN, contact_id, 'preview'))}"
+        page = client.get(url)
+        assert page.headers["content-language"] == "de" and '<html lang="de">' in page.text
+        assert german.gettext("Unsubscribe") != "Unsubscribe"
+        assert f'<button type="submit">{german.gettext("Unsubscribe")}</button>' in page.text
+        done = client.post(url, data={"confirm": "yes"})
+        assert f"<h1>{german.gettext('You are unsubscribed')}</h1>" in done.text
+
+    @pytest.mark.parametrize(
+        ("accepted", "language"),
+        [("fr-CA;q=0.5, ja", "ja"), ("pt-PT", "pt-BR"), ("it, *;q=0.1", "en"), ("", "en")],
+    )
+    def test_a_link_that_names_nobody_follows_the_browsers_language(
+        self, served: tuple[httpx.Client, TokenSigner, int], accepted: str, language: str
+    ) -> None:
+        client, _, _ = served
+        page = client.get("/unsubscribe/not-a-token", headers={"Accept-Language": accepted})
+        assert page.status_code == 400
+        assert page.headers["content-language"] == language
+        title = translations(ROOT / "templates", language).gettext(
+            "This unsubscribe link is not valid"
+        )
+        assert f"<h1>{title}</h1>" in page.text
+
     def test_a_changed_token_gets_400_and_changes_nothing(
         self, db: Database, served: tuple[httpx.Client, TokenSigner, int]
     ) -> None:
@@ -156,7 +196,9 @@ class TestEndpoint:
 
 
 def footer_link(text_part: str) -> str:
-    found = re.search(r"Unsubscribe from these messages[^:]*: (\S+)", text_part)
+    """The footer's unsubscribe link: on a line of its own, after the sentence that offers it
+    (in the message's language)."""
+    found = re.search(r"^(https://mail\.example\.com/unsubscribe/\S+)$", text_part, re.M)
     assert found, text_part[-600:]
     return found.group(1)
 
@@ -291,5 +333,9 @@ def test_a_message_left_out_of_honoured_by_is_a_service_notice(
         mail = email.message_from_bytes(path.read_bytes(), policy=policy.default)
         assert mail["List-Unsubscribe"] is None and mail["List-Unsubscribe-Post"] is None
         text_part = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-        assert "This is a service notice" in text_part and "/unsubscribe/" not in text_part
+        # The footer says so in the message's own language.
+        words = translations(get_settings().templates_dir, str(mail["Content-Language"]))
+        said = " ".join(words.gettext(SERVICE_NOTICE).split())
+        assert said in " ".join(text_part.split())
+        assert "/unsubscribe/" not in text_part
         assert loaded.campaign.sender.postal_address in text_part

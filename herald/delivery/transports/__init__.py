@@ -98,16 +98,19 @@ class HeaderValues:
 
 
 def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
-    """The recipient's address, display name, subject and own headers, each safe in a
-    header; ValueError (BadAddress or UnsafeText, naming the value and the character) when
-    one is not."""
+    """The recipient's address, display name, subject and own headers (with the message's
+    ``Content-Language``), each safe in a header; ValueError (BadAddress or UnsafeText,
+    naming the value and the character) when one is not."""
     email = check_address(recipient.email)
     name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
-    subject = batch.variants[recipient.variant].subject_for(substitutions(recipient.values))
+    rendered = batch.variants[recipient.variant]
+    subject = rendered.subject_for(substitutions(recipient.values))
     headers = {
         key: check_header_text(value, f"the {key} header")
         for key, value in recipient.headers.items()
     }
+    # The language the message is written in (RFC 3282), the same as its HTML's lang.
+    headers["Content-Language"] = rendered.language
     return HeaderValues(email, name, check_header_text(subject, "the subject"), headers)
 
 

@@ -111,8 +111,6 @@ class OutboxTransport:
         mail["Date"] = formatdate(usegmt=True)
         message_id = make_msgid(idstring=f"{recipient.delivery_id}", domain=domain)
         mail["Message-ID"] = message_id
-        for key, value in checked.headers.items():
-            mail[key] = value
         mail["X-Herald-Key"] = recipient.key
         mail["X-Herald-Batch"] = batch.batch_id
         for category in batch.categories:
@@ -120,6 +118,9 @@ class OutboxTransport:
         mail.set_content(rendered.text)
         mail.add_alternative(rendered.html, subtype="html")
         _attach(mail, batch)
+        # After the body: setting content drops the Content-* headers (Content-Language).
+        for key, value in checked.headers.items():
+            mail[key] = value
         index = json.dumps(
             {
                 "key": recipient.key,
