@@ -80,10 +80,10 @@ def preview_command(
             markup=False,
         )
     if result.message is not None:
-        chosen = "chosen with --locale" if locale else "the contact's"
+        why = "chosen with --locale; " if locale else ""
         console.print(
-            f"Language: {result.message.language} (contact's locale: "
-            f"{result.locale or 'none'}; {chosen})",
+            f"Language: {result.message.language} ({why}the contact's locale is "
+            f"{result.locale or 'not set'})",
             markup=False,
         )
     if result.message is not None:
