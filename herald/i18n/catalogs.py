@@ -82,7 +82,7 @@ def compiled_problem(templates: Path, tag: str) -> str | None:
     try:
         _compiled(templates, tag)
     except CatalogError as error:
-        return str(error)
+        return str(error).removesuffix(" Nothing was sent.")  # the check's report says it once
     return None
 
 
