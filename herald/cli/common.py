@@ -79,12 +79,11 @@ def guard() -> Iterator[None]:
         UnsubscribeKeyError,
         SourceRejected,
         NoSegmentation,
-        CatalogError,
     ) as error:
         # Each says what is wrong and what to do; nothing was done.
         errors.print(f"[bold red]error:[/] {escape(str(error))}")
         raise typer.Exit(ExitCode.INVALID) from None
-    except TemplateError as error:
+    except (TemplateError, CatalogError) as error:
         errors.print(f"[bold red]error:[/] {escape(str(error))}\nNothing was sent.")
         raise typer.Exit(ExitCode.INVALID) from None
     except ImportError_ as error:

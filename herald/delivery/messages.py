@@ -235,20 +235,26 @@ def render_file(
     variant: Variant,
     filename: str,
     directory: Path = TEMPLATES,
+    *,
+    language: str | None = None,
     words: gettext.NullTranslations | None = None,
 ) -> str:
     """Render one of a variant's files (``subject.txt``, ``body.html`` or ``body.txt``) in its
-    language, translated by ``words`` (default: the language's compiled catalog)."""
-    language = language_of(config, variant, directory)
-    words = words if words is not None else translations(directory, language)
+    language (:func:`language_of`, unless the caller already knows it), translated by
+    ``words`` (default: the language's compiled catalog)."""
+    language = language or language_of(config, variant, directory)
     template = environment(directory).select_template(candidates(variant, filename, language))
-    return template.render({**context(config, variant, language), **in_language(language, words)})
+    return template.render(
+        {**context(config, variant, language), **in_language(directory, language, words)}
+    )
 
 
 def render(config: HeraldConfig, variant: Variant, directory: Path = TEMPLATES) -> Rendered:
     """Render the subject, HTML body and text body of one variant, in its language."""
     language = language_of(config, variant, directory)
-    subject, html, text = (render_file(config, variant, f, directory) for f in MESSAGE_FILES)
+    subject, html, text = (
+        render_file(config, variant, f, directory, language=language) for f in MESSAGE_FILES
+    )
     # The subject is one line, whatever the template's layout.
     return Rendered(
         subject=" ".join(subject.split()),
@@ -343,7 +349,10 @@ def check_templates(config: HeraldConfig, directory: Path = TEMPLATES) -> int:
     found: dict[tuple[str, int | None, str], list[Variant]] = {}
     variants = all_variants(config)
     default = config.campaign.locales[0]
-    languages = {language_for(directory, locale, default) for locale in config.campaign.locales}
+    language_by_locale = {
+        locale: language_for(directory, locale, default) for locale in config.campaign.locales
+    }
+    languages = set(language_by_locale.values())
     checked = {
         language: CheckedTranslations(directory, language)
         for language in sorted(languages - {SOURCE_LANGUAGE})
@@ -363,8 +372,10 @@ def check_templates(config: HeraldConfig, directory: Path = TEMPLATES) -> int:
                 found.setdefault(key, []).append(variants[0])
     for variant, filename in ((v, f) for v in variants for f in MESSAGE_FILES):
         try:
-            language = language_of(config, variant, directory)
-            rendered = render_file(config, variant, filename, directory, words_of[language])
+            language = language_by_locale[variant.locale]
+            rendered = render_file(
+                config, variant, filename, directory, language=language, words=words_of[language]
+            )
             if not rendered.strip():
                 raise ValueError(f"{variant.phase}/{filename} renders empty")
         except TemplateSyntaxError as error:

@@ -36,14 +36,20 @@ def catalog_name(tag: str) -> str:
     return str(babel_locale(tag))
 
 
-def match_locale(tag: str | None, locales: list[str]) -> str:
-    """The campaign locale a contact's locale maps to: the same tag, else the first of the
-    same language (``de-AT`` -> ``de``, ``pt`` -> ``pt-BR``), else the default (the first).
-    :func:`herald.delivery.audience.locale_expression` is the same rule in SQL."""
+def campaign_locale(tag: str | None, locales: list[str]) -> str | None:
+    """The campaign locale of a locale: the same tag, else the first of the same language
+    (``de-AT`` -> ``de``, ``pt`` -> ``pt-BR``), else None."""
     if tag in locales:
         return tag
     language = (tag or "").partition("-")[0].lower()
     for locale in locales:
         if language and locale.partition("-")[0].lower() == language:
             return locale
-    return locales[0]
+    return None
+
+
+def match_locale(tag: str | None, locales: list[str]) -> str:
+    """The campaign locale a contact's locale maps to: :func:`campaign_locale`, else the
+    default (the first). :func:`herald.delivery.audience.locale_expression` is the same rule
+    in SQL."""
+    return campaign_locale(tag, locales) or locales[0]

@@ -27,14 +27,14 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 SOURCE_WORDS = gettext.NullTranslations()  # the templates' own language needs no catalog
 
 
-def in_language(language: str, words: gettext.NullTranslations) -> dict[str, Any]:
-    """The render-context entries that make a template speak ``language`` from ``words``."""
+def in_language(
+    directory: Path, language: str, words: gettext.NullTranslations | None = None
+) -> dict[str, Any]:
+    """The render-context entries that make a template speak ``language``, translated by
+    ``words`` (by default the language's compiled catalog; a check passes its own)."""
+    if words is None:
+        words = translations(directory, language)
     return {"language": language, "translations": words}
-
-
-def localized(directory: Path, language: str) -> dict[str, Any]:
-    """:func:`in_language` with the language's compiled catalog."""
-    return in_language(language, translations(directory, language))
 
 
 def _words(context: Context) -> gettext.NullTranslations:

@@ -14,8 +14,8 @@ from typing import Literal
 from sqlalchemy import Engine, select
 
 from herald.config import CampaignConfig
-from herald.i18n import match_locale
-from herald.i18n.catalogs import language_for, translations
+from herald.i18n import campaign_locale, match_locale
+from herald.i18n.catalogs import language_for
 from herald.i18n.environment import environment, in_language
 from herald.models import CONTACT
 
@@ -33,7 +33,6 @@ def render_page(
 ) -> str:
     """The page in one state, in ``language`` (translated by ``words``, by default the
     language's compiled catalog)."""
-    words = words if words is not None else translations(templates, language)
     return (
         environment(templates)
         .get_template(PAGE)
@@ -41,7 +40,7 @@ def render_page(
             state=state,
             legacy=campaign.products.legacy,
             sender=campaign.sender,
-            **in_language(language, words),
+            **in_language(templates, language, words),
         )
     )
 
@@ -75,9 +74,7 @@ def browser_language(templates: Path, campaign: CampaignConfig, accept_language:
                 continue
         if tag and tag != "*" and quality > 0:
             preferred.append((-quality, index, tag.strip()))
-    locales = campaign.locales
     for _, _, tag in sorted(preferred):
-        language = tag.partition("-")[0].lower()
-        if any(locale.partition("-")[0].lower() == language for locale in locales):
+        if campaign_locale(tag, campaign.locales) is not None:
             return language_of(templates, campaign, tag)
     return language_of(templates, campaign, None)
