@@ -15,6 +15,9 @@ export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Compile every module once at install: each `herald` command then starts from bytecode,
+# not from source (about 6 s of compiling on a 2-core machine when Python cannot cache it).
+export UV_COMPILE_BYTECODE := 1
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 

@@ -8,10 +8,13 @@ the source, the failed check and the column) and computes nothing.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.run_names import named
+from flows.status import STATUS_HOOKS
 from herald.report.metrics.compute import FLOW_NAME
 from herald.report.metrics.results import MetricsResult
 from tasks.common import as_is, preflight
@@ -22,19 +25,20 @@ from tasks.metrics import (
 )
 
 
-class MetricsRun(BaseModel):
-    """Parameters of one metrics run."""
-
-    as_of: date | None = Field(
-        default=None, description="Day the metrics hold at the end of (default: today, UTC)."
-    )
-
-
-@flow(name=FLOW_NAME)
-def compute_metrics(params: MetricsRun | None = None) -> MetricsResult:
+@flow(
+    name=FLOW_NAME,
+    flow_run_name=named("metrics"),
+    on_completion=STATUS_HOOKS,
+    on_failure=STATUS_HOOKS,
+)
+def compute_metrics(
+    as_of: Annotated[
+        date | None,
+        Field(description="Day the metrics hold at the end of (default: today, UTC)."),
+    ] = None,
+) -> MetricsResult:
     """Refuse on unhealthy telemetry, compute every metric, snapshot and publish them."""
-    params = params or MetricsRun()
-    as_of = params.as_of or datetime.now(UTC).date()
+    as_of = as_of or datetime.now(UTC).date()
     config = preflight(FLOW_NAME)
     result = compute_metrics_task(config, as_of)
     saved = snapshot_metrics_task(as_is(result))

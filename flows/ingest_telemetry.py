@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.run_names import ingest_run
+from flows.status import STATUS_HOOKS
 from herald.config import SOURCES, SourceName
 from herald.settings import get_settings
 from herald.telemetry.batch_file import SUFFIXES
 from herald.telemetry.ingest import BatchesRejected, IngestResult
 from tasks.common import preflight
 from tasks.telemetry import ingest_file_task, publish_batch_task
-
-
-class TelemetryIngestRun(BaseModel):
-    """Parameters of one drop-folder run."""
-
-    source: SourceName | None = Field(
-        default=None, description="Only this source (default: every source)."
-    )
-    inbox: Path | None = Field(
-        default=None,
-        description="Drop folder with one sub-folder per source (default <HERALD_VAR_DIR>/inbox).",
-    )
 
 
 class BatchSummary(BaseModel):
@@ -72,16 +63,31 @@ def move_to(path: Path, folder: Path, batch_id: str) -> Path:
     return Path(shutil.move(str(path), str(target)))
 
 
-@flow(name="ingest-telemetry")
-def ingest_telemetry(params: TelemetryIngestRun | None = None) -> TelemetryIngestSummary:
+@flow(
+    name="ingest-telemetry",
+    flow_run_name=ingest_run,
+    on_completion=STATUS_HOOKS,
+    on_failure=STATUS_HOOKS,
+)
+def ingest_telemetry(
+    source: Annotated[
+        SourceName | None, Field(description="Only this source (default: every source).")
+    ] = None,
+    inbox: Annotated[
+        Path | None,
+        Field(
+            description="Drop folder with one sub-folder per source (default "
+            "<HERALD_VAR_DIR>/inbox)."
+        ),
+    ] = None,
+) -> TelemetryIngestSummary:
     """Ingest every file in ``<inbox>/<source>/`` (oldest first) against the source's contract.
 
     Each file goes to ``done/`` or ``rejected/`` beside it. The run fails at the end, after
     every file was processed, when any batch was rejected, naming the check and the column.
     """
-    params = params or TelemetryIngestRun()
-    inbox = params.inbox or get_settings().var_dir / "inbox"
-    sources = [params.source] if params.source else list(SOURCES)
+    inbox = inbox or get_settings().var_dir / "inbox"
+    sources = [source] if source else list(SOURCES)
     config = preflight("ingest-telemetry", telemetry=False)
     logger = get_run_logger()
     results: list[IngestResult] = []

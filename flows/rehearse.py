@@ -11,10 +11,13 @@ the week up to Sunday and goes to leadership through the outbox. Sends go to the
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.run_names import rehearsal_run
+from flows.status import STATUS_HOOKS
 from flows.weekly_report import produce_report
 from herald.delivery.planning import NoticeSent
 from herald.sandbox.rehearsal import Behaviour, Day, Draws, due_today, waiting
@@ -25,19 +28,6 @@ from tasks.rehearsal import accepted_rows_task, plan_day_task, send_day_task, te
 from tasks.segmentation import assign_segments_task
 
 REPORT_WEEKDAY = 0  # Monday, as the weekly-report deployment
-
-
-class RehearsalRun(BaseModel):
-    """Parameters of a rehearsal."""
-
-    start: date
-    end: date
-    down_from: date | None = Field(default=None, description="Herald is down from this day...")
-    down_to: date | None = Field(default=None, description="...to this day, inclusive.")
-    seed: int = 7
-    weekly_reports: bool = Field(
-        default=True, description="Produce (and send to the outbox) the report every Monday."
-    )
 
 
 class RehearsalSummary(BaseModel):
@@ -65,31 +55,41 @@ class RehearsalSummary(BaseModel):
     reports: list[str] = Field(default_factory=list)
 
 
-@flow(name="rehearse")
-def rehearse(params: RehearsalRun) -> RehearsalSummary:
+@flow(
+    name="rehearse",
+    flow_run_name=rehearsal_run,
+    on_completion=STATUS_HOOKS,
+    on_failure=STATUS_HOOKS,
+)
+def rehearse(
+    start: Annotated[date, Field(description="First simulated day.")],
+    end: Annotated[date, Field(description="Last simulated day.")],
+    down_from: Annotated[date | None, Field(description="Herald is down from this day...")] = None,
+    down_to: Annotated[date | None, Field(description="...to this day, inclusive.")] = None,
+    seed: Annotated[int, Field(description="Seed of the synthetic telemetry.")] = 7,
+    weekly_reports: Annotated[
+        bool, Field(description="Produce (and send to the outbox) the report every Monday.")
+    ] = True,
+) -> RehearsalSummary:
     """Run the calendar from ``start`` to ``end`` on a simulated clock, against the outbox."""
     logger = get_run_logger()
     settings = get_settings()
     config = preflight("rehearse")
     check_templates_task(config)
     engine = database()
-    draw = Draws(params.seed)
+    draw = Draws(seed)
     behaviour = Behaviour()
-    assign_segments_task(config.segments, params.start)
+    assign_segments_task(config.segments, start)
 
     def down(day: date) -> bool:
-        return bool(
-            params.down_from and params.down_to and params.down_from <= day <= params.down_to
-        )
+        return bool(down_from and down_to and down_from <= day <= down_to)
 
     days: list[Day] = []
-    day = params.start
-    back = params.down_to + timedelta(days=1) if params.down_to else None
+    day = start
+    back = down_to + timedelta(days=1) if down_to else None
     reports: list[str] = []
-    while day <= params.end:
-        report_day = (
-            params.weekly_reports and day.weekday() == REPORT_WEEKDAY and day > params.start
-        )
+    while day <= end:
+        report_day = weekly_reports and day.weekday() == REPORT_WEEKDAY and day > start
         if down(day) or not (
             due_today(config, day)
             or day == back
@@ -118,8 +118,8 @@ def rehearse(params: RehearsalRun) -> RehearsalSummary:
             sent[message] = sent.get(message, 0) + count
     accepted, notices, never_sent = accepted_rows_task(config)
     return RehearsalSummary(
-        start=params.start,
-        end=params.end,
+        start=start,
+        end=end,
         days_visited=len(days),
         sent=sent,
         accepted=accepted,

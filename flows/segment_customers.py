@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.run_names import named
+from flows.status import STATUS_HOOKS
 from herald.settings import get_settings
 from tasks.common import preflight
 from tasks.segmentation import (
@@ -15,18 +18,6 @@ from tasks.segmentation import (
     priority_matrix_task,
     publish_priority_matrix,
 )
-
-
-class SegmentationRun(BaseModel):
-    """Parameters of one segmentation run."""
-
-    as_of: date | None = Field(
-        default=None, description="Day the segments hold from (default: today, UTC)."
-    )
-    output_dir: Path | None = Field(
-        default=None,
-        description="Where the matrix CSV goes (default: <HERALD_VAR_DIR>/segmentation).",
-    )
 
 
 class SegmentationSummary(BaseModel):
@@ -39,12 +30,24 @@ class SegmentationSummary(BaseModel):
     matrix_csv: Path
 
 
-@flow(name="segment-customers")
-def segment_customers(params: SegmentationRun | None = None) -> SegmentationSummary:
+@flow(
+    name="segment-customers",
+    flow_run_name=named("segment"),
+    on_completion=STATUS_HOOKS,
+    on_failure=STATUS_HOOKS,
+)
+def segment_customers(
+    as_of: Annotated[
+        date | None, Field(description="Day the segments hold from (default: today, UTC).")
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        Field(description="Where the matrix CSV goes (default: <HERALD_VAR_DIR>/segmentation)."),
+    ] = None,
+) -> SegmentationSummary:
     """Assign every active account one segment as of a day and publish the priority matrix."""
-    params = params or SegmentationRun()
-    as_of = params.as_of or datetime.now(UTC).date()
-    output_dir = params.output_dir or get_settings().var_dir / "segmentation"
+    as_of = as_of or datetime.now(UTC).date()
+    output_dir = output_dir or get_settings().var_dir / "segmentation"
     config = preflight("segment-customers")
     result = assign_segments_task(config.segments, as_of)
     matrix = priority_matrix_task(config.segments, as_of)

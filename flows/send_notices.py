@@ -19,11 +19,14 @@ earlier date gets one "deadline extended" message. Dry unless ``send``.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.deliver import deliver
+from flows.run_names import notices_run
+from flows.status import STATUS_HOOKS
 from herald.delivery.calendar import due_notices, parse_message
 from herald.delivery.transports import get_transport
 from herald.settings import get_settings
@@ -37,15 +40,6 @@ from tasks.delivery import (
     plan_thank_you_task,
     planned_notices_task,
 )
-
-
-class NoticeRun(BaseModel):
-    """Parameters of one run of the notices."""
-
-    as_of: date | None = Field(default=None, description="Day to act as of (default today).")
-    send: bool = Field(default=False, description="Really send; without it the run is dry.")
-    window: bool = Field(default=True, description="Only inside recipients' delivery windows.")
-    at: datetime | None = Field(default=None, description="The moment to act at (rehearsal).")
 
 
 class NoticeLine(BaseModel):
@@ -81,19 +75,30 @@ class NoticeSummary(BaseModel):
     )
 
 
-@flow(name="send-notices")
-def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
+@flow(
+    name="send-notices",
+    flow_run_name=notices_run,
+    on_completion=STATUS_HOOKS,
+    on_failure=STATUS_HOOKS,
+)
+def send_notices(
+    send: Annotated[bool, Field(description="Really send; without it the run is dry.")] = False,
+    as_of: Annotated[date | None, Field(description="Day to act as of (default today).")] = None,
+    window: Annotated[bool, Field(description="Only inside recipients' delivery windows.")] = True,
+    at: Annotated[
+        datetime | None, Field(description="The moment to act at (a rehearsal's clock).")
+    ] = None,
+) -> NoticeSummary:
     """Plan the notices due as of a day and send every planned notice (dry unless ``send``)."""
-    params = params or NoticeRun()
     logger = get_run_logger()
-    as_of = params.as_of or datetime.now(UTC).date()
+    as_of = as_of or datetime.now(UTC).date()
     config = preflight("send-notices")  # a rejected telemetry batch stops the run here
     check_templates_task(config)
     campaign = config.campaign
     due = due_notices(campaign, as_of)
     summary = NoticeSummary(
         as_of=as_of,
-        dry_run=not params.send,
+        dry_run=not send,
         due=[
             NoticeLine(
                 message=n.message,
@@ -105,7 +110,7 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
             for n in due
         ],
     )
-    if not params.send:
+    if not send:
         logger.info(f"Dry run: {len(due)} notice(s) due as of {as_of}. Nothing was sent.")
         return summary
     get_transport(get_settings(), config)  # a missing key stops the run here
@@ -123,8 +128,8 @@ def send_notices(params: NoticeRun | None = None) -> NoticeSummary:
             config,
             name.kind,
             message,
-            at=params.at,
-            window=params.window,
+            at=at,
+            window=window,
         )
         summary.sent[message] = done.accepted
         summary.expired[message] = done.expired

@@ -10,6 +10,7 @@ phase is paused (by an operator or the circuit breaker) or ``max_batches`` is re
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.flow_runs import pause_flow_run
@@ -18,6 +19,8 @@ from prefect.runtime import deployment
 from pydantic import BaseModel, Field
 
 from flows.deliver import deliver
+from flows.run_names import phase_run
+from flows.status import STATUS_HOOKS
 from herald.config import PhaseName
 from herald.delivery.sender import Delivered
 from herald.delivery.transports import get_transport
@@ -36,27 +39,6 @@ from tasks.delivery import (
     reject_task,
     sample_renders_task,
 )
-
-
-class PhaseRun(BaseModel):
-    """Parameters of one run of a phase."""
-
-    phase: PhaseName
-    as_of: date | None = Field(default=None, description="Day to act as of (default today, UTC).")
-    send: bool = Field(default=False, description="Really send; without it the run is dry.")
-    max_batches: int | None = Field(
-        default=None, ge=1, description="Stop after this many batches (the rest stays planned)."
-    )
-    window: bool = Field(
-        default=True,
-        description="Send only inside recipients' delivery windows, within the frequency cap.",
-    )
-    at: datetime | None = Field(
-        default=None, description="The moment to act at (a rehearsal's simulated clock)."
-    )
-    approval_timeout_seconds: int = Field(
-        default=24 * 3600, gt=0, description="How long a deployment run waits for approval."
-    )
 
 
 class PhaseSummary(BaseModel):
@@ -89,27 +71,71 @@ class PhaseSummary(BaseModel):
         return self.refused or (self.delivery.paused if self.delivery else None)
 
 
-@flow(name="send-phase")
-def send_phase(params: PhaseRun) -> PhaseSummary:
-    """Run one phase: dry (counts and samples) unless ``params.send``."""
+@flow(
+    name="send-phase", flow_run_name=phase_run, on_completion=STATUS_HOOKS, on_failure=STATUS_HOOKS
+)
+def send_phase(
+    phase: Annotated[PhaseName, Field(description="preview, announcement, deprecation or sunset.")],
+    send: Annotated[bool, Field(description="Really send; without it the run is dry.")] = False,
+    as_of: Annotated[
+        date | None, Field(description="Day to act as of (default today, UTC).")
+    ] = None,
+    max_batches: Annotated[
+        int | None,
+        Field(ge=1, description="Stop after this many batches (the rest stays planned)."),
+    ] = None,
+    window: Annotated[
+        bool,
+        Field(description="Send only inside recipients' delivery windows, within the cap."),
+    ] = True,
+    at: Annotated[
+        datetime | None, Field(description="The moment to act at (a rehearsal's clock).")
+    ] = None,
+    approval_timeout_seconds: Annotated[
+        int, Field(gt=0, description="How long a deployment run waits for approval.")
+    ] = 24 * 3600,
+    scheduled: Annotated[
+        bool,
+        Field(
+            description="Set by the phase's schedule: the run acts only in the phase's days "
+            "(campaign.yaml), since a cron repeats every year."
+        ),
+    ] = False,
+) -> PhaseSummary:
+    """Run one phase: dry (counts and samples) unless ``send``."""
     logger = get_run_logger()
     settings = get_settings()
-    phase = params.phase
-    as_of = params.as_of or datetime.now(UTC).date()
+    as_of = as_of or datetime.now(UTC).date()
     config = preflight("send-phase")  # a rejected telemetry batch stops the run here
+    if scheduled and not config.campaign.phase_days_include(phase, as_of):
+        logger.info(
+            f"Phase {phase} is scheduled on its days in campaign.yaml; {as_of} is not one of "
+            "them. Nothing to do."
+        )
+        return PhaseSummary(
+            campaign=config.campaign.id,
+            phase=phase,
+            as_of=as_of,
+            dry_run=not send,
+            transport=settings.transport.value,
+            audience=[],
+            audience_total=0,
+            templates_checked=0,
+            refused=f"not one of {phase}'s scheduled days",
+        )
     checked = check_templates_task(config)  # a broken template stops the run here
     counts = count_audience_task(config, phase, as_of)
     summary = PhaseSummary(
         campaign=config.campaign.id,
         phase=phase,
         as_of=as_of,
-        dry_run=not params.send,
+        dry_run=not send,
         transport=settings.transport.value,
         audience=[{"segment": c.segment, "role": c.role, "contacts": c.contacts} for c in counts],
         audience_total=sum(c.contacts for c in counts),
         templates_checked=checked,
     )
-    if not params.send:
+    if not send:
         output = settings.var_dir / "previews" / config.campaign.id / phase
         samples = sample_renders_task(config, phase, as_of, output)
         summary.samples = [
@@ -131,7 +157,7 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
 
     transport = get_transport(settings, config)  # a missing key stops the run here
     signing_keys(settings)  # so does a missing unsubscribe key
-    summary.refused = _approval(config.campaign.id, phase, params)
+    summary.refused = _approval(config.campaign.id, phase, approval_timeout_seconds)
     if summary.refused:
         _finish(summary)
         return summary
@@ -140,9 +166,9 @@ def send_phase(params: PhaseRun) -> PhaseSummary:
         config,
         phase,
         phase,
-        at=params.at,
-        window=params.window,
-        max_batches=params.max_batches,
+        at=at,
+        window=window,
+        max_batches=max_batches,
     )
     if transport.name == "outbox":
         summary.outbox = str(settings.var_dir / "outbox" / config.campaign.id / phase)
@@ -162,7 +188,7 @@ class PhaseApproval(RunInput):
     note: str = ""
 
 
-def _approval(campaign: str, phase: PhaseName, params: PhaseRun) -> str | None:
+def _approval(campaign: str, phase: PhaseName, timeout: int) -> str | None:
     """Make sure a real send is approved; None when it may go, else why it may not.
 
     An approval recorded beforehand (`herald approve PHASE`) lets a scheduled run send at
@@ -180,7 +206,7 @@ def _approval(campaign: str, phase: PhaseName, params: PhaseRun) -> str | None:
     )
     answer = pause_flow_run(
         wait_for_input=PhaseApproval,
-        timeout=params.approval_timeout_seconds,
+        timeout=timeout,
         key=f"approve-{phase}",
     )
     if not answer.approve:
@@ -237,4 +263,4 @@ def _markdown(summary: PhaseSummary) -> str:
 
 
 if __name__ == "__main__":
-    send_phase(PhaseRun(phase="preview"))
+    send_phase(phase="preview")

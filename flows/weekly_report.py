@@ -13,25 +13,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.run_names import named
+from flows.status import STATUS_HOOKS
 from herald.config import HeraldConfig
 from herald.report.delivery import ReportSent
 from tasks.common import as_is, preflight
 from tasks.metrics import compute_metrics_task, snapshot_metrics_task
 from tasks.report import make_report_task, send_report_task
-
-
-class ReportRun(BaseModel):
-    """Parameters of one weekly report run."""
-
-    as_of: date | None = Field(
-        default=None,
-        description="Last day the report covers (default: yesterday, the last whole day, UTC).",
-    )
-    send: bool = Field(default=False, description="Send it to leadership; else only save it.")
 
 
 class ReportSummary(BaseModel):
@@ -47,12 +40,24 @@ class ReportSummary(BaseModel):
     sent: ReportSent | None = None
 
 
-@flow(name="weekly-report")
-def weekly_report(params: ReportRun | None = None) -> ReportSummary:
+@flow(
+    name="weekly-report",
+    flow_run_name=named("weekly-report", yesterday=True),
+    on_completion=STATUS_HOOKS,
+    on_failure=STATUS_HOOKS,
+)
+def weekly_report(
+    as_of: Annotated[
+        date | None,
+        Field(
+            description="Last day the report covers (default: yesterday, the last whole day, UTC)."
+        ),
+    ] = None,
+    send: Annotated[bool, Field(description="Send it to leadership; else only save it.")] = False,
+) -> ReportSummary:
     """Compute, snapshot, build, draw, save, publish and (with ``send``) send the report."""
-    params = params or ReportRun()
-    as_of = params.as_of or datetime.now(UTC).date() - timedelta(days=1)
-    return produce_report(preflight("weekly-report"), as_of, send=params.send)
+    as_of = as_of or datetime.now(UTC).date() - timedelta(days=1)
+    return produce_report(preflight("weekly-report"), as_of, send=send)
 
 
 def produce_report(

@@ -210,7 +210,12 @@ class SegmentAssignment(SQLModel, table=True):
 class Suppression(SQLModel, table=True):
     """An address that must not receive mail, and why; checked before every send."""
 
-    __table_args__ = (UniqueConstraint("email", "reason", name="uq_suppression_email_reason"),)
+    __table_args__ = (
+        UniqueConstraint("email", "reason", name="uq_suppression_email_reason"),
+        # A sender watches for ids above the highest it has seen: SQLite must never reuse
+        # the id of a removed suppression (Postgres sequences never do).
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(sa_type=String(320))

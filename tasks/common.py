@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TypeVar, cast
 
 from prefect import task
@@ -18,6 +19,25 @@ from herald.telemetry.health import require_healthy
 # A flow run stopped by an expected error (bad config, template, key) logs its message,
 # not a stack: on the terminal, in a worker's log and in the Prefect UI.
 quiet_expected_tracebacks()
+
+
+class _CompletedAtDebug(logging.Filter):
+    """A task run that completed is logged at DEBUG, not INFO: a phase of a million
+    recipients runs a thousand batches, and their "Finished in state Completed()" lines would
+    bury the progress and summaries (failures stay at ERROR)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(
+            "Finished in state Completed"
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return TASK_RUNS.isEnabledFor(logging.DEBUG)
+        return True
+
+
+TASK_RUNS = logging.getLogger("prefect.task_runs")
+if not any(isinstance(f, _CompletedAtDebug) for f in TASK_RUNS.filters):
+    TASK_RUNS.addFilter(_CompletedAtDebug())
 
 
 @task(name="preflight", cache_policy=NO_CACHE)

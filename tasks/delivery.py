@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
 from herald import audit
 from herald.config import HeraldConfig, MessageKind, PhaseName
@@ -20,7 +22,7 @@ from herald.delivery import controls, ledger, planning
 from herald.delivery.audience import AudienceCount, audience_counts
 from herald.delivery.calendar import Notice, parse_message
 from herald.delivery.ledger import Worker
-from herald.delivery.messages import check_templates
+from herald.delivery.messages import check_templates, templates_fingerprint
 from herald.delivery.preview import Sample, sample_renders
 from herald.delivery.recovery import finish_worker
 from herald.delivery.sender import BatchOutcome, Opened, PhaseSender, open_sender
@@ -28,7 +30,15 @@ from herald.settings import get_settings
 from tasks.common import database
 
 
-@task(name="check-templates", cache_policy=NO_CACHE)
+def _templates_unchanged(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The check's cache key: the digest of what it reads (templates, catalogs, config,
+    rendering code). A failed check is never cached; a passed one is reused until any of
+    those changes, so each hourly run need not render every variant again."""
+    del context
+    return "templates-" + templates_fingerprint(parameters["config"], get_settings().templates_dir)
+
+
+@task(name="check-templates", cache_key_fn=_templates_unchanged, persist_result=True)
 def check_templates_task(config: HeraldConfig) -> int:
     """Render every variant of every template; any error fails the run before anything is sent."""
     return check_templates(config, get_settings().templates_dir)

@@ -44,6 +44,16 @@ COMMANDS = [
     ["telemetry", "status"],
     ["telemetry", "override"],
     ["metrics", "show"],
+    ["phase", "proof"],
+    ["status"],
+    ["deliveries", "export"],
+    ["events", "export"],
+    ["contact", "show"],
+    ["suppressions", "list"],
+    ["suppressions", "add"],
+    ["suppressions", "remove"],
+    ["suppressions", "import"],
+    ["deploy"],
 ]
 
 
@@ -59,6 +69,24 @@ class TestHelp:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage: herald" in result.output
+
+
+class TestFirstContact:
+    @pytest.mark.parametrize("flag", ["--version", "-V"])
+    def test_version_prints_the_package_version(self, runner: CliRunner, flag: str) -> None:
+        """`herald --version` prints the installed version and exits 0."""
+        from herald import __version__
+
+        result = runner.invoke(app, [flag])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"herald {__version__}"
+
+    def test_h_is_help(self, runner: CliRunner) -> None:
+        """`-h` is `--help`, on the command and on a group."""
+        for command in ([], ["phase"]):
+            result = runner.invoke(app, [*command, "-h"])
+            assert result.exit_code == 0, result.output
+            assert "Usage: herald" in result.output
 
 
 class TestImportCommand:

@@ -13,8 +13,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
-from flows.send_phase import PhaseRun, send_phase
-from flows.weekly_report import ReportRun, weekly_report
+from flows.send_phase import send_phase
+from flows.weekly_report import weekly_report
 from herald.cli.app import app
 from herald.privacy import mask_email
 from herald.settings import get_settings
@@ -71,8 +71,8 @@ def test_no_key_anywhere_and_addresses_masked_in_logs(
             runner.invoke(app, ["settings"]).output,
             runner.invoke(app, ["phase", "send", "announcement", "--as-of", str(DAY)]).output,
         ]
-        dry = send_phase(PhaseRun(phase="announcement", as_of=DAY))
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        dry = send_phase(phase="announcement", as_of=DAY)
+        summary = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         assert summary.delivery.accepted == len(recipients)
         # A revoked key: the 401 and its handling are logged, the key is not.
         monkeypatch.setenv("SENDGRID_API_KEY", "SG.revoked-" + API_KEY[3:])
@@ -82,7 +82,7 @@ def test_no_key_anywhere_and_addresses_masked_in_logs(
         )
         monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
         get_settings.cache_clear()
-        weekly_report(ReportRun(as_of=DAY, send=True))
+        weekly_report(as_of=DAY, send=True)
 
     body = json.dumps([event("bounce", sorted(recipients)[0], 1)]).encode()
     with client_for(db, signer.public, clock=NOW + 10) as client:

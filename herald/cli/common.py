@@ -30,6 +30,15 @@ from herald.unsubscribe.tokens import UnsubscribeKeyError
 EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 
 console = Console(highlight=False)
+# Tables piped to a file keep a readable width (a pipe would get 80 columns).
+_piped_tables = Console(highlight=False, width=140)
+
+
+def tables() -> Console:
+    """The console wide tables print on: the terminal's, or 140 columns when piped."""
+    return console if console.is_terminal else _piped_tables
+
+
 # Errors are never hard-wrapped: each problem stays one greppable line.
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 

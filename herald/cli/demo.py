@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated
 
 import typer
 
-from herald.cli.common import AsOf, ExitCode, campaign_config, console, guard, parse_day, settings
+from herald.cli.common import (
+    AsOf,
+    ExitCode,
+    campaign_config,
+    console,
+    database,
+    guard,
+    parse_day,
+    settings,
+)
 from herald.cli.customers import print_import, run_import
 from herald.cli.rehearse import print_rehearsal, run_rehearsal
 from herald.cli.segment import print_segmentation, run_segmentation
@@ -43,5 +52,43 @@ def demo(
     with guard():
         rehearsal = run_rehearsal(start, end, None, None, seed)
     print_rehearsal(rehearsal)
+    print_next_steps(rehearsal.start, rehearsal.end)
     if result.rejected or rehearsal.never_sent:
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+def print_next_steps(start: date, end: date) -> None:
+    """What to try next on the demo's database, on the demo's own dates (the rehearsal ran a
+    simulated clock: on today's date the campaign has not started)."""
+    from sqlalchemy import func, select
+
+    from herald.models import CONTACT, DELIVERY, DeliveryState
+
+    with database().connect() as conn:
+        busiest = conn.execute(
+            select(CONTACT.c.email)
+            .join(DELIVERY, DELIVERY.c.contact_id == CONTACT.c.id)
+            .where(DELIVERY.c.state == DeliveryState.ACCEPTED.value)
+            .group_by(CONTACT.c.id, CONTACT.c.email)
+            .order_by(func.count().desc(), CONTACT.c.id)
+            .limit(1)
+        ).scalar_one_or_none()
+    herald = ".venv/bin/herald"
+    midway = start + (end - start) / 2
+    steps = [
+        (f"{herald} status --at {end}T12:00:00Z", "the campaign on one screen, as it ended"),
+        (f"{herald} metrics show --as-of {end}", "success metrics against their targets"),
+        (f"{herald} schedule --as-of {start} --days 120", "the calendar from the first phase"),
+        (f"{herald} phase status announcement", "one phase's ledger, approval and pause"),
+        (f"{herald} report weekly --as-of {midway}", "the leadership report of a week"),
+        (
+            f"{herald} deliveries export --format csv --output var/deliveries.csv",
+            "what was sent, to whom, in which state",
+        ),
+    ]
+    if busiest:
+        steps.insert(1, (f"{herald} contact show {busiest}", "everything one contact got"))
+    console.print("\n[bold]Next[/] (on the demo's dates; the rehearsal ran a simulated clock):")
+    for command, what in steps:
+        console.print(f"  {command}", markup=False, soft_wrap=True)
+        console.print(f"      {what}", style="dim")

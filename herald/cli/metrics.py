@@ -44,9 +44,9 @@ def show(as_of: AsOf = None) -> None:
 
 
 def _run(day: date) -> MetricsResult:
-    from flows.compute_metrics import MetricsRun, compute_metrics
+    from flows.compute_metrics import compute_metrics
 
-    return compute_metrics(MetricsRun(as_of=day))
+    return compute_metrics(as_of=day)
 
 
 def _styled(status: str, text: str) -> str:

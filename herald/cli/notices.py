@@ -31,13 +31,13 @@ def notices_send(
     Exit code 3 when a notice expired unsent with nothing later to supersede it (somebody
     never got a deadline notice), or sends failed, are unknown or paused.
     """
-    from flows.send_notices import NoticeRun, send_notices
+    from flows.send_notices import send_notices
 
     day = parse_day(as_of)
     with guard():
         campaign_config()
         database()
-        summary = send_notices(NoticeRun(as_of=day, send=send, window=not ignore_window))
+        summary = send_notices(as_of=day, send=send, window=not ignore_window)
     table = Table(title=f"Notices going as of {day}")
     for column in ("notice", "segment", "due", "goes", "until"):
         table.add_column(column, no_wrap=True)

@@ -77,11 +77,9 @@ def needs_a_person(counts: dict[str, int]) -> bool:
 def _run_phase(
     phase: PhaseName, day: date, send: bool, max_batches: int | None = None, window: bool = True
 ) -> PhaseSummary:
-    from flows.send_phase import PhaseRun, send_phase
+    from flows.send_phase import send_phase
 
-    return send_phase(
-        PhaseRun(phase=phase, as_of=day, send=send, max_batches=max_batches, window=window)
-    )
+    return send_phase(phase=phase, as_of=day, send=send, max_batches=max_batches, window=window)
 
 
 def _print_phase(summary: PhaseSummary) -> None:

@@ -45,11 +45,9 @@ def rehearse_command(
 def run_rehearsal(
     start: date, end: date, down_from: date | None, down_to: date | None, seed: int
 ) -> RehearsalSummary:
-    from flows.rehearse import RehearsalRun, rehearse
+    from flows.rehearse import rehearse
 
-    return rehearse(
-        RehearsalRun(start=start, end=end, down_from=down_from, down_to=down_to, seed=seed)
-    )
+    return rehearse(start=start, end=end, down_from=down_from, down_to=down_to, seed=seed)
 
 
 def print_rehearsal(summary: RehearsalSummary) -> None:

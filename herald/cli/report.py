@@ -63,6 +63,6 @@ def weekly(
 
 
 def _run(day: date, send: bool) -> ReportSummary:
-    from flows.weekly_report import ReportRun, weekly_report
+    from flows.weekly_report import weekly_report
 
-    return weekly_report(ReportRun(as_of=day, send=send))
+    return weekly_report(as_of=day, send=send)

@@ -23,9 +23,9 @@ def segment(as_of: AsOf = None) -> None:
 
 
 def run_segmentation(day: date) -> SegmentationSummary:
-    from flows.segment_customers import SegmentationRun, segment_customers
+    from flows.segment_customers import segment_customers
 
-    return segment_customers(SegmentationRun(as_of=day))
+    return segment_customers(as_of=day)
 
 
 def print_segmentation(summary: SegmentationSummary) -> None:

@@ -20,6 +20,11 @@ from herald.config.base import (
 )
 from herald.config.names import PHASES, WEEKDAYS, MessageKind, PhaseName, RoleName, Weekday
 
+# Five cron fields (minute hour day month weekday); Prefect checks each fully at deploy.
+CronText = Annotated[
+    str, Field(pattern=r"^\s*\S+(\s+\S+){4}\s*$", description="A cron expression.")
+]
+
 
 class Products(StrictModel):
     """The product customers leave and the one they move to."""
@@ -321,6 +326,51 @@ class Report(StrictModel):
     escalation: Escalation = Field(default_factory=Escalation)
 
 
+class Proof(StrictModel):
+    """Proof sends (``herald phase proof``): where they go when no ``--to`` is given."""
+
+    seeds: list[Address] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Seed addresses every proof goes to unless --to names others (reviewers' "
+        "own inboxes, seed accounts of inbox-placement tools); never customers.",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[str]) -> list[str]:
+        duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if duplicates:
+            raise ValueError(f"listed twice: {', '.join(duplicates)}")
+        return seeds
+
+
+class Schedules(StrictModel):
+    """When Prefect runs each flow (``herald deploy`` builds the deployments from these and the
+    phase dates); cron expressions in the campaign's time zone."""
+
+    telemetry_ingest: CronText = Field(
+        default="0 5 * * *", description="Check and load the telemetry inbox."
+    )
+    segment_refresh: CronText = Field(
+        default="0 6 * * *", description="Re-segment every account (before the day's sends)."
+    )
+    notices: CronText = Field(
+        default="5 * * * *",
+        description="Plan and send the sunset notices due (hourly: every recipient's window).",
+    )
+    weekly_report: CronText = Field(
+        default="0 8 * * 1", description="The leadership report (Mondays 08:00)."
+    )
+    phase_days: int = Field(
+        default=7,
+        ge=1,
+        le=28,
+        description="Each phase runs hourly for this many days from its date, so every "
+        "recipient's delivery window comes round (the first real send waits for approval).",
+    )
+
+
 class CampaignConfig(StrictModel):
     """``campaign.yaml``: what the campaign is about and when each part happens."""
 
@@ -347,6 +397,8 @@ class CampaignConfig(StrictModel):
     delivery_window: DeliveryWindow = Field(default_factory=DeliveryWindow)
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     report: Report = Field(default_factory=Report)
+    proof: Proof = Field(default_factory=Proof)
+    schedules: Schedules = Field(default_factory=Schedules)
 
     @field_validator("locales")
     @classmethod
@@ -388,6 +440,18 @@ class CampaignConfig(StrictModel):
         if problems:
             raise ValueError("notices: " + "; ".join(problems))
         return self
+
+    def phase_days(self, phase: str) -> list[date]:
+        """The days a broadcast phase's schedule runs on (none for the sunset phase, which
+        is sent by hand; its notices have their own schedule)."""
+        first: date | None = getattr(self.phases, phase, None)
+        if first is None:
+            return []
+        return [first + timedelta(days=n) for n in range(self.schedules.phase_days)]
+
+    def phase_days_include(self, phase: str, day: date) -> bool:
+        """Whether ``day`` is one of the days ``phase``'s schedule runs on."""
+        return day in self.phase_days(phase)
 
     def notice_schedule(self) -> list[NoticeSlot]:
         """When each segment's notices go: a critical notice on its due day (inside the

@@ -4,6 +4,7 @@ between the files. Every problem is collected before any is raised, so that one 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,8 +31,9 @@ _FILES: dict[str, type[BaseModel]] = {
 M = TypeVar("M", bound=BaseModel)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that leaves dates as text, so pydantic reports a bad one with its key path."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's where PyYAML has it: ten times faster) that leaves dates as text,
+    so pydantic reports a bad one with its key path."""
 
 
 def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
@@ -42,8 +44,38 @@ def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
+# The last config loaded per folder, with a digest of the files it was read from: a command,
+# the flow it runs and its status hook parse and validate the files once while unchanged.
+_LOADED: dict[Path, tuple[bytes | None, HeraldConfig]] = {}
+
+
+def _stamp(directory: Path) -> bytes | None:
+    """A digest of the config files' bytes (None when one cannot be read)."""
+    digest = hashlib.sha256()
+    for filename in _FILES:
+        try:
+            digest.update(hashlib.sha256((directory / filename).read_bytes()).digest())
+        except OSError:
+            return None
+    return digest.digest()
+
+
 def load_config(directory: Path) -> HeraldConfig:
-    """Load and validate every file in ``directory``; raise ConfigError naming each problem."""
+    """Load and validate every file in ``directory``; raise ConfigError naming each problem.
+
+    A folder whose files are unchanged since the last load in this process is not read
+    again."""
+    stamp = _stamp(directory)
+    key = directory.resolve()
+    cached = _LOADED.get(key)
+    if cached is not None and stamp is not None and cached[0] == stamp:
+        return cached[1]
+    config = _load(directory)
+    _LOADED[key] = (stamp, config)
+    return config
+
+
+def _load(directory: Path) -> HeraldConfig:
     problems: list[ConfigProblem] = []
     models: dict[str, Any] = {}
     lines: dict[str, LineMap] = {}

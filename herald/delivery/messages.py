@@ -335,6 +335,26 @@ def all_variants(config: HeraldConfig) -> list[Variant]:
     ]
 
 
+def templates_fingerprint(config: HeraldConfig, directory: Path = TEMPLATES) -> str:
+    """A digest of everything :func:`check_templates` reads: every file under the templates
+    folder (catalogs included), the config files, and the code that renders. Equal
+    digests give the same verdict, so a run may reuse an earlier run's passed check."""
+    import hashlib
+
+    import herald
+
+    digest = hashlib.sha256()
+    digest.update(herald.__version__.encode())
+    code = Path(__file__).resolve().parents[1]
+    sources = [Path(__file__).resolve(), *sorted((code / "i18n").glob("*.py"))]
+    sources += sorted((code / "unsubscribe").glob("page.py"))
+    sources += sorted(p for p in config.directory.glob("*.yaml"))
+    for path in sources + sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(path.anchor)).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def check_templates(config: HeraldConfig, directory: Path = TEMPLATES) -> int:
     """Render every variant in its language, with every sentence looked up in that language's
     catalog; raise TemplateError naming each failing template and each message a catalog

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from flows.send_notices import NoticeRun, send_notices
+from flows.send_notices import send_notices
 from herald.config import DeliveryWindow
 from herald.delivery import planning
 from herald.delivery.calendar import (
@@ -136,18 +136,18 @@ class TestNoticeRuns:
         # checked by the rehearsal tests; here every zone is served at once.)
         day = date(2027, 9, 2)
         at = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
-        caught_up = send_notices(NoticeRun(as_of=day, send=True, at=at, window=False))
+        caught_up = send_notices(as_of=day, send=True, at=at, window=False)
         t30 = sent_rows(db, std(30))
         assert {row[0] for row in t30} == standard_contacts
         assert caught_up.sent == {std(30): len(standard_contacts)}
 
         # A rerun the same day sends nothing again.
-        again = send_notices(NoticeRun(as_of=day, send=True, at=at, window=False))
+        again = send_notices(as_of=day, send=True, at=at, window=False)
         assert sum(again.sent.values()) == 0
 
         # T-7 (Thursday Sep 23): only the new notice; nothing of T-30 is sent again.
         t7 = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)
-        send_notices(NoticeRun(as_of=t7.date(), send=True, at=t7, window=False))
+        send_notices(as_of=t7.date(), send=True, at=t7, window=False)
         assert {row[0] for row in sent_rows(db, std(7))} == standard_contacts
         assert len(sent_rows(db, std(30))) == len(t30)
 
@@ -156,7 +156,7 @@ class TestNoticeRuns:
         """Tuesday 15:00 UTC: New York and London get T-30, Singapore waits for its morning."""
         load_base(db, tmp_path, accounts=60)
         at = datetime(2027, 8, 31, 15, 0, tzinfo=UTC)
-        summary = send_notices(NoticeRun(as_of=at.date(), send=True, at=at))
+        summary = send_notices(as_of=at.date(), send=True, at=at)
         rows = sent_rows(db, std(30))
         window = config().campaign.delivery_window
         assert rows and all(in_window(window, zone, sent) for _, _, zone, sent in rows)
@@ -181,10 +181,10 @@ class TestNoticeRuns:
                 ),
                 {"t": moment - timedelta(days=2), "false": False},
             )
-        capped = send_notices(NoticeRun(as_of=moment.date(), send=True, at=moment, window=True))
+        capped = send_notices(as_of=moment.date(), send=True, at=moment, window=True)
         assert capped.sent.get(std(7), 0) == 0 and capped.waiting > 0
         critical_day = datetime(2027, 9, 29, 15, 0, tzinfo=UTC)  # Wednesday, T-1
-        critical = send_notices(NoticeRun(as_of=critical_day.date(), send=True, at=critical_day))
+        critical = send_notices(as_of=critical_day.date(), send=True, at=critical_day)
         assert critical.sent.get(std(1), 0) > 0
         assert critical.expired.get(std(7), 0) > 0  # T-7 was superseded while capped
 
@@ -221,7 +221,7 @@ class TestThankYou:
         """After T-30 the account migrates: no T-7 for its contacts, one thank-you each."""
         load_base(db, tmp_path, accounts=60)
         t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
-        send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
+        send_notices(as_of=t30.date(), send=True, at=t30, window=False)
         mailed = sent_rows(db, std(30))
         account_id = _account_of(db, mailed[0][0])
         with db.engine.begin() as conn:
@@ -234,7 +234,7 @@ class TestThankYou:
             )
         t7 = datetime(2027, 9, 23, 15, 0, tzinfo=UTC)
         for _ in range(2):  # a rerun plans and sends nothing more
-            send_notices(NoticeRun(as_of=t7.date(), send=True, at=t7, window=False))
+            send_notices(as_of=t7.date(), send=True, at=t7, window=False)
 
         moved = {email for email, *_ in mailed if _account_of(db, email) == account_id}
         thanked = [row[0] for row in sent_rows(db, "thank-you")]
@@ -265,7 +265,7 @@ class TestMovedDeadline:
         """
         loaded = load_base(db, tmp_path, accounts=80)
         t30 = datetime(2027, 9, 2, 15, 0, tzinfo=UTC)
-        send_notices(NoticeRun(as_of=t30.date(), send=True, at=t30, window=False))
+        send_notices(as_of=t30.date(), send=True, at=t30, window=False)
         had_t30 = {row[0] for row in sent_rows(db, std(30))}
         assert had_t30
         migrated = sorted(had_t30)[0]
@@ -290,7 +290,7 @@ class TestMovedDeadline:
             encoding="utf-8",
         )
         friday = datetime(2027, 9, 24, 15, 0, tzinfo=UTC)
-        summary = send_notices(NoticeRun(as_of=friday.date(), send=True, at=friday, window=False))
+        summary = send_notices(as_of=friday.date(), send=True, at=friday, window=False)
         extended = extended_message(new_sunset)
         assert summary.expired_for_moved_deadline == waiting_t7
         assert db.count(f"delivery WHERE message = '{std(7)}' AND state = 'planned'") == 0
@@ -302,7 +302,7 @@ class TestMovedDeadline:
         # The new date's T-90 (due Oct 2) goes to everyone not migrated, the told included.
         tuesday = datetime(2027, 10, 5, 15, 0, tzinfo=UTC)
         for _ in range(2):
-            send_notices(NoticeRun(as_of=tuesday.date(), send=True, at=tuesday, window=False))
+            send_notices(as_of=tuesday.date(), send=True, at=tuesday, window=False)
         t90 = {row[0] for row in sent_rows(db, notice_message(90, new_sunset))}
         assert (had_t30 - moved_with) <= t90 and not t90 & moved_with
         assert len(sent_rows(db, extended)) == len(told)  # once per contact, reruns included
@@ -351,7 +351,7 @@ class TestPreviewOfNotices:
         )
         assert "Subject: 91 days left" in said and "91 days left." in said
         at = datetime(2027, 7, 1, 15, tzinfo=UTC)
-        send_notices(NoticeRun(as_of=date(2027, 7, 1), send=True, at=at, window=False))
+        send_notices(as_of=date(2027, 7, 1), send=True, at=at, window=False)
         code, said = preview(date(2027, 7, 1))
         assert code == 3 and "already sent" in said
         code, said = preview(date(2027, 10, 1))
@@ -378,12 +378,12 @@ class TestClosedDays:
         """Not moved yet, never mailed, moved and mailed: the thank-you's three answers."""
         from typer.testing import CliRunner
 
-        from flows.send_phase import PhaseRun, send_phase
+        from flows.send_phase import send_phase
         from herald.cli.app import app
         from tests.support.bases import DAY
 
         loaded = load_base(db, tmp_path)
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         mailed = sorted(eligible(db, loaded, "announcement"))[0]
         runner = CliRunner()
 

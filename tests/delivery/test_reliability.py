@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.send_phase import PhaseRun, PhaseSummary, send_phase
+from flows.send_phase import PhaseSummary, send_phase
 from herald.delivery import controls
 from herald.testing.fake_sendgrid import FakeSendGrid
 from herald.testing.synthetic import set_sending
@@ -62,7 +62,7 @@ class TestPauseResume:
         def run() -> PhaseSummary:
             nonlocal runs
             runs += 1
-            return send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+            return send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         for n in range(pauses):
             fake.script(*["accept"] * (1 + n % 3), "hold")

@@ -14,7 +14,7 @@ from prefect.artifacts import Artifact
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from flows.send_phase import PhaseRun, send_phase
+from flows.send_phase import send_phase
 from herald.cli.app import app
 from herald.delivery.messages import TemplateError, check_templates
 from tests.support.bases import (
@@ -49,7 +49,7 @@ class TestOutboxPhase:
         suppress(db, suppressed)
         expected = eligible(db, loaded, "announcement")
 
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        summary = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         lines = index_lines(herald_env, "announcement")
         sent = Counter(str(line["email"]) for line in lines)
@@ -80,7 +80,7 @@ class TestOutboxPhase:
         assert fallbacks and summary.timezone_fallbacks == len(fallbacks)
         assert all(zone == regions[region] for region, zone in fallbacks)
 
-        rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        rerun = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         assert (rerun.planned_new, rerun.delivery.accepted, rerun.delivery.requests) == (0, 0, 0)
         assert len(index_lines(herald_env, "announcement")) == len(lines)
@@ -90,7 +90,7 @@ class TestOutboxPhase:
     ) -> None:
         """The demo base has churned and migrated accounts: none of their contacts is sent."""
         load_base(db, tmp_path, accounts=400)
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         with db.engine.connect() as conn:
             from sqlalchemy import text
 
@@ -110,7 +110,7 @@ class TestOutboxPhase:
     ) -> None:
         """Counts by segment and role add up to the audience; samples exist; ledger empty."""
         loaded = load_base(db, tmp_path)
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY))
+        summary = send_phase(phase="announcement", as_of=DAY)
 
         assert summary.dry_run
         assert summary.audience_total == len(eligible(db, loaded, "announcement"))
@@ -136,7 +136,7 @@ class TestOutboxPhase:
     ) -> None:
         """The preview reaches early adopters' executives and engineers only."""
         loaded = load_base(db, tmp_path)
-        send_phase(PhaseRun(phase="preview", as_of=DAY, send=True, window=False))
+        send_phase(phase="preview", as_of=DAY, send=True, window=False)
         sent = {str(line["email"]) for line in index_lines(herald_env, "preview")}
         assert sent == eligible(db, loaded, "preview")
         assert {line["variant"]["segment"] for line in index_lines(herald_env, "preview")} == {  # type: ignore[index]
@@ -165,7 +165,7 @@ class TestTemplateFailures:
         assert "'migration_deadlne' is undefined" in str(raised.value)
 
         with pytest.raises(TemplateError):
-            send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+            send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         assert db.count("delivery") == 0
         assert not (herald_env / "outbox").exists()
 
@@ -235,7 +235,7 @@ class TestPreviewCommand:
         loaded = load_base(db, tmp_path)
         suppressed = some_contacts(db, 1, offset=3)[0]
         suppress(db, [suppressed], reason="bounce")
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         already = ledger_emails(db, "announcement", "accepted")[0]
         outsider = sorted(eligible(db, loaded, "announcement") - eligible(db, loaded, "preview"))[0]
         runner = CliRunner()

@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from flows.send_phase import PhaseRun, send_phase
+from flows.send_phase import send_phase
 from herald.cli.app import app
 from herald.config import load_config
 from herald.delivery import planning
@@ -135,7 +135,7 @@ class TestPhaseThroughSendGrid:
         loaded = load_base(db, tmp_path, accounts=700)
         expected = eligible(db, loaded, "announcement")
 
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        summary = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         accepted = fake.accepted_emails()
         assert set(accepted) == expected and set(accepted.values()) == {1}
@@ -162,7 +162,7 @@ class TestPhaseThroughSendGrid:
         set_sending(fast_config, breaker={"max_failure_rate": 1.0, "min_sample": 1})
         load_base(db, tmp_path)
 
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        summary = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         assert (
             summary.delivery.accepted == 0
@@ -190,7 +190,7 @@ class TestPhaseThroughSendGrid:
         get_settings.cache_clear()
         load_base(db, tmp_path)
         with pytest.raises(TransportError, match="SENDGRID_API_KEY is not set"):
-            send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+            send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         result = CliRunner().invoke(
             app, ["phase", "send", "announcement", "--send", "--ignore-window"]
         )
@@ -207,8 +207,8 @@ class TestPhaseThroughSendGrid:
         loaded = load_base(db, tmp_path)
         expected = eligible(db, loaded, "announcement")
 
-        first = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
-        rerun = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        first = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
+        rerun = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         assert first.delivery.unknown == 100 and rerun.delivery.accepted == 0
         accepted = fake.accepted_emails()

@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.flows import flow
 
-from flows.send_phase import PhaseRun, PhaseSummary, send_phase
+from flows.send_phase import PhaseSummary, send_phase
 from tests.support.bases import DAY, eligible, load_base
 from tests.support.environment import Database
 
@@ -47,7 +47,7 @@ def test_a_real_send_runs_preflight_then_delivers_in_tasks(db: Database, tmp_pat
     def parent() -> tuple[UUID, PhaseSummary]:
         context = FlowRunContext.get()
         assert context is not None and context.flow_run is not None
-        summary = send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        summary = send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         return context.flow_run.id, summary
 
     parent_id, summary = parent()

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -101,6 +102,22 @@ def _segments(output: str) -> list[str]:
     start = output.index("Segments as of")
     end = output.index("active accounts.", start)
     return output[start:end].splitlines()
+
+
+def on_demo(demo: DemoRun, *args: str) -> tuple[int, str]:
+    """Run a `herald` command against the demo's database and var/ (exit code, output)."""
+    env = {
+        "HERALD_VAR_DIR": str(demo.var),
+        "HERALD_DATABASE_URL": demo.db.url,
+        "HERALD_CONFIG_DIR": str(ROOT / "config"),
+        "COLUMNS": "300",
+    }
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        get_settings.cache_clear()
+    return result.exit_code, result.output
 
 
 class TestDemo:
@@ -380,6 +397,93 @@ class TestDemo:
         page = render(CHROMIUM, demo.last_report)
         assert page.images == page.loaded == 4
         assert page.summary_rows == 9
+
+    def test_status_json_lists_every_phase_and_notice_adding_up_to_the_ledger(
+        self, demo: DemoRun
+    ) -> None:
+        """`herald status --json` after the demo: every phase and every notice of every
+        segment, each line's states equal to the ledger's rows, and the lines adding up to
+        every row of the ledger."""
+        campaign = load_config(ROOT / "config").campaign
+        end = max(campaign.sunset.values()) + timedelta(days=7)
+        code, output = on_demo(demo, "status", "--json", "--at", f"{end}T12:00:00+00:00")
+        assert code == 0, output
+        status = json.loads(output)
+        lines = status["messages"]
+        with demo.db.engine.connect() as conn:
+            total = conn.execute(text("SELECT count(*) FROM delivery")).scalar_one()
+            grouped = conn.execute(
+                text(
+                    "SELECT message, CASE WHEN message LIKE 'sunset-t%@%' THEN segment END, "
+                    "state, count(*) FROM delivery GROUP BY 1, 2, 3"
+                )
+            ).all()
+        assert status["ledger_rows"] == total == sum(line["rows"] for line in lines)
+        assert sum(status["totals"].values()) == total
+        ledger: dict[tuple[str, str | None], dict[str, int]] = {}
+        for message, segment, state, count in grouped:
+            ledger.setdefault((message, segment), {})[state] = count
+        shown = {
+            (line["message"], line["segment"]): {k: v for k, v in line["states"].items() if v}
+            for line in lines
+        }
+        assert {key: value for key, value in shown.items() if value} == ledger
+        for line in lines:
+            assert line["rows"] == sum(line["states"].values())
+        labels = {(line["kind"], line["segment"], line["offset"]) for line in lines}
+        for phase in ("preview", "announcement", "deprecation", "sunset"):
+            assert (phase, None, None) in labels
+        for segment in campaign.sunset:
+            for offset in campaign.notices.offsets_days:
+                assert ("notice", segment, offset) in labels
+        assert status["needs_attention"] == []
+
+    def test_contact_show_lists_every_message_the_rehearsal_sent_them(self, demo: DemoRun) -> None:
+        """`herald contact show` on the demo's busiest contact lists each of their ledger rows
+        with its state and provider id, in the table and in --json."""
+        with demo.db.engine.connect() as conn:
+            contact_id, email = conn.execute(
+                text(
+                    "SELECT c.id, c.email FROM contact c JOIN delivery d ON d.contact_id = c.id "
+                    "GROUP BY c.id, c.email ORDER BY count(*) DESC, c.id LIMIT 1"
+                )
+            ).one()
+            rows = conn.execute(
+                text(
+                    "SELECT message, state, provider_message_id FROM delivery "
+                    "WHERE contact_id = :id ORDER BY id"
+                ),
+                {"id": contact_id},
+            ).all()
+        assert len(rows) >= 5
+        code, output = on_demo(demo, "contact", "show", email, "--json")
+        assert code == 0, output
+        shown = json.loads(output)
+        assert [
+            (m["message"], m["state"], m["provider_message_id"]) for m in shown["messages"]
+        ] == [tuple(row) for row in rows]
+        code, table = on_demo(demo, "contact", "show", email)
+        assert code == 0, table
+        for message, _state, provider_id in rows:
+            assert message in table and provider_id in table
+        assert table.count("accepted") >= sum(1 for row in rows if row.state == "accepted")
+
+    def test_the_next_steps_use_the_demo_dates_and_the_status_is_a_prefect_artifact(
+        self, demo: DemoRun
+    ) -> None:
+        """The demo ends with commands on its own dates (not today's, before the campaign),
+        and its last run published the campaign's status as the `herald-status` artifact."""
+        from prefect.artifacts import Artifact
+
+        campaign = load_config(ROOT / "config").campaign
+        end = max(campaign.sunset.values()) + timedelta(days=7)
+        assert f"herald status --at {end}T12:00:00Z" in demo.output
+        assert f"herald metrics show --as-of {end}" in demo.output
+        assert "herald contact show " in demo.output
+        artifact = Artifact.get("herald-status")
+        assert artifact is not None
+        assert campaign.id in str(artifact.data)
+        assert "ledger rows" in str(artifact.data)
 
 
 def _headline(report: Path) -> str:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from flows.rehearse import RehearsalRun, rehearse
+from flows.rehearse import rehearse
 from herald.customers.importer import import_customers
 from herald.delivery.calendar import in_window, notices
 from herald.i18n.catalogs import translations
@@ -64,7 +64,7 @@ class TestFullRehearsal:
         load(db, tmp_path, accounts=30)
         start, end = date(2027, 1, 5), date(2028, 4, 7)
         # (Weekly reports: TestDowntime here, and the demo's in test_cli and test_report.)
-        summary = rehearse(RehearsalRun(start=start, end=end, seed=3, weekly_reports=False))
+        summary = rehearse(start=start, end=end, seed=3, weekly_reports=False)
         campaign = config().campaign
         window, cap = campaign.delivery_window, campaign.frequency_cap
         rows = sends(db)
@@ -171,12 +171,10 @@ class TestDowntime:
         it is down."""
         load(db, tmp_path, accounts=30)
         summary = rehearse(
-            RehearsalRun(
-                start=date(2027, 8, 20),
-                end=date(2027, 9, 12),
-                down_from=date(2027, 8, 27),
-                down_to=date(2027, 9, 5),
-            )
+            start=date(2027, 8, 20),
+            end=date(2027, 9, 12),
+            down_from=date(2027, 8, 27),
+            down_to=date(2027, 9, 5),
         )
         # Mondays Aug 23, (Aug 30: down), Sep 6.
         assert [Path(p).parent.name for p in summary.reports] == ["2027-08-22", "2027-09-05"]
@@ -187,12 +185,10 @@ class TestDowntime:
         assert len({r["contact_id"] for r in first}) == len(first)
 
         rehearse(
-            RehearsalRun(
-                start=date(2027, 9, 13),
-                end=date(2027, 10, 8),
-                down_from=date(2027, 9, 22),
-                down_to=date(2027, 10, 1),
-            )
+            start=date(2027, 9, 13),
+            end=date(2027, 10, 8),
+            down_from=date(2027, 9, 22),
+            down_to=date(2027, 10, 1),
         )
         later = {str(r["message"]) for r in sends(db) if r["segment"] == "standard"}
         assert "sunset-t30@2027-09-30" in later

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.artifacts import Artifact
 
-from flows.segment_customers import SegmentationRun, segment_customers
+from flows.segment_customers import segment_customers
 from herald.config import ConfigError
 from herald.customers.importer import import_customers
 from herald.sandbox.demo import write_demo_base
@@ -36,7 +36,7 @@ class TestSegmentFlow:
     ) -> None:
         """Counts add up to the active accounts; the CSV and the table artifact hold the matrix."""
         load_demo(db, tmp_path)
-        summary = segment_customers(SegmentationRun(as_of=DAY, output_dir=tmp_path / "out"))
+        summary = segment_customers(as_of=DAY, output_dir=tmp_path / "out")
 
         active = db.count("account WHERE lifecycle = 'active'")
         assert sum(summary.by_segment.values()) == summary.active_accounts == active
@@ -58,6 +58,6 @@ class TestSegmentFlow:
         path.write_text(path.read_text().replace("{field: industry, in:", "{field: industy, in:"))
 
         with pytest.raises(ConfigError, match=r"rules\[2\]\.when\.field"):
-            segment_customers(SegmentationRun(as_of=DAY, output_dir=tmp_path / "out"))
+            segment_customers(as_of=DAY, output_dir=tmp_path / "out")
         assert db.count("segment_assignment") == 0
         assert not (tmp_path / "out").exists()

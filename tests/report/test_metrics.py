@@ -47,7 +47,6 @@ from prefect.artifacts import Artifact
 from sqlalchemy import insert, select, text
 from typer.testing import CliRunner
 
-from flows.compute_metrics import MetricsRun
 from flows.compute_metrics import compute_metrics as metrics_flow
 from herald.cli.metrics import metrics_app
 from herald.config import PHASES, HeraldConfig, Target
@@ -584,7 +583,7 @@ class TestFlowAndCli:
     def test_flow_snapshots_and_publishes_the_artifact(
         self, db: Database, campaign: HeraldConfig
     ) -> None:
-        result = metrics_flow(MetricsRun(as_of=AS_OF))
+        result = metrics_flow(as_of=AS_OF)
         assert result.get("message_reach").numerator == 5
         assert db.count("metric_snapshot") == len(result.values)
         artifact = Artifact.get("success-metrics")
@@ -603,7 +602,7 @@ class TestFlowAndCli:
     def test_flow_fails_naming_the_column_and_computes_nothing(self, db: Database) -> None:
         reject(db.engine)
         with pytest.raises(SourceRejected, match="adoption_pct"):
-            metrics_flow(MetricsRun(as_of=AS_OF))
+            metrics_flow(as_of=AS_OF)
         assert db.count("metric_snapshot") == 0
 
     @pytest.mark.usefixtures("campaign")

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, insert
 from typer.testing import CliRunner
 
-from flows.weekly_report import ReportRun, weekly_report
+from flows.weekly_report import weekly_report
 from herald.cli.app import app
 from herald.models import (
     ACCOUNT,
@@ -238,7 +238,7 @@ class TestWeeklyReport:
         self, campaign: Database, herald_env: Path
     ) -> None:
         """The dry run saves and publishes everything, sends nothing."""
-        summary = weekly_report(ReportRun(as_of=AS_OF))
+        summary = weekly_report(as_of=AS_OF)
         assert summary.dry_run and summary.sent is None
         assert campaign.count("report_delivery") == 0
         assert summary.path == herald_env / "reports" / "2027-04-11" / "weekly-report.html"
@@ -387,8 +387,8 @@ class TestSending:
         self, db: Database, sendgrid_env: FakeSendGrid
     ) -> None:
         suppress(db, ["cto@example.com"])
-        first = weekly_report(ReportRun(as_of=AS_OF, send=True))
-        again = weekly_report(ReportRun(as_of=AS_OF, send=True))
+        first = weekly_report(as_of=AS_OF, send=True)
+        again = weekly_report(as_of=AS_OF, send=True)
         assert first.sent is not None and again.sent is not None
         assert sorted(first.sent.sent) == ["ceo@example.com", "vp-customer-success@example.com"]
         assert first.sent.suppressed == ["cto@example.com"]
@@ -450,7 +450,7 @@ class TestSending:
                 SEND_WORKER.update().where(SEND_WORKER.c.id == worker.id).values(pid=_dead_pid())
             )
 
-        summary = weekly_report(ReportRun(as_of=AS_OF, send=True))
+        summary = weekly_report(as_of=AS_OF, send=True)
 
         assert summary.sent is not None
         assert summary.sent.unknown == ["ceo@example.com"]
@@ -473,11 +473,11 @@ class TestSending:
 
         monkeypatch.setattr(SendGridTransport, "send", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            weekly_report(ReportRun(as_of=AS_OF, send=True))
+            weekly_report(as_of=AS_OF, send=True)
         assert db.count("report_delivery WHERE state = 'sending'") == 0
         assert db.count("report_delivery WHERE state = 'unknown'") == 3
         monkeypatch.undo()
-        again = weekly_report(ReportRun(as_of=AS_OF, send=True))
+        again = weekly_report(as_of=AS_OF, send=True)
         assert again.sent is not None and len(again.sent.unknown) == 3
         assert sendgrid_env.request_count() == 0
 
@@ -536,7 +536,7 @@ class TestSending:
 class TestStageAndMarks:
     @pytest.mark.usefixtures("campaign")
     def test_before_the_first_send_it_says_not_started_with_no_chart(self) -> None:
-        summary = weekly_report(ReportRun(as_of=date(2027, 1, 5)))  # first send: Jan 12
+        summary = weekly_report(as_of=date(2027, 1, 5))  # first send: Jan 12
         assert summary.verdict == "not started"
         html = summary.path.read_text(encoding="utf-8")
         assert "<img" not in html and not (summary.path.parent / "charts").exists()
@@ -548,7 +548,7 @@ class TestStageAndMarks:
 
     @pytest.mark.usefixtures("campaign")
     def test_during_the_campaign_the_phase_and_the_next_dates(self) -> None:
-        summary = weekly_report(ReportRun(as_of=AS_OF))
+        summary = weekly_report(as_of=AS_OF)
         html = summary.path.read_text(encoding="utf-8")
         stage = _paragraph(html, "stage")
         # The early adopters' 90-day notice went on 2027-04-01.
@@ -560,7 +560,7 @@ class TestStageAndMarks:
 
     @pytest.mark.usefixtures("campaign")
     def test_after_the_last_deadline_a_closing_summary(self) -> None:
-        summary = weekly_report(ReportRun(as_of=date(2028, 4, 2)))
+        summary = weekly_report(as_of=date(2028, 4, 2))
         assert summary.verdict == "missed"  # reach and migration never got there
         html = summary.path.read_text(encoding="utf-8")
         stage = _paragraph(html, "stage")
@@ -599,7 +599,7 @@ class TestStageAndMarks:
                     batch_id="rehearsal",
                 )
             )
-        summary = weekly_report(ReportRun(as_of=AS_OF))
+        summary = weekly_report(as_of=AS_OF)
         html = summary.path.read_text(encoding="utf-8")
         assert "SYNTHETIC DATA: MADE UP BY A REHEARSAL" in html
         artifact = Artifact.get("weekly-report")
@@ -610,7 +610,7 @@ class TestArtifact:
     @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
     @pytest.mark.usefixtures("campaign")
     def test_the_artifact_carries_the_summary_and_every_chart_inline(self) -> None:
-        weekly_report(ReportRun(as_of=AS_OF))
+        weekly_report(as_of=AS_OF)
         artifact = Artifact.get("weekly-report")
         assert artifact is not None
         data = str(artifact.data)
@@ -665,7 +665,7 @@ class TestChromium:
     @pytest.mark.usefixtures("campaign")
     def test_every_chart_loads_and_a_broken_one_is_noticed(self, tmp_path: Path) -> None:
         assert CHROMIUM is not None
-        summary = weekly_report(ReportRun(as_of=AS_OF))
+        summary = weekly_report(as_of=AS_OF)
         page = render(CHROMIUM, summary.path)
         assert (page.images, page.loaded, page.summary_rows) == (4, 4, 9)
         assert page.widths == [720] * 4
@@ -692,7 +692,7 @@ class TestChromium:
                     role="other",
                 )
             )
-        summary = weekly_report(ReportRun(as_of=AS_OF))
+        summary = weekly_report(as_of=AS_OF)
         page = render(CHROMIUM, summary.path, width=width)
         assert page.width <= width
         assert page.checked >= 3 + 10  # 3 addresses, the headline and 9 target statuses
@@ -706,7 +706,7 @@ class TestChromium:
         """Statuses squeezed into 30 px, nowrap overridden: the probe sees them wrap (it is
         not blind)."""
         assert CHROMIUM is not None
-        summary = weekly_report(ReportRun(as_of=AS_OF))
+        summary = weekly_report(as_of=AS_OF)
         squeeze = (
             "<style>.status, .address { white-space: normal !important; "
             "display: inline-block !important; width: 30px !important; }</style></head>"

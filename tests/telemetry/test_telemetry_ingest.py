@@ -604,7 +604,7 @@ class TestDropFolderFlow:
         """Every file is processed; done/ and rejected/ get them; the run fails at the end."""
         from prefect.artifacts import Artifact
 
-        from flows.ingest_telemetry import TelemetryIngestRun, ingest_telemetry
+        from flows.ingest_telemetry import ingest_telemetry
         from herald.telemetry.ingest import BatchesRejected
 
         load_base(db, tmp_path)
@@ -623,7 +623,7 @@ class TestDropFolderFlow:
         (inbox / "survey" / "notes.txt").write_text("not a batch")
 
         with pytest.raises(BatchesRejected) as caught:
-            ingest_telemetry(TelemetryIngestRun(inbox=inbox))
+            ingest_telemetry(inbox=inbox)
 
         message = str(caught.value)
         assert "1 of 3 telemetry batch(es) rejected" in message

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from flows.send_phase import PhaseRun, send_phase
+from flows.send_phase import send_phase
 from herald.cli import app as cli
 from herald.cli.common import ExitCode
 from herald.delivery import ledger, planning, recovery
@@ -230,7 +230,7 @@ class TestEventsActOnTheCampaign:
         with client_for(db, signer.public) as client:
             assert client.post(PATH, content=body, headers=signer.headers(body)).status_code == 200
 
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        send_phase(phase="announcement", as_of=DAY, send=True, window=False)
 
         index = (herald_env / "outbox/modular-migration-2027/announcement/index.jsonl").read_text()
         sent = {json.loads(line)["email"] for line in index.splitlines()}

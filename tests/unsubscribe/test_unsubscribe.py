@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from flows.send_phase import PhaseRun, send_phase
+from flows.send_phase import send_phase
 from herald.delivery import planning
 from herald.delivery.recovery import start_worker
 from herald.delivery.sender import PhaseSender, Renderer
@@ -209,7 +209,7 @@ class TestEveryMessage:
         self, db: Database, tmp_path: Path, herald_env: Path
     ) -> None:
         loaded = load_base(db, tmp_path, accounts=120)
-        summary = send_phase(PhaseRun(phase="preview", as_of=DAY, send=True, window=False))
+        summary = send_phase(phase="preview", as_of=DAY, send=True, window=False)
         files = sorted((herald_env / OUTBOX / "preview").glob("*.eml"))
         assert files and len(files) == summary.delivery.accepted
         postal = loaded.campaign.sender.postal_address
@@ -235,7 +235,7 @@ class TestEveryMessage:
             answer = client.post(f"/unsubscribe/{links[0]}", data=ONE_CLICK)
         assert answer.status_code == 200
         gone = contact_email(db, who.contact_id)
-        send_phase(PhaseRun(phase="announcement", as_of=DAY, send=True, window=False))
+        send_phase(phase="announcement", as_of=DAY, send=True, window=False)
         announced = (herald_env / OUTBOX / "announcement" / "index.jsonl").read_text()
         assert f'"email": "{gone}"' not in announced
         assert gone not in eligible(db, loaded, "announcement")
@@ -291,7 +291,7 @@ def test_sendgrid_requests_carry_the_same_headers_per_recipient(
     """Through SendGrid: each personalization has its own List-Unsubscribe (a token of that
     contact) and the One-Click POST header; its text has the same link in the footer."""
     load_base(db, tmp_path, accounts=60)
-    summary = send_phase(PhaseRun(phase="preview", as_of=DAY, send=True, window=False))
+    summary = send_phase(phase="preview", as_of=DAY, send=True, window=False)
     assert summary.delivery is not None and summary.delivery.accepted == len(sendgrid_env.accepted)
     signing = signer(get_settings())
     seen = set()
@@ -326,7 +326,7 @@ def test_a_message_left_out_of_honoured_by_is_a_service_notice(
     unsubscribed, bounced = some_contacts(db, 2, offset=10)
     suppress(db, [unsubscribed], reason="unsubscribe")
     suppress(db, [bounced], reason="bounce")
-    send_phase(PhaseRun(phase="deprecation", as_of=DAY, send=True, window=False))
+    send_phase(phase="deprecation", as_of=DAY, send=True, window=False)
     index = (herald_env / OUTBOX / "deprecation" / "index.jsonl").read_text(encoding="utf-8")
     assert f'"email": "{unsubscribed}"' in index and f'"email": "{bounced}"' not in index
     for path in (herald_env / OUTBOX / "deprecation").glob("*.eml"):

@@ -1,0 +1,1 @@
+"""Tests of the ops console: status, a contact's history, exports, suppressions."""
