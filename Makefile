@@ -21,7 +21,7 @@ export UV_COMPILE_BYTECODE := 1
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test test-load bench chaos lint typecheck docs install clean catalogs i18n-extract i18n-update i18n-init
+.PHONY: demo test test-load bench chaos lint typecheck docs install clean catalogs i18n-extract i18n-update i18n-init server deploy worker
 
 install: $(VENV)/.synced catalogs
 
@@ -63,6 +63,19 @@ i18n-init: $(VENV)/.synced
 demo: install
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/herald demo
+
+# Running on a schedule (docs/deployment.md): a Prefect server, the deployments built from
+# config/campaign.yaml and registered with it, a process worker that runs them from here.
+PREFECT_API_URL ?= http://127.0.0.1:4200/api
+server: install
+	@mkdir -p "$(PREFECT_HOME)"
+	$(BIN)/prefect server start
+
+deploy: install
+	PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/herald deploy
+
+worker: install
+	HERALD_HOME=$(CURDIR) PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect worker start --pool herald
 
 # The whole suite: lint, strict types, then every test (SQLite and, where it answers, Postgres),
 # in TEST_WORKERS processes (pytest-xdist; a test file stays in one process).
