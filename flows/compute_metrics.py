@@ -8,10 +8,8 @@ the source, the failed check and the column) and computes nothing.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import Field
 
 from flows.run_names import named
 from flows.status import STATUS_HOOKS
@@ -32,12 +30,13 @@ from tasks.metrics import (
     on_failure=STATUS_HOOKS,
 )
 def compute_metrics(
-    as_of: Annotated[
-        date | None,
-        Field(description="Day the metrics hold at the end of (default: today, UTC)."),
-    ] = None,
+    as_of: date | None = None,
 ) -> MetricsResult:
-    """Refuse on unhealthy telemetry, compute every metric, snapshot and publish them."""
+    """Refuse on unhealthy telemetry, compute every metric, snapshot and publish them.
+
+    Args:
+        as_of: Day the metrics hold at the end of (default: today, UTC).
+    """
     as_of = as_of or datetime.now(UTC).date()
     config = preflight(FLOW_NAME)
     result = compute_metrics_task(config, as_of)

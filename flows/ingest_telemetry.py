@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from flows.run_names import ingest_run
 from flows.status import STATUS_HOOKS
@@ -70,21 +69,17 @@ def move_to(path: Path, folder: Path, batch_id: str) -> Path:
     on_failure=STATUS_HOOKS,
 )
 def ingest_telemetry(
-    source: Annotated[
-        SourceName | None, Field(description="Only this source (default: every source).")
-    ] = None,
-    inbox: Annotated[
-        Path | None,
-        Field(
-            description="Drop folder with one sub-folder per source (default "
-            "<HERALD_VAR_DIR>/inbox)."
-        ),
-    ] = None,
+    source: SourceName | None = None,
+    inbox: Path | None = None,
 ) -> TelemetryIngestSummary:
     """Ingest every file in ``<inbox>/<source>/`` (oldest first) against the source's contract.
 
     Each file goes to ``done/`` or ``rejected/`` beside it. The run fails at the end, after
     every file was processed, when any batch was rejected, naming the check and the column.
+
+    Args:
+        source: Only this source (default: every source).
+        inbox: Drop folder with one sub-folder per source (default <HERALD_VAR_DIR>/inbox).
     """
     inbox = inbox or get_settings().var_dir / "inbox"
     sources = [source] if source else list(SOURCES)

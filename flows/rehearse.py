@@ -11,7 +11,6 @@ the week up to Sunday and goes to leadership through the outbox. Sends go to the
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
@@ -62,16 +61,23 @@ class RehearsalSummary(BaseModel):
     on_failure=STATUS_HOOKS,
 )
 def rehearse(
-    start: Annotated[date, Field(description="First simulated day.")],
-    end: Annotated[date, Field(description="Last simulated day.")],
-    down_from: Annotated[date | None, Field(description="Herald is down from this day...")] = None,
-    down_to: Annotated[date | None, Field(description="...to this day, inclusive.")] = None,
-    seed: Annotated[int, Field(description="Seed of the synthetic telemetry.")] = 7,
-    weekly_reports: Annotated[
-        bool, Field(description="Produce (and send to the outbox) the report every Monday.")
-    ] = True,
+    start: date,
+    end: date,
+    down_from: date | None = None,
+    down_to: date | None = None,
+    seed: int = 7,
+    weekly_reports: bool = True,
 ) -> RehearsalSummary:
-    """Run the calendar from ``start`` to ``end`` on a simulated clock, against the outbox."""
+    """Run the calendar from ``start`` to ``end`` on a simulated clock, against the outbox.
+
+    Args:
+        start: First simulated day.
+        end: Last simulated day.
+        down_from: Herald is down from this day...
+        down_to: ...to this day, inclusive.
+        seed: Seed of the synthetic telemetry.
+        weekly_reports: Produce (and send to the outbox) the report every Monday.
+    """
     logger = get_run_logger()
     settings = get_settings()
     config = preflight("rehearse")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from flows.run_names import named
 from flows.status import STATUS_HOOKS
@@ -37,15 +36,15 @@ class SegmentationSummary(BaseModel):
     on_failure=STATUS_HOOKS,
 )
 def segment_customers(
-    as_of: Annotated[
-        date | None, Field(description="Day the segments hold from (default: today, UTC).")
-    ] = None,
-    output_dir: Annotated[
-        Path | None,
-        Field(description="Where the matrix CSV goes (default: <HERALD_VAR_DIR>/segmentation)."),
-    ] = None,
+    as_of: date | None = None,
+    output_dir: Path | None = None,
 ) -> SegmentationSummary:
-    """Assign every active account one segment as of a day and publish the priority matrix."""
+    """Assign every active account one segment as of a day and publish the priority matrix.
+
+    Args:
+        as_of: Day the segments hold from (default: today, UTC).
+        output_dir: Where the matrix CSV goes (default: <HERALD_VAR_DIR>/segmentation).
+    """
     as_of = as_of or datetime.now(UTC).date()
     output_dir = output_dir or get_settings().var_dir / "segmentation"
     config = preflight("segment-customers")

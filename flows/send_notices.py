@@ -19,7 +19,6 @@ earlier date gets one "deadline extended" message. Dry unless ``send``.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
@@ -82,14 +81,19 @@ class NoticeSummary(BaseModel):
     on_failure=STATUS_HOOKS,
 )
 def send_notices(
-    send: Annotated[bool, Field(description="Really send; without it the run is dry.")] = False,
-    as_of: Annotated[date | None, Field(description="Day to act as of (default today).")] = None,
-    window: Annotated[bool, Field(description="Only inside recipients' delivery windows.")] = True,
-    at: Annotated[
-        datetime | None, Field(description="The moment to act at (a rehearsal's clock).")
-    ] = None,
+    send: bool = False,
+    as_of: date | None = None,
+    window: bool = True,
+    at: datetime | None = None,
 ) -> NoticeSummary:
-    """Plan the notices due as of a day and send every planned notice (dry unless ``send``)."""
+    """Plan the notices due as of a day and send every planned notice (dry unless ``send``).
+
+    Args:
+        send: Really send; without it the run is dry.
+        as_of: Day to act as of (default today).
+        window: Only inside recipients' delivery windows.
+        at: The moment to act at (a rehearsal's clock).
+    """
     logger = get_run_logger()
     as_of = as_of or datetime.now(UTC).date()
     config = preflight("send-notices")  # a rejected telemetry batch stops the run here

@@ -75,34 +75,28 @@ class PhaseSummary(BaseModel):
     name="send-phase", flow_run_name=phase_run, on_completion=STATUS_HOOKS, on_failure=STATUS_HOOKS
 )
 def send_phase(
-    phase: Annotated[PhaseName, Field(description="preview, announcement, deprecation or sunset.")],
-    send: Annotated[bool, Field(description="Really send; without it the run is dry.")] = False,
-    as_of: Annotated[
-        date | None, Field(description="Day to act as of (default today, UTC).")
-    ] = None,
-    max_batches: Annotated[
-        int | None,
-        Field(ge=1, description="Stop after this many batches (the rest stays planned)."),
-    ] = None,
-    window: Annotated[
-        bool,
-        Field(description="Send only inside recipients' delivery windows, within the cap."),
-    ] = True,
-    at: Annotated[
-        datetime | None, Field(description="The moment to act at (a rehearsal's clock).")
-    ] = None,
-    approval_timeout_seconds: Annotated[
-        int, Field(gt=0, description="How long a deployment run waits for approval.")
-    ] = 24 * 3600,
-    scheduled: Annotated[
-        bool,
-        Field(
-            description="Set by the phase's schedule: the run acts only in the phase's days "
-            "(campaign.yaml), since a cron repeats every year."
-        ),
-    ] = False,
+    phase: PhaseName,
+    send: bool = False,
+    as_of: date | None = None,
+    max_batches: Annotated[int | None, Field(ge=1)] = None,
+    window: bool = True,
+    at: datetime | None = None,
+    approval_timeout_seconds: Annotated[int, Field(gt=0)] = 24 * 3600,
+    scheduled: bool = False,
 ) -> PhaseSummary:
-    """Run one phase: dry (counts and samples) unless ``send``."""
+    """Run one phase: dry (counts and samples) unless ``send``.
+
+    Args:
+        phase: preview, announcement, deprecation or sunset.
+        send: Really send; without it the run is dry.
+        as_of: Day to act as of (default today, UTC).
+        max_batches: Stop after this many batches (the rest stays planned).
+        window: Send only inside recipients' delivery windows, within the cap.
+        at: The moment to act at (a rehearsal's clock).
+        approval_timeout_seconds: How long a deployment run waits for approval.
+        scheduled: Set by the phase's schedule: the run acts only in the phase's days
+            (campaign.yaml), since a cron repeats every year.
+    """
     logger = get_run_logger()
     settings = get_settings()
     as_of = as_of or datetime.now(UTC).date()

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from flows.run_names import named
 from flows.status import STATUS_HOOKS
@@ -47,15 +46,15 @@ class ReportSummary(BaseModel):
     on_failure=STATUS_HOOKS,
 )
 def weekly_report(
-    as_of: Annotated[
-        date | None,
-        Field(
-            description="Last day the report covers (default: yesterday, the last whole day, UTC)."
-        ),
-    ] = None,
-    send: Annotated[bool, Field(description="Send it to leadership; else only save it.")] = False,
+    as_of: date | None = None,
+    send: bool = False,
 ) -> ReportSummary:
-    """Compute, snapshot, build, draw, save, publish and (with ``send``) send the report."""
+    """Compute, snapshot, build, draw, save, publish and (with ``send``) send the report.
+
+    Args:
+        as_of: Last day the report covers (default: yesterday, the last whole day, UTC).
+        send: Send it to leadership; else only save it.
+    """
     as_of = as_of or datetime.now(UTC).date() - timedelta(days=1)
     return produce_report(preflight("weekly-report"), as_of, send=send)
 
