@@ -31,9 +31,13 @@ _FILES: dict[str, type[BaseModel]] = {
 M = TypeVar("M", bound=BaseModel)
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader (libyaml's where PyYAML has it: ten times faster) that leaves dates as text,
-    so pydantic reports a bad one with its key path."""
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text, so pydantic reports a bad one with its key path."""
+
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same with libyaml where PyYAML has it (ten times faster); a file it refuses is read
+    again with :class:`_Loader`, whose message names the offending character."""
 
 
 def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
@@ -42,6 +46,7 @@ def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+_FastLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 # The last config loaded per folder, with a digest of the files it was read from: a command,
@@ -112,8 +117,12 @@ def _load_file(
         problems.append(ConfigProblem(path, "", f"cannot read: {error}"))
         return None
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        try:
+            node = yaml.compose(text, Loader=_FastLoader)
+            data = yaml.load(text, Loader=_FastLoader)
+        except yaml.YAMLError:
+            node = yaml.compose(text, Loader=_Loader)
+            data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

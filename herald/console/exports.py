@@ -32,8 +32,8 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -283,7 +283,9 @@ def events_query(filters: Filters) -> Select[Any]:
 Chunk = Sequence[Sequence[Any]]
 
 
-def stream(conn: Connection, query: Select[Any], *, chunk_rows: int) -> Iterator[Chunk]:
+def stream(
+    conn: Connection, query: Select[Any], *, chunk_rows: int
+) -> Generator[Chunk, None, None]:
     """The query's rows, ``chunk_rows`` at a time, off a server-side cursor."""
     result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
     try:
@@ -509,8 +511,9 @@ def _export(
 ) -> Exported:
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
-    with engine.connect() as conn:
-        chunks = stream(conn, query, chunk_rows=chunk_rows)
+    # A writer that fails mid-way (a full disk, a closed pipe) still closes the server-side
+    # cursor at once, not whenever the suspended generator is collected.
+    with engine.connect() as conn, closing(stream(conn, query, chunk_rows=chunk_rows)) as chunks:
         if not isinstance(output, Path):
             if format is not ExportFormat.CSV:
                 raise ValueError("only CSV can be written to a stream")

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -538,9 +539,9 @@ class TestStreaming:
         original = exports.stream
 
         def failing(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            chunks = original(*args, **kwargs)
-            yield next(chunks)
-            raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+            with closing(original(*args, **kwargs)) as chunks:
+                yield next(chunks)
+                raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
         monkeypatch.setattr(exports, "stream", failing)
         out = tmp_path / "out"
