@@ -5,14 +5,19 @@ from __future__ import annotations
 import threading
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration (tests/test_migrations.py keeps it equal to Alembic's head): a
+# database already there is used as it is, without loading Alembic and every migration.
+HEAD = "0008"
 
 
 @cache
@@ -40,6 +45,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def alembic_config(url: str) -> Config:
     """An Alembic config for ``url`` that needs no alembic.ini on disk."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser interpolation would read '%' in a password as a directive.
@@ -49,11 +56,15 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at ``url`` up to ``revision`` (idempotent)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Take the schema at ``url`` down to ``revision``."""
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
@@ -81,6 +92,17 @@ def prepare_database(url: str) -> Engine:
     call)."""
     with _migrating:
         if url not in _migrated:
-            upgrade(url)
+            if _revision(url) != HEAD:
+                upgrade(url)
             _migrated.add(url)
     return get_engine(url)
+
+
+def _revision(url: str) -> str | None:
+    """The schema revision the database at ``url`` is at (None: none yet, or unreadable)."""
+    try:
+        with get_engine(url).connect() as conn:
+            found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
+    return str(found) if found is not None else None

@@ -16,7 +16,11 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 class HeraldError(Exception):
-    """An expected failure: its message is the whole story."""
+    """An expected failure: its message is the whole story.
+
+    ``outcome`` is what the CLI adds on a line of its own (say, that nothing was sent)."""
+
+    outcome: str = ""
 
 
 class _DropExpectedTracebacks(logging.Filter):

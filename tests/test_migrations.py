@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from herald.db import downgrade, upgrade
 from herald.models import metadata
@@ -30,6 +30,16 @@ class TestMigrations:
         assert ("external_id",) in uniques["account"]
         assert ("sg_event_id",) in uniques["email_event"]
         assert ("account_id", "as_of") in uniques["segment_assignment"]
+
+    def test_the_head_herald_knows_is_alembics(self, db: Database) -> None:
+        """herald.db.HEAD names the newest migration, and a migrated database is at it."""
+        from alembic.script import ScriptDirectory
+
+        from herald.db import HEAD, alembic_config
+
+        assert ScriptDirectory.from_config(alembic_config(db.url)).get_current_head() == HEAD
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
 
     def test_upgrade_is_idempotent_and_downgrade_reverses_it(self, db: Database) -> None:
         """Upgrading twice is harmless; downgrading to base drops every table."""

@@ -15,16 +15,10 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from herald.config import PHASES, ConfigError, HeraldConfig, PhaseName, load_config
-from herald.customers.rows import ImportError_
+from herald.config import PHASES, HeraldConfig, PhaseName, load_config
 from herald.db import prepare_database
-from herald.delivery.audience import NoSegmentation
-from herald.delivery.messages import TemplateError
-from herald.delivery.transports import TransportError
-from herald.i18n.catalogs import CatalogError
+from herald.errors import HeraldError
 from herald.settings import Settings, get_settings
-from herald.telemetry.health import SourceRejected
-from herald.unsubscribe.tokens import UnsubscribeKeyError
 
 # What Prefect raises when its temporary server does not answer in time.
 EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
@@ -82,21 +76,11 @@ def guard() -> Iterator[None]:
     """Turn Herald's known failures into a clear message and the right exit code."""
     try:
         yield
-    except (
-        ConfigError,
-        TransportError,
-        UnsubscribeKeyError,
-        SourceRejected,
-        NoSegmentation,
-    ) as error:
-        # Each says what is wrong and what to do; nothing was done.
-        errors.print(f"[bold red]error:[/] {escape(str(error))}")
-        raise typer.Exit(ExitCode.INVALID) from None
-    except (TemplateError, CatalogError) as error:
-        errors.print(f"[bold red]error:[/] {escape(str(error))}\nNothing was sent.")
-        raise typer.Exit(ExitCode.INVALID) from None
-    except ImportError_ as error:
-        errors.print(f"[bold red]error:[/] {escape(str(error))}\nNothing was imported.")
+    except HeraldError as error:
+        # Each says what is wrong and what to do (and, where it matters, that nothing was
+        # sent or imported); nothing was done.
+        outcome = f"\n{error.outcome}" if error.outcome else ""
+        errors.print(f"[bold red]error:[/] {escape(str(error))}{outcome}")
         raise typer.Exit(ExitCode.INVALID) from None
     except SQLAlchemyError as error:
         url = safe_url(get_settings().effective_database_url)
@@ -114,6 +98,17 @@ def guard() -> Iterator[None]:
             "or allow it longer. Nothing was done."
         )
         raise typer.Exit(ExitCode.FAILED) from None
+
+
+@contextmanager
+def flow_run_here() -> Iterator[None]:
+    """Around a flow a command runs in its own process: without Prefect's heartbeat thread.
+    Heartbeats tell a server that a worker's long run is alive; here the command's exit says
+    it, while stopping that thread costs up to a second per run (it sleeps in 1 s steps)."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
 
 
 def settings() -> Settings:

@@ -9,7 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from herald.cli.common import STATUS_STYLE, campaign_config, console, guard, parse_day
+from herald.cli.common import (
+    STATUS_STYLE,
+    campaign_config,
+    console,
+    flow_run_here,
+    guard,
+    parse_day,
+)
 from herald.report.metrics.display import display, ratio_text, target_text
 from herald.report.metrics.results import ALL, MetricsResult
 
@@ -46,7 +53,8 @@ def show(as_of: AsOf = None) -> None:
 def _run(day: date) -> MetricsResult:
     from flows.compute_metrics import compute_metrics
 
-    return compute_metrics(as_of=day)
+    with flow_run_here():
+        return compute_metrics(as_of=day)
 
 
 def _styled(status: str, text: str) -> str:

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from herald.cli.common import AsOf, ExitCode, campaign_config, console, database, guard, parse_day
+from herald.cli.common import (
+    AsOf,
+    ExitCode,
+    campaign_config,
+    console,
+    database,
+    flow_run_here,
+    guard,
+    parse_day,
+)
 
 notices_app = typer.Typer(
     help="Deadline notices (what the sunset-notices deployment runs every hour).",
@@ -37,7 +46,8 @@ def notices_send(
     with guard():
         campaign_config()
         database()
-        summary = send_notices(as_of=day, send=send, window=not ignore_window)
+        with flow_run_here():
+            summary = send_notices(as_of=day, send=send, window=not ignore_window)
     table = Table(title=f"Notices going as of {day}")
     for column in ("notice", "segment", "due", "goes", "until"):
         table.add_column(column, no_wrap=True)

@@ -16,6 +16,7 @@ from herald.cli.common import (
     campaign_config,
     console,
     database,
+    flow_run_here,
     guard,
     parse_day,
     parse_phase,
@@ -79,7 +80,8 @@ def _run_phase(
 ) -> PhaseSummary:
     from flows.send_phase import send_phase
 
-    return send_phase(phase=phase, as_of=day, send=send, max_batches=max_batches, window=window)
+    with flow_run_here():
+        return send_phase(phase=phase, as_of=day, send=send, max_batches=max_batches, window=window)
 
 
 def _print_phase(summary: PhaseSummary) -> None:

@@ -87,29 +87,25 @@ def phase_proof(
     A proof is never in the ledger or the metrics; the audit log records it. Templates are
     checked first. Exit code 2: bad input (nothing was sent); 3: some requests failed.
     """
-    from herald.delivery.proof import ProofError, send_proof
+    from herald.delivery.proof import send_proof
 
     name = parse_phase(phase)
     day = parse_day(as_of)
     with guard():
         config = campaign_config()
-        try:
-            run = send_proof(
-                database(),
-                config=config,
-                settings=settings(),
-                phase=name,
-                as_of=day,
-                to=to,
-                segments=segment,
-                roles=role,
-                locales=locale,
-                notices=notice,
-                placeholders=placeholders,
-            )
-        except ProofError as error:
-            errors.print(f"[bold red]error:[/] {escape(str(error))}\nNothing was sent.")
-            raise typer.Exit(ExitCode.INVALID) from None
+        run = send_proof(
+            database(),
+            config=config,
+            settings=settings(),
+            phase=name,
+            as_of=day,
+            to=to,
+            segments=segment,
+            roles=role,
+            locales=locale,
+            notices=notice,
+            placeholders=placeholders,
+        )
 
     sunset = any(item.notice for item in run.sent)
     table = Table(title=f"Proof {run.proof_id}: {name}, {len(run.sent)} variant(s)")

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from herald.cli.common import ExitCode, campaign_config, console, guard, parse_day, safe_url
+from herald.cli.common import (
+    ExitCode,
+    campaign_config,
+    console,
+    flow_run_here,
+    guard,
+    parse_day,
+    safe_url,
+)
 
 if TYPE_CHECKING:  # the flows import Prefect: only when a command runs one
     from flows.rehearse import RehearsalSummary
@@ -47,7 +55,8 @@ def run_rehearsal(
 ) -> RehearsalSummary:
     from flows.rehearse import rehearse
 
-    return rehearse(start=start, end=end, down_from=down_from, down_to=down_to, seed=seed)
+    with flow_run_here():
+        return rehearse(start=start, end=end, down_from=down_from, down_to=down_to, seed=seed)
 
 
 def print_rehearsal(summary: RehearsalSummary) -> None:

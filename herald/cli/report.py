@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from herald.cli.common import STATUS_STYLE, campaign_config, console, guard, parse_day
+from herald.cli.common import (
+    STATUS_STYLE,
+    campaign_config,
+    console,
+    flow_run_here,
+    guard,
+    parse_day,
+)
 
 if TYPE_CHECKING:  # the flows import Prefect: only when a command runs one
     from flows.weekly_report import ReportSummary
@@ -65,4 +72,5 @@ def weekly(
 def _run(day: date, send: bool) -> ReportSummary:
     from flows.weekly_report import weekly_report
 
-    return weekly_report(as_of=day, send=send)
+    with flow_run_here():
+        return weekly_report(as_of=day, send=send)

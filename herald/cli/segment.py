@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from herald.cli.common import AsOf, campaign_config, console, guard, parse_day
+from herald.cli.common import AsOf, campaign_config, console, flow_run_here, guard, parse_day
 
 if TYPE_CHECKING:  # the flows import Prefect: only when a command runs one
     from flows.segment_customers import SegmentationSummary
@@ -25,7 +25,8 @@ def segment(as_of: AsOf = None) -> None:
 def run_segmentation(day: date) -> SegmentationSummary:
     from flows.segment_customers import segment_customers
 
-    return segment_customers(as_of=day)
+    with flow_run_here():
+        return segment_customers(as_of=day)
 
 
 def print_segmentation(summary: SegmentationSummary) -> None:

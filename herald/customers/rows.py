@@ -60,6 +60,8 @@ _LOCALE = re.compile(r"^([a-zA-Z]{2,3})(?:[-_]([a-zA-Z]{2}|\d{3}))?$")
 class ImportError_(HeraldError):
     """The import cannot start (a file is missing, or its header is wrong); nothing changed."""
 
+    outcome = "Nothing was imported."
+
 
 # --------------------------------------------------------------------------- reading
 

@@ -288,6 +288,8 @@ class TemplateError(HeraldError):
     """Some templates fail to render, or a catalog does not translate what they say: nothing
     may be sent until they are fixed."""
 
+    outcome = "Nothing was sent."
+
     def __init__(
         self,
         problems: list[TemplateProblem],

@@ -75,6 +75,8 @@ class ProofError(HeraldError):
     """A proof that cannot go as asked (a bad or missing seed address, a segment, role,
     locale or notice the phase does not have): nothing was sent."""
 
+    outcome = "Nothing was sent."
+
 
 def split_values(values: Iterable[str] | None) -> list[str]:
     """Repeated options and comma-separated lists as one list, in order, each value once."""

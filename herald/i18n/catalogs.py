@@ -34,6 +34,8 @@ _TAG = re.compile(r"</?[a-zA-Z][\w-]*")
 class CatalogError(HeraldError):
     """A catalog cannot be used as it is (nothing was sent)."""
 
+    outcome = "Nothing was sent."
+
 
 def catalog_root(templates: Path) -> Path:
     """The folder holding ``messages.pot`` and one folder per language."""

@@ -159,14 +159,25 @@ class TestPhaseExitCodes:
 
 class TestSchemaOncePerProcess:
     def test_a_process_migrates_a_database_once_however_often_it_asks(
-        self, db: Database, monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The first call migrates; every later call (one per task, per batch) does not, so
-        a schema change never lands in the middle of a send."""
+        """The first call migrates a database behind the schema; every later call (one per
+        task, per batch) does not, so a schema change never lands in the middle of a send."""
+        url = f"sqlite:///{tmp_path / 'behind.db'}"
         calls: list[str] = []
         monkeypatch.setattr(herald_db, "_migrated", set())
         monkeypatch.setattr(herald_db, "upgrade", lambda url, _revision="head": calls.append(url))
         for _ in range(5):
-            herald_db.prepare_database(db.url)
-        assert calls == [db.url]
-        assert herald_db.prepare_database(db.url) is db.engine  # the process's one engine
+            herald_db.prepare_database(url)
+        assert calls == [url]
+        assert herald_db.prepare_database(url) is herald_db.get_engine(url)
+
+    def test_a_database_at_the_head_is_used_without_running_alembic(
+        self, db: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A database already at the newest migration is not handed to Alembic at all."""
+        calls: list[str] = []
+        monkeypatch.setattr(herald_db, "_migrated", set())
+        monkeypatch.setattr(herald_db, "upgrade", lambda url, _revision="head": calls.append(url))
+        assert herald_db.prepare_database(db.url) is db.engine
+        assert calls == []
