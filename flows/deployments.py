@@ -38,6 +38,8 @@ SCHEDULED_PHASES = ("preview", "announcement", "deprecation")
 class DeploymentFileError(HeraldError):
     """prefect.yaml does not fit what ``herald deploy`` builds from it."""
 
+    outcome = "Nothing was registered."
+
 
 @dataclass(frozen=True)
 class Schedule:

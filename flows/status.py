@@ -12,8 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from herald.config import load_config
 from herald.console.status import campaign_status, status_markdown
-from herald.db import prepare_database
 from herald.settings import get_settings
+from tasks.common import database
 
 ARTIFACT_KEY = "herald-status"
 
@@ -21,9 +21,8 @@ ARTIFACT_KEY = "herald-status"
 def publish_status(flow: Any, flow_run: Any, state: Any) -> None:  # noqa: ARG001 - hook signature
     """Publish the campaign's status (a hook: a problem is logged, never fails the run)."""
     try:
-        settings = get_settings()
-        config = load_config(settings.config_dir)
-        with prepare_database(settings.effective_database_url).connect() as conn:
+        config = load_config(get_settings().config_dir)
+        with database().connect() as conn:
             found = campaign_status(conn, config=config, now=datetime.now(UTC))
         create_markdown_artifact(
             key=ARTIFACT_KEY,

@@ -39,7 +39,7 @@ def deploy(
     them against their flows, writes var/deploy/prefect.yaml and registers it with `prefect
     deploy --all` (the work pool is created when missing). Moving a date in campaign.yaml
     and deploying again moves its schedule."""
-    from flows.deployments import DeploymentFileError, deployment_file, write_deployment_file
+    from flows.deployments import deployment_file, write_deployment_file
 
     base = project / "prefect.yaml"
     if not base.is_file():
@@ -55,29 +55,21 @@ def deploy(
     with guard():
         config = campaign_config()
         sys.path.insert(0, str(project.resolve()))
-        try:
-            data = deployment_file(config, base)
-        except DeploymentFileError as error:
-            errors.print(f"[bold red]error:[/] {error}. Nothing was registered.")
-            raise typer.Exit(ExitCode.INVALID) from None
+        data = deployment_file(config, base)  # DeploymentFileError: exit 2, like any
     path = write_deployment_file(data, settings().var_dir / GENERATED)
     _print(data, path)
     if print_only:
         return
     _ensure_pool(pool, project)
-    deployed = subprocess.run(
-        [*PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", str(path.resolve())],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
+    _prefect(
+        project,
+        f"prefect deploy failed against {api}",
+        "--no-prompt",
+        "deploy",
+        "--all",
+        "--prefect-file",
+        str(path.resolve()),
     )
-    if deployed.returncode != 0:
-        errors.print(
-            f"[bold red]error:[/] prefect deploy failed against {api}:\n"
-            + (deployed.stdout + deployed.stderr).strip()[-3000:]
-        )
-        raise typer.Exit(ExitCode.FAILED)
     console.print(
         f"Registered {len(data['deployments'])} deployments with {api} (pool {pool!r}). "
         f"Workers: HERALD_HOME={project.resolve()} prefect worker start --pool {pool}",
@@ -104,18 +96,26 @@ def _ensure_pool(pool: str, project: Path) -> None:
             return
         except ObjectNotFound:
             pass
-    created = subprocess.run(
-        [*PREFECT, "work-pool", "create", pool, "--type", "process"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
+    _prefect(
+        project,
+        f"creating work pool {pool!r} failed",
+        "work-pool",
+        "create",
+        pool,
+        "--type",
+        "process",
     )
-    if created.returncode != 0:
-        errors.print(
-            f"[bold red]error:[/] creating work pool {pool!r} failed:\n"
-            + (created.stdout + created.stderr).strip()[-2000:]
-        )
+
+
+def _prefect(project: Path, failure: str, *args: str) -> None:
+    """Run Prefect's command line in ``project``; on failure, say ``failure`` with the end of
+    its output and exit 1."""
+    done = subprocess.run(
+        [*PREFECT, *args], cwd=project, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()[-3000:]
+        errors.print(f"[bold red]error:[/] {failure}:\n{output}")
         raise typer.Exit(ExitCode.FAILED)
 
 

@@ -51,6 +51,7 @@ def _refused(error: SuppressionError) -> typer.Exit:
 
 
 def _reason(value: str | None) -> SuppressionReason | None:
+    """The --reason option (read before any work; `guard` reports what fails later)."""
     if value is None:
         return None
     try:
@@ -73,14 +74,8 @@ def suppressions_list(
     Each with its reason, where it came from, when, its detail, and the contact that has
     the address (if any)."""
     wanted = _reason(reason)
-    with guard():
-        try:
-            with database().connect() as conn:
-                listed = list_suppressions(
-                    conn, reason=wanted, email=email, contains=match, limit=limit
-                )
-        except SuppressionError as error:
-            raise _refused(error) from None
+    with guard(), database().connect() as conn:
+        listed = list_suppressions(conn, reason=wanted, email=email, contains=match, limit=limit)
     if not listed.rows:
         console.print("No suppressions match.")
         return
@@ -112,12 +107,8 @@ def suppressions_add(
     Idempotent: suppressing it again for the same reason changes nothing. It takes effect
     before the next batch of every running send. The address need not be a contact's yet."""
     wanted = _reason(reason) or SuppressionReason.MANUAL
-    with guard():
-        try:
-            with database().begin() as conn:
-                added = add_suppression(conn, email=email, reason=wanted, why=why, who=by)
-        except SuppressionError as error:
-            raise _refused(error) from None
+    with guard(), database().begin() as conn:
+        added = add_suppression(conn, email=email, reason=wanted, why=why, who=by)
     row = added.row
     if added.new:
         known = f"contact {row.contact_id}" if row.contact_id is not None else "no contact yet"
@@ -148,12 +139,8 @@ def suppressions_remove(
     is what the recipient or their mail server asked: it goes only when --reason names it,
     one at a time. Exit code 2 when refused (nothing changed)."""
     wanted = _reason(reason)
-    with guard():
-        try:
-            with database().begin() as conn:
-                removed = remove_suppression(conn, email=email, why=why, reason=wanted, who=by)
-        except SuppressionError as error:
-            raise _refused(error) from None
+    with guard(), database().begin() as conn:
+        removed = remove_suppression(conn, email=email, why=why, reason=wanted, who=by)
     shown = display_email(removed.email)
     still = (
         f" Still suppressed for: {', '.join(removed.remaining)}."
@@ -191,18 +178,14 @@ def suppressions_import(
 
     Exit code 3 means the import finished but lines were rejected; 2 that the file or its
     header is wrong (nothing was imported)."""
-    with guard():
-        try:
-            with database().begin() as conn:
-                result = import_suppressions(
-                    conn,
-                    file,
-                    rejects_dir=rejects_dir or settings().var_dir / "rejects",
-                    why=why,
-                    who=by,
-                )
-        except SuppressionError as error:
-            raise _refused(error) from None
+    with guard(), database().begin() as conn:
+        result = import_suppressions(
+            conn,
+            file,
+            rejects_dir=rejects_dir or settings().var_dir / "rejects",
+            why=why,
+            who=by,
+        )
     print_import(result)
     if result.rejected:
         raise typer.Exit(ExitCode.PARTIAL)

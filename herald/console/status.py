@@ -152,7 +152,7 @@ def campaign_status(conn: Connection, *, config: HeraldConfig, now: datetime) ->
     campaign = config.campaign
     today = now.astimezone(ZoneInfo(campaign.timezone)).date()
     lines = _config_lines(config)
-    _count(conn, config, lines, now)
+    pending = _count(conn, config, lines, now)
     messages = sorted(lines.values(), key=_order)
     for line in messages:
         line.paused = paused_reason(conn, campaign=campaign.id, message=line.message)
@@ -166,7 +166,7 @@ def campaign_status(conn: Connection, *, config: HeraldConfig, now: datetime) ->
             line.needs_approval = (
                 found is None and line.message != "sunset" and bool(line.waiting.total or ahead)
             )
-        line.next_due = _next_due(conn, config, line, now, today)
+        line.next_due = _next_due(config, line, pending.get(id(line), Pending()), now, today)
     telemetry = [
         TelemetryStatus(
             s.source, s.status, s.received_at, s.healthy, None if s.healthy else s.problem
@@ -243,8 +243,9 @@ def _count(
     config: HeraldConfig,
     lines: dict[tuple[str, str | None], MessageStatus],
     now: datetime,
-) -> None:
-    """Fill each line's counts from two grouped queries over the ledger."""
+) -> dict[int, Pending]:
+    """Fill each line's counts from grouped queries over the ledger; what each line's
+    planned rows wait on, by ``id(line)``."""
     campaign = config.campaign
     d = DELIVERY.c
     for message, segment, state, count in conn.execute(
@@ -262,7 +263,15 @@ def _count(
         or_(d.not_after.is_(None), d.not_after > now),
     )
     planned = conn.execute(
-        select(d.message, d.segment, d.timezone, d.critical, due.label("due"), func.count())
+        select(
+            d.message,
+            d.segment,
+            d.timezone,
+            d.critical,
+            due.label("due"),
+            func.count(),
+            func.min(d.not_before),
+        )
         .where(d.campaign == campaign.id, d.state == DeliveryState.PLANNED.value)
         .group_by(d.message, d.segment, d.timezone, d.critical, due)
     ).all()
@@ -270,9 +279,15 @@ def _count(
     open_now = set(open_zones(window, zones, now))
     open_critical = set(open_zones(window, zones, now, any_day=True))
     capped = _capped(conn, config, now, open_now) if open_now else {}
-    for message, segment, timezone, critical, is_due, count in planned:
+    pending: dict[int, Pending] = {}
+    for message, segment, timezone, critical, is_due, count, first in planned:
         line = _line(lines, str(message), str(segment))
         zone = str(timezone or window.default_timezone)
+        waits = pending.setdefault(id(line), Pending())
+        waits.zones.add(zone)
+        if first is not None:
+            moment = as_utc(first)
+            waits.first = moment if waits.first is None else min(waits.first, moment)
         if not is_due:
             line.waiting.not_due += int(count)
         elif zone not in (open_critical if critical else open_now):
@@ -281,6 +296,16 @@ def _count(
             held = 0 if critical else capped.get((str(message), str(segment), zone), 0)
             line.waiting.cap += held
             line.waiting.ready += int(count) - held
+    return pending
+
+
+@dataclass
+class Pending:
+    """A line's planned rows as :func:`_next_due` needs them: their recipients' zones and
+    the earliest moment any of them may go."""
+
+    zones: set[str] = field(default_factory=set)
+    first: datetime | None = None
 
 
 def _capped(
@@ -319,38 +344,25 @@ def _capped(
 
 
 def _next_due(
-    conn: Connection, config: HeraldConfig, line: MessageStatus, now: datetime, today: date
+    config: HeraldConfig, line: MessageStatus, waits: Pending, now: datetime, today: date
 ) -> datetime | None:
     """When the line next has something to send: its first day (not started yet), the next
     opening of a waiting recipient's window, or now when rows are ready."""
     campaign = config.campaign
-    tz = ZoneInfo(campaign.timezone)
     if line.waiting.ready:
         return now
     if line.starts is not None and line.starts > today and not line.rows:
+        tz = ZoneInfo(campaign.timezone)
         return datetime.combine(line.starts, time(0), tzinfo=tz).astimezone(UTC)
     if not line.waiting.total:
         return None
-    d = DELIVERY.c
-    base = [
-        d.campaign == campaign.id,
-        d.message == line.message,
-        d.state == DeliveryState.PLANNED.value,
-    ]
-    if line.segment is not None:
-        base.append(d.segment == line.segment)
     if line.waiting.window or line.waiting.cap:
-        window = campaign.delivery_window
-        zones = [
-            str(z or window.default_timezone)
-            for (z,) in conn.execute(select(d.timezone).where(*base).distinct())
-        ]
         critical = line.offset is not None and line.offset in campaign.notices.critical_offsets
-        moments = openings(window, zones, now, now + LOOKAHEAD, any_day=critical)
+        window = campaign.delivery_window
+        moments = openings(window, waits.zones, now, now + LOOKAHEAD, any_day=critical)
         if moments:
             return moments[0]
-    first = conn.execute(select(func.min(d.not_before)).where(*base)).scalar_one()
-    return as_utc(first) if first is not None else None
+    return waits.first
 
 
 def _order(line: MessageStatus) -> tuple[date, int, str, str]:
