@@ -21,7 +21,7 @@ export UV_COMPILE_BYTECODE := 1
 # Prefect keeps its ephemeral database and settings inside the project, not in ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: demo test test-load bench chaos lint typecheck docs install clean catalogs i18n-extract i18n-update i18n-init server deploy worker
+.PHONY: demo test test-load bench chaos lint typecheck docs install clean catalogs i18n-extract i18n-update i18n-init server deploy worker cluster-up cluster-down
 
 install: $(VENV)/.synced catalogs
 
@@ -64,7 +64,7 @@ demo: install
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/herald demo
 
-# Running on a schedule (docs/deployment.md): a Prefect server, the deployments built from
+# Running on a schedule (docs/deploy.md): a Prefect server, the deployments built from
 # config/campaign.yaml and registered with it, a process worker that runs them from here.
 PREFECT_API_URL ?= http://127.0.0.1:4200/api
 server: install
@@ -76,6 +76,16 @@ deploy: install
 
 worker: install
 	HERALD_HOME=$(CURDIR) PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect worker start --pool herald
+
+# Scale-out on this machine (docs/deploy.md#scale-out): a Prefect server on Postgres, the
+# deployments, WORKERS process workers, each in its own session; pids, logs and an `env` file
+# to source under var/cluster/. `cluster-down` stops them and the flow runs they started.
+WORKERS ?= 2
+cluster-up: install
+	$(BIN)/herald cluster up --workers $(WORKERS)
+
+cluster-down: install
+	$(BIN)/herald cluster down
 
 # The whole suite: lint, strict types, then every test (SQLite and, where it answers, Postgres),
 # in TEST_WORKERS processes (pytest-xdist; a test file stays in one process).

@@ -30,6 +30,13 @@ def phase_run() -> str:
     return f"{p.get('phase')}-{_day(p.get('as_of'), default=_today())}-{_mode(p)}"
 
 
+def sender_run() -> str:
+    """``<message>-sender-<i>-of-<n>`` (one of a phase's senders)."""
+    p = flow_run.parameters
+    message = p.get("message") or p.get("phase")
+    return f"{message}-sender-{p.get('sender', 1)}-of-{p.get('senders', 1)}"
+
+
 def notices_run() -> str:
     """``notices-<day>-send`` or ``-dry``."""
     p = flow_run.parameters

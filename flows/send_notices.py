@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from flows.deliver import deliver
+from flows.deliver import deliver_here
 from flows.run_names import notices_run
 from flows.status import STATUS_HOOKS
 from herald.delivery.calendar import due_notices, parse_message
@@ -128,13 +128,7 @@ def send_notices(
         summary.thank_you_planned = plan_thank_you_task(config, as_of)
     for message in planned_notices_task(config):
         name = parse_message(message)
-        done = deliver.fn(  # in this run: see flows/deliver.py
-            config,
-            name.kind,
-            message,
-            at=at,
-            window=window,
-        )
+        done = deliver_here(config, name.kind, message, at=at, window=window)
         summary.sent[message] = done.accepted
         summary.expired[message] = done.expired
         summary.failed += done.failed

@@ -18,13 +18,15 @@ from prefect.input import RunInput
 from prefect.runtime import deployment
 from pydantic import BaseModel, Field
 
-from flows.deliver import deliver
+from flows.deliver import deliver_here, pace_for
+from flows.fan_out import FannedOut, check_fan_out, fan_out
 from flows.run_names import phase_run
 from flows.status import STATUS_HOOKS
 from herald.config import PhaseName
 from herald.delivery.sender import Delivered
 from herald.delivery.transports import get_transport
 from herald.models import DeliveryState
+from herald.scaleout.senders import senders_markdown
 from herald.settings import get_settings
 from herald.unsubscribe.tokens import signing_keys
 from tasks.common import preflight
@@ -62,6 +64,10 @@ class PhaseSummary(BaseModel):
         default=0, description="Recipients without a time zone, sent in their region's window."
     )
     ledger: dict[str, int] = Field(default_factory=dict)
+    senders: int = Field(default=1, description="Sender runs that sent (1: this run).")
+    fanned_out: FannedOut | None = Field(
+        default=None, description="What each sender did, when several sent."
+    )
     samples: list[dict[str, str]] = Field(default_factory=list)
     outbox: str | None = None
 
@@ -83,6 +89,7 @@ def send_phase(
     at: datetime | None = None,
     approval_timeout_seconds: Annotated[int, Field(gt=0)] = 24 * 3600,
     scheduled: bool = False,
+    senders: Annotated[int | None, Field(ge=1, le=64)] = None,
 ) -> PhaseSummary:
     """Run one phase: dry (counts and samples) unless ``send``.
 
@@ -96,6 +103,8 @@ def send_phase(
         approval_timeout_seconds: How long a deployment run waits for approval.
         scheduled: Set by the phase's schedule: the run acts only in the phase's days
             (campaign.yaml), since a cron repeats every year.
+        senders: Sender runs to start through the work pool (default sending.senders;
+            1: this run sends). max_batches then counts per sender.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -151,19 +160,24 @@ def send_phase(
 
     transport = get_transport(settings, config)  # a missing key stops the run here
     signing_keys(settings)  # so does a missing unsubscribe key
+    pace_for(settings, config)  # so does a missing or disabled global rate limit
+    summary.senders = senders or config.campaign.sending.senders
+    if summary.senders > 1:
+        check_fan_out()  # and a missing server, sender deployment or worker
     summary.refused = _approval(config.campaign.id, phase, approval_timeout_seconds)
     if summary.refused:
         _finish(summary)
         return summary
     summary.planned_new = plan_ledger_task(config, phase, as_of).planned
-    done = summary.delivery = deliver.fn(  # in this run: see flows/deliver.py
-        config,
-        phase,
-        phase,
-        at=at,
-        window=window,
-        max_batches=max_batches,
-    )
+    if summary.senders > 1:
+        summary.fanned_out = fan_out(
+            config, phase, senders=summary.senders, at=at, window=window, max_batches=max_batches
+        )
+        done = summary.delivery = summary.fanned_out.delivered
+    else:
+        done = summary.delivery = deliver_here(
+            config, phase, phase, at=at, window=window, max_batches=max_batches
+        )
     if transport.name == "outbox":
         summary.outbox = str(settings.var_dir / "outbox" / config.campaign.id / phase)
     _finish(summary)
@@ -244,6 +258,23 @@ def _markdown(summary: PhaseSummary) -> str:
         ]
         if summary.paused:
             lines += ["", f"**Paused:** {summary.paused}"]
+        if summary.fanned_out:
+            fanned = summary.fanned_out
+            lines += [
+                "",
+                f"## {summary.senders} senders",
+                "",
+                senders_markdown(fanned.senders, now=datetime.now(UTC)),
+                "",
+                "Sender runs: " + ", ".join(f"{name} {end}" for name, end in fanned.runs.items()),
+            ]
+            if fanned.found_dead:
+                lines += [
+                    "",
+                    f"{fanned.found_dead} sender(s) died: their unrequested rows were planned "
+                    f"again ({fanned.swept} sent by the phase's run at the end), their requests "
+                    "in flight are unknown until SendGrid's events or a person settle them.",
+                ]
     if summary.timezone_fallbacks:
         lines += [
             "",

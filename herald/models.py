@@ -276,7 +276,10 @@ class SendWorker(SQLModel, table=True):
     """One process sending one phase; its heartbeat tells a later run whether it is alive."""
 
     __tablename__ = "send_worker"
-    __table_args__ = (Index("ix_send_worker_open", "campaign", "message", "finished_at"),)
+    __table_args__ = (
+        Index("ix_send_worker_open", "campaign", "message", "finished_at"),
+        Index("ix_send_worker_flow_run", "flow_run_id"),
+    )
 
     id: str = Field(primary_key=True, sa_type=String(36))
     campaign: str = Field(sa_type=String(100))
@@ -288,6 +291,9 @@ class SendWorker(SQLModel, table=True):
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     outcome: str | None = Field(default=None, sa_type=String(200))
+    # The Prefect flow run this sender works in (a phase's sender child run, or the phase's
+    # own run): per-sender counts, and a crashed child run settles its sender at once.
+    flow_run_id: str | None = Field(default=None, sa_type=String(36))
 
 
 class SendBatch(SQLModel, table=True):

@@ -100,12 +100,23 @@ def planned_notices_task(config: HeraldConfig) -> dict[str, int]:
 
 @task(name="open-sender", cache_policy=NO_CACHE)
 def open_sender_task(
-    config: HeraldConfig, phase: MessageKind, message: str, transport: str, now: datetime
+    config: HeraldConfig,
+    phase: MessageKind,
+    message: str,
+    transport: str,
+    now: datetime,
+    flow_run_id: str | None = None,
 ) -> Opened:
     """Register this process as a sender of ``message``, settle what dead senders left, drop
     rows no longer sendable and expire those whose day has passed (one task run)."""
     return open_sender(
-        database(), config=config, phase=phase, message=message, transport=transport, now=now
+        database(),
+        config=config,
+        phase=phase,
+        message=message,
+        transport=transport,
+        now=now,
+        flow_run_id=flow_run_id,
     )
 
 

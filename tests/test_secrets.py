@@ -17,6 +17,7 @@ from flows.send_phase import send_phase
 from flows.weekly_report import weekly_report
 from herald.cli.app import app
 from herald.privacy import mask_email
+from herald.scaleout.rate import GlobalRate, ensure
 from herald.settings import get_settings
 from herald.telemetry.webhook import PATH
 from herald.testing.fake_sendgrid import FakeSendGrid
@@ -57,6 +58,9 @@ def test_no_key_anywhere_and_addresses_masked_in_logs(
     signer = Signer()
     loaded = load_base(db, tmp_path, accounts=80)
     recipients = eligible(db, loaded, "announcement")
+    rate = GlobalRate.of(loaded.campaign)  # requests take the config's rate from Prefect
+    assert rate is not None
+    ensure(rate)
     with FakeSendGrid(api_key=API_KEY, seed=2) as fake:
         fake.script("500", "429")  # retries are logged: their lines must be clean too
         monkeypatch.setenv("HERALD_TRANSPORT", "sendgrid")

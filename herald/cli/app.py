@@ -14,6 +14,7 @@ import typer
 
 from herald import __version__
 from herald.cli.campaign import campaign_app
+from herald.cli.cluster import cluster_app
 from herald.cli.common import console, errors
 from herald.cli.config import config_app
 from herald.cli.contact import contact_app
@@ -103,6 +104,7 @@ for name, group in (
     ("metrics", metrics_app),
     ("report", report_app),
     ("stories", stories_app),
+    ("cluster", cluster_app),
 ):
     app.add_typer(group, name=name)
 

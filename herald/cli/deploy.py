@@ -6,12 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from herald.cli.common import ExitCode, campaign_config, console, errors, guard, settings
+
+if TYPE_CHECKING:
+    from herald.config import HeraldConfig
 
 GENERATED = Path("deploy") / "prefect.yaml"
 # Prefect's command line, from the interpreter running herald (no `prefect` on PATH needed).
@@ -61,6 +64,7 @@ def deploy(
     if print_only:
         return
     _ensure_pool(pool, project)
+    _ensure_rate(config)
     _prefect(
         project,
         f"prefect deploy failed against {api}",
@@ -104,6 +108,22 @@ def _ensure_pool(pool: str, project: Path) -> None:
         pool,
         "--type",
         "process",
+    )
+
+
+def _ensure_rate(config: HeraldConfig) -> None:
+    """Create the campaign's global send rate limit, or bring it to campaign.yaml."""
+    from herald.scaleout.rate import GlobalRate, ensure
+
+    rate = GlobalRate.of(config.campaign)
+    if rate is None:
+        console.print("No sending.rate_per_second in campaign.yaml: no global rate limit.")
+        return
+    done = ensure(rate)
+    console.print(
+        f"Global rate limit {rate.name!r} {done}: {rate.rate:g} messages/s never exceeded "
+        f"(limit {rate.limit}, decay {rate.decay:g}/s; requests of at most {rate.limit}).",
+        soft_wrap=True,
     )
 
 

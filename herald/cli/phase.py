@@ -49,6 +49,15 @@ def phase_send(
             help="Send now to everyone due, outside delivery windows and the frequency cap.",
         ),
     ] = False,
+    senders: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Sender runs started through the work pool (default: sending.senders in "
+            "campaign.yaml). More than 1 needs a Prefect server and workers (docs/deploy.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run a phase: a dry run (audience counts, sample renders) unless --send is given.
 
@@ -64,7 +73,9 @@ def phase_send(
         if send:
             get_transport(settings(), config)  # a missing API key stops here, before Prefect
         database()
-        summary = _run_phase(name, day, send, max_batches, window=not ignore_window)
+        summary = _run_phase(
+            name, day, send, max_batches, window=not ignore_window, senders=senders
+        )
     _print_phase(summary)
     if summary.paused or needs_a_person(summary.ledger):
         raise typer.Exit(ExitCode.PARTIAL)
@@ -76,12 +87,24 @@ def needs_a_person(counts: dict[str, int]) -> bool:
 
 
 def _run_phase(
-    phase: PhaseName, day: date, send: bool, max_batches: int | None = None, window: bool = True
+    phase: PhaseName,
+    day: date,
+    send: bool,
+    max_batches: int | None = None,
+    window: bool = True,
+    senders: int | None = None,
 ) -> PhaseSummary:
     from flows.send_phase import send_phase
 
     with flow_run_here():
-        return send_phase(phase=phase, as_of=day, send=send, max_batches=max_batches, window=window)
+        return send_phase(
+            phase=phase,
+            as_of=day,
+            send=send,
+            max_batches=max_batches,
+            window=window,
+            senders=senders,
+        )
 
 
 def _print_phase(summary: PhaseSummary) -> None:
@@ -112,6 +135,20 @@ def _print_phase(summary: PhaseSummary) -> None:
         f"batch(es); failed {done.failed}; unknown {done.unknown}.",
         soft_wrap=True,
     )
+    if summary.fanned_out:
+        fanned = summary.fanned_out
+        for s in fanned.senders:
+            console.print(
+                f"  sender {s.worker_id[:8]} on {s.host}:{s.pid}: {s.accepted} accepted in "
+                f"{s.batches} batch(es), {s.rate:.0f}/s" + (f" ({s.outcome})" if s.outcome else ""),
+                soft_wrap=True,
+            )
+        if fanned.found_dead:
+            console.print(
+                f"[yellow]{fanned.found_dead} sender(s) died[/]: their unrequested rows were "
+                f"planned again ({fanned.swept} sent at the end by the phase's run); their "
+                "requests in flight are unknown (herald deliveries unknown)."
+            )
     if done.suppressed_now:
         console.print(
             "Suppressed before sending: "

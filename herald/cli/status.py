@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from herald.cli.common import ExitCode, campaign_config, console, database, guard, tables
@@ -32,8 +33,9 @@ def status(
 
     Per phase and notice (by segment and deadline): planned, waiting (not due, outside the
     window, held by the cap, ready), sent, failed, unknown, suppressed, expired; when it goes
-    next; approval and pause. Then telemetry health and what needs a person. Exit code 3
-    when something needs a person.
+    next; approval and pause. Then the senders that have not finished (a sender that looks
+    dead needs a person), telemetry health and what needs a person. Exit code 3 when
+    something needs a person.
     """
     from herald.console.status import campaign_status
 
@@ -120,6 +122,8 @@ def _print(found: CampaignStatus) -> None:
             f"{line.next_due:%Y-%m-%d %H:%M}" if line.next_due else "",
         )
     tables().print(table)
+    if found.senders:
+        _print_senders(found)
     for source in found.telemetry:
         mark = "ok" if source.healthy else "[red]rejected[/]"
         console.print(f"telemetry {source.source}: {mark} ({source.received_at:%Y-%m-%d %H:%M})")
@@ -131,6 +135,43 @@ def _print(found: CampaignStatus) -> None:
             console.print(f"  - {item}", markup=False, soft_wrap=True)
     else:
         console.print("Nothing needs a person.")
+
+
+def _print_senders(found: CampaignStatus) -> None:
+    from herald.console.status import age
+    from herald.scaleout.senders import short_id
+
+    table = Table(
+        "message",
+        "host:pid",
+        "flow run",
+        "batches",
+        "accepted",
+        "in flight",
+        "rate/s",
+        "heartbeat",
+        "state",
+        title="Live senders",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in range(3, 7):
+        table.columns[column].justify = "right"
+    for sender in found.senders:
+        s = sender.stats
+        table.add_row(
+            escape(s.message),
+            escape(f"{s.host}:{s.pid}"),
+            short_id(s.flow_run_id),
+            str(s.batches),
+            str(s.accepted),
+            str(s.in_flight),
+            f"{s.rate:.1f}",
+            f"{age(sender.heartbeat_age)} ago",
+            "alive" if sender.alive else "[red]looks dead[/]",
+        )
+    tables().print(table)
 
 
 def _alert(count: int) -> str:

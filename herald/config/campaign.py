@@ -219,7 +219,17 @@ class Sending(StrictModel):
         default=1000, ge=1, le=1000, description="Recipients per request (SendGrid: <= 1000)."
     )
     rate_per_second: float | None = Field(
-        default=None, gt=0, description="Messages per second never exceeded; null: no cap."
+        default=None,
+        ge=2,
+        description="Messages per second never exceeded in any second, by all senders "
+        "together (a Prefect global rate limit; docs/deploy.md); null: no cap.",
+    )
+    senders: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Sender flow runs a phase's real send starts through the work pool "
+        "(1: the phase's own run sends). More than one needs a Prefect server and workers.",
     )
     asm_group_id: int | None = Field(
         default=None, ge=1, description="SendGrid unsubscribe group (ASM) of every message."

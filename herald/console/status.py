@@ -1,6 +1,7 @@
 """The campaign on one screen: every phase and notice with its ledger counts, what waits and
 why, when it goes next, whether it is approved or paused, telemetry health, and what needs a
-person.
+person. Senders that have not finished are listed with what they did so far and whether
+they still look alive; one that looks dead needs a person (a rerun settles what it left).
 
 :func:`campaign_status` reads it in a handful of grouped queries (never row by row), so it
 answers in the same time for a thousand rows or a million. ``herald status`` prints it (or
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from herald.config import SOURCES, HeraldConfig
+from herald.config import PHASES, SOURCES, HeraldConfig
 from herald.delivery.calendar import notices, open_zones, openings, parse_message
 from herald.delivery.controls import CAMPAIGN_WIDE, approval, paused_reason
 from herald.models import (
@@ -26,6 +27,7 @@ from herald.models import (
     DeliveryState,
     as_utc,
 )
+from herald.scaleout.senders import SenderStats, looks_alive, sender_stats, short_id
 from herald.telemetry.health import source_status
 
 BROADCAST_PHASES = ("preview", "announcement", "deprecation", "sunset")
@@ -87,6 +89,45 @@ class TelemetryStatus:
     problem: str | None
 
 
+@dataclass(frozen=True)
+class LiveSender:
+    """A sender of the campaign that has not finished, and whether it still looks alive."""
+
+    stats: SenderStats
+    alive: bool
+    heartbeat_age: float  # seconds since its last heartbeat, at the status's ``now``
+
+    def as_json(self) -> dict[str, Any]:
+        """A plain structure (moments as ISO-8601 text, the rate rounded)."""
+        s = self.stats
+
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment else None
+
+        return {
+            "worker_id": s.worker_id,
+            "message": s.message,
+            "host": s.host,
+            "pid": s.pid,
+            "flow_run_id": s.flow_run_id,
+            "transport": s.transport,
+            "started_at": iso(s.started_at),
+            "heartbeat_at": iso(s.heartbeat_at),
+            "heartbeat_age_seconds": round(self.heartbeat_age, 1),
+            "batches": s.batches,
+            "requests": s.requests,
+            "accepted": s.accepted,
+            "failed": s.failed,
+            "unknown": s.unknown,
+            "in_flight": s.in_flight,
+            "first_request_at": iso(s.first_request_at),
+            "last_answer_at": iso(s.last_answer_at),
+            "seconds": round(s.seconds, 1),
+            "rate": round(s.rate, 2),
+            "alive": self.alive,
+        }
+
+
 @dataclass
 class CampaignStatus:
     """The whole campaign at ``now``."""
@@ -100,6 +141,7 @@ class CampaignStatus:
     telemetry: list[TelemetryStatus]
     webhook_failures: int
     attention: list[str]
+    senders: list[LiveSender] = field(default_factory=list)
 
     @property
     def ledger_rows(self) -> int:
@@ -143,6 +185,7 @@ class CampaignStatus:
             "messages": messages,
             "telemetry": [plain(asdict(t)) for t in self.telemetry],
             "webhook_failures": self.webhook_failures,
+            "senders": [sender.as_json() for sender in self.senders],
             "needs_attention": self.attention,
         }
 
@@ -188,9 +231,23 @@ def campaign_status(conn: Connection, *, config: HeraldConfig, now: datetime) ->
         telemetry=telemetry,
         webhook_failures=failures,
         attention=[],
+        senders=_live_senders(conn, config=config, now=now),
     )
     status.attention = _attention(status)
     return status
+
+
+def _live_senders(conn: Connection, *, config: HeraldConfig, now: datetime) -> list[LiveSender]:
+    """The campaign's unfinished senders (one grouped query), each judged alive or not."""
+    lease = config.campaign.sending.worker_lease_seconds
+    return [
+        LiveSender(
+            stats=s,
+            alive=looks_alive(s.host, s.pid, s.heartbeat_at, lease, now),
+            heartbeat_age=max((now - s.heartbeat_at).total_seconds(), 0.0),
+        )
+        for s in sender_stats(conn, campaign=config.campaign.id, unfinished_only=True, now=now)
+    ]
 
 
 def _key(message: str, segment: str | None) -> tuple[str, str | None]:
@@ -394,6 +451,9 @@ def _attention(status: CampaignStatus) -> list[str]:
             out.append(
                 f"{line.label} is paused ({line.paused}): herald phase resume {line.message}"
             )
+    for sender in status.senders:
+        if not sender.alive:
+            out.append(_dead_sender(sender))
     for source in status.telemetry:
         if not source.healthy:
             out.append(f"telemetry {source.problem}")
@@ -402,6 +462,45 @@ def _attention(status: CampaignStatus) -> list[str]:
             f"{status.webhook_failures} webhook event(s) failed to apply: herald webhooks failures"
         )
     return out
+
+
+def _dead_sender(sender: LiveSender) -> str:
+    """What needs a person about a sender that looks dead: the rerun that settles what it
+    left (its unrequested rows back to planned, its requested ones unknown)."""
+    s = sender.stats
+    message = s.message
+    unknown = "herald deliveries unknown"
+    if message in PHASES:
+        rerun = f"herald phase send {message} --send"
+        unknown += f" --phase {message}"
+    elif message.startswith("weekly-"):
+        rerun = f"herald report weekly --as-of {message.removeprefix('weekly-')} --send"
+        unknown = ""  # its rerun lists a report's unknown rows itself
+    else:
+        try:
+            parse_message(message)
+            rerun = "herald notices send --send"
+        except ValueError:
+            rerun = f"rerun what sends {message}"
+    what = (
+        f"{message}: sender {short_id(s.worker_id)} ({s.host}:{s.pid}) looks dead "
+        f"(last heartbeat {age(sender.heartbeat_age)} ago, {s.in_flight} row(s) in flight); "
+        f"a rerun puts its unrequested rows back"
+    )
+    if unknown:
+        what += f" and makes its requested ones unknown ({unknown})"
+    return f"{what}: {rerun}"
+
+
+def age(seconds: float) -> str:
+    """A duration as a person reads it: ``42 s``, ``12 min``, ``3 h``, ``2 d``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
 
 
 def status_markdown(status: CampaignStatus) -> str:

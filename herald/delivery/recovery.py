@@ -41,8 +41,11 @@ from herald.models import (
 # --------------------------------------------------------------------------- workers
 
 
-def start_worker(engine: Engine, *, campaign: str, message: str, transport: str) -> Worker:
-    """Register this process as a sender of the phase."""
+def start_worker(
+    engine: Engine, *, campaign: str, message: str, transport: str, flow_run_id: str | None = None
+) -> Worker:
+    """Register this process as a sender of the phase (in the Prefect flow run
+    ``flow_run_id``, when it runs in one)."""
     worker = Worker(str(uuid.uuid4()), campaign, message)
     now = utcnow()
     with engine.begin() as conn:
@@ -56,6 +59,7 @@ def start_worker(engine: Engine, *, campaign: str, message: str, transport: str)
                 pid=os.getpid(),
                 started_at=now,
                 heartbeat_at=now,
+                flow_run_id=flow_run_id,
             )
         )
     return worker
@@ -177,14 +181,45 @@ def recover(
         if (by is None or row.id != by.id)
         and not _alive(row.host, row.pid, row.heartbeat_at, lease)
     ]
+    return _settle_dead(
+        engine,
+        campaign=campaign,
+        message=message,
+        dead=dead,
+        outcome=f"lost: found dead by {by.id if by else 'an operator'}",
+    )
+
+
+def settle_flow_runs(
+    engine: Engine, *, campaign: str, message: str, flow_run_ids: Sequence[str], why: str
+) -> Recovery:
+    """Settle the unfinished senders of flow runs that Prefect reports ended (crashed,
+    failed, cancelled), without waiting for their lease: their process is gone. Safe even
+    were it not: a released batch's request can no longer leave (:func:`ledger.
+    mark_requesting` refuses it), and a request in flight becomes ``unknown``, never re-sent."""
+    if not flow_run_ids:
+        return Recovery(workers=0, released=0, unknown=0)
+    with engine.connect() as conn:
+        dead = list(
+            conn.execute(
+                select(SEND_WORKER.c.id).where(
+                    SEND_WORKER.c.campaign == campaign,
+                    SEND_WORKER.c.message == message,
+                    SEND_WORKER.c.flow_run_id.in_(list(flow_run_ids)),
+                    SEND_WORKER.c.finished_at.is_(None),
+                )
+            ).scalars()
+        )
+    return _settle_dead(engine, campaign=campaign, message=message, dead=dead, outcome=why)
+
+
+def _settle_dead(
+    engine: Engine, *, campaign: str, message: str, dead: Sequence[str], outcome: str
+) -> Recovery:
     released = unknown = 0
     for worker_id in dead:
         with engine.begin() as conn:
-            back, lost = _settle_worker(
-                conn,
-                worker_id=worker_id,
-                outcome=f"lost: found dead by {by.id if by else 'an operator'}",
-            )
+            back, lost = _settle_worker(conn, worker_id=worker_id, outcome=outcome)
         released += back
         unknown += lost
     if dead:
@@ -194,7 +229,7 @@ def recover(
                 "sender.recovered",
                 campaign=campaign,
                 phase=message,
-                detail={"workers": dead, "released": released, "unknown": unknown},
+                detail={"workers": list(dead), "released": released, "unknown": unknown},
             )
     return Recovery(workers=len(dead), released=released, unknown=unknown)
 

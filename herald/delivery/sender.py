@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, and_, func, select
@@ -69,6 +69,21 @@ class Renderer:
         return rendered
 
 
+class Pace(Protocol):
+    """What holds a sender to the campaign's rate: each request's recipients are taken from
+    it before the request leaves (:class:`RateLimiter` in one process; the Prefect global
+    rate limit, :class:`herald.scaleout.rate.GlobalPace`, across every sender)."""
+
+    @property
+    def largest(self) -> int | None:
+        """The most recipients one request may take (None: no bound)."""
+        ...
+
+    def acquire(self, count: int) -> float:
+        """Block until ``count`` more recipients may go; the seconds waited."""
+        ...
+
+
 class RateLimiter:
     """Never more than ``rate`` messages per second since the first one, counted per process.
 
@@ -88,6 +103,11 @@ class RateLimiter:
         self._start: float | None = None
         self._sent = 0
         self._lock = threading.Lock()
+
+    @property
+    def largest(self) -> int | None:
+        """Any batch size: the pace is kept over time, not per request."""
+        return None
 
     def acquire(self, count: int) -> float:
         """Block until ``count`` more messages may go; return the seconds waited."""
@@ -140,7 +160,7 @@ class PhaseSender:
         worker: ledger.Worker,
         transport: Transport,
         renderer: Renderer,
-        limiter: RateLimiter | None = None,
+        limiter: Pace | None = None,
         clock: Callable[[], datetime] | None = None,
         window: bool = True,
         links: UnsubscribeLinks | None = None,
@@ -156,9 +176,12 @@ class PhaseSender:
         self.worker = worker
         self.transport = transport
         self.renderer = renderer
-        self.limiter = limiter or RateLimiter(config.campaign.sending.rate_per_second)
+        self.limiter: Pace = limiter or RateLimiter(config.campaign.sending.rate_per_second)
         self.links = links or UnsubscribeLinks.configured(get_settings(), config.campaign)
         self.sending = config.campaign.sending
+        # A request never takes more than the pace allows at once (the global rate limit's
+        # size): Prefect refuses an occupy above its limit.
+        self.batch_size = min(self.sending.batch_size, self.limiter.largest or 1000)
         with engine.connect() as conn:
             counts = ledger.state_counts(conn, campaign=worker.campaign, message=worker.message)
             # Zones of the rows waiting now; rows planned later by another run wait for a rerun.
@@ -187,20 +210,9 @@ class PhaseSender:
         )
         with self._counts_lock:
             self._suppressions = max(self._suppressions, newest)
-        after = self._after
-        claimed = ledger.claim(
-            self.engine,
-            worker=self.worker,
-            limit=self.sending.batch_size,
-            gate=self.gate(),
-            after=after,
-        )
-        if claimed is None and after:
-            # Rows below the watermark may be planned again (released by a recovery, or
-            # outside a window that has opened since): one pass from the start.
-            claimed = ledger.claim(
-                self.engine, worker=self.worker, limit=self.sending.batch_size, gate=self.gate()
-            )
+        claimed = self._claim()
+        if claimed is None and self._settle_dead_peers():
+            claimed = self._claim()  # what they had claimed but not requested is planned again
         if claimed is None:
             return BatchOutcome(batch_id=None)
         with self._counts_lock:
@@ -226,10 +238,15 @@ class PhaseSender:
             return self._failed_whole(
                 claimed.batch_id, refused, "every recipient of the batch was refused", refused
             )
-        self.limiter.acquire(going)
+        try:
+            self.limiter.acquire(going)
+        except BaseException:
+            ledger.release(self.engine, batch_id=claimed.batch_id, reason="no send rate to take")
+            raise
         ledger.mark_requesting(self.engine, batch_id=claimed.batch_id)
         try:
-            result = self.transport.send(prepared)
+            # A retry is another request: it takes its recipients from the pace again.
+            result = self.transport.send(prepared, before_retry=lambda: self.limiter.acquire(going))
         except Exception as error:
             # A transport bug after the request may have left: say so, never guess.
             ledger.record(
@@ -266,6 +283,32 @@ class PhaseSender:
                 refused=refused,
             )
         )
+
+    def _claim(self) -> ledger.Claim | None:
+        after = self._after
+        claimed = ledger.claim(
+            self.engine, worker=self.worker, limit=self.batch_size, gate=self.gate(), after=after
+        )
+        if claimed is None and after:
+            # Rows below the watermark may be planned again (released by a recovery, or
+            # outside a window that has opened since): one pass from the start.
+            claimed = ledger.claim(
+                self.engine, worker=self.worker, limit=self.batch_size, gate=self.gate()
+            )
+        return claimed
+
+    def _settle_dead_peers(self) -> bool:
+        """Nothing left to claim: settle what senders of this message that died left
+        (their unrequested rows planned again, their requests in flight ``unknown``); True
+        when rows came back for this sender to take."""
+        found = recover(
+            self.engine,
+            campaign=self.worker.campaign,
+            message=self.message,
+            lease_seconds=self.sending.worker_lease_seconds,
+            by=self.worker,
+        )
+        return found.released > 0
 
     def _failed_whole(
         self, batch_id: str, recipients: int, reason: str, refused: int = 0
@@ -438,13 +481,16 @@ def open_sender(
     message: str,
     transport: str,
     now: datetime,
+    flow_run_id: str | None = None,
 ) -> Opened:
     """Register this process as a sender of ``message`` (its heartbeat proves it alive), then
     settle what senders that died left behind (unrequested rows back to planned, in-flight
     rows ``unknown``), stop planned rows that are no longer sendable (unsubscribed, bounced,
     churned, migrated) and expire rows whose day has passed."""
     campaign = config.campaign.id
-    worker = start_worker(engine, campaign=campaign, message=message, transport=transport)
+    worker = start_worker(
+        engine, campaign=campaign, message=message, transport=transport, flow_run_id=flow_run_id
+    )
     try:
         recovery = recover(
             engine,

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from herald.console.status import CampaignStatus, MessageStatus, campaign_status
 from herald.delivery.calendar import notice_message
 from herald.delivery.controls import approve, set_paused
 from herald.models import CONTACT, DELIVERY, WEBHOOK_BATCH, WEBHOOK_EVENT_FAILURE
-from tests.support.bases import load_base
+from tests.support.bases import config, load_base
 from tests.support.environment import Database
+from tests.support.senders import batch_row, dead_pid, insert_senders, worker_row
 
 # Wednesday 10 February 2027, 15:00 UTC: 10:00 in New York and 15:00 in London (their windows
 # are open), 23:00 in Singapore (closed; it opens at 09:00 there, 01:00 UTC on Thursday).
@@ -182,3 +185,108 @@ class TestStatusCommand:
         result = CliRunner().invoke(app, ["status", "--at", "tomorrow"])
         assert result.exit_code == 2
         assert "Traceback" not in result.output
+
+
+def _sender(pid: int, **values: Any) -> dict[str, Any]:
+    """An unfinished announcement sender of this host with a fresh heartbeat."""
+    return worker_row(
+        "modular-migration-2027",
+        "announcement",
+        started_at=values.pop("started_at", NOW - timedelta(minutes=5)),
+        heartbeat_at=values.pop("heartbeat_at", NOW - timedelta(seconds=30)),
+        pid=pid,
+        flow_run_id=values.pop("flow_run_id", "0f0e0d0c-1111-2222-3333-444455556666"),
+        **values,
+    )
+
+
+def _batches(worker: dict[str, Any]) -> list[dict[str, Any]]:
+    """40 recipients accepted in 20 seconds, 10 more claimed."""
+    return [
+        batch_row(
+            worker,
+            "accepted",
+            40,
+            created_at=NOW - timedelta(seconds=60),
+            finished_at=NOW - timedelta(seconds=40),
+        ),
+        batch_row(worker, "claimed", 10, created_at=NOW - timedelta(seconds=35), requests=0),
+    ]
+
+
+def _status(*args: str) -> Any:
+    return CliRunner().invoke(
+        app, ["status", *args, "--at", NOW.isoformat()], env={"COLUMNS": "200"}
+    )
+
+
+class TestLiveSenders:
+    def test_a_live_sender_is_listed_and_needs_no_person(self, db: Database) -> None:
+        """A sender whose process runs on this host is in `--json`'s senders, alive, with
+        its counts and rate, and is not something a person must look at."""
+        sender = _sender(os.getpid())
+        insert_senders(db.engine, [sender], _batches(sender))
+        result = _status("--json")
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.output)
+        assert document["needs_attention"] == []
+        (listed,) = document["senders"]
+        assert listed["worker_id"] == sender["id"] and listed["alive"] is True
+        assert (listed["host"], listed["pid"]) == (socket.gethostname(), os.getpid())
+        assert listed["flow_run_id"] == sender["flow_run_id"]
+        assert (listed["batches"], listed["accepted"], listed["in_flight"]) == (2, 40, 10)
+        assert listed["rate"] == round(40 / 60, 2)  # from its first batch to now
+        assert listed["heartbeat_age_seconds"] == 30.0
+        assert listed["heartbeat_at"] == (NOW - timedelta(seconds=30)).isoformat()
+        assert document["ledger_rows"] == sum(line["rows"] for line in document["messages"])
+
+    def test_a_dead_sender_needs_a_person_and_exits_3(self, db: Database) -> None:
+        """A sender whose process on this host has exited is listed as looking dead, however
+        fresh its heartbeat, and the rerun that settles what it left needs a person."""
+        sender = _sender(dead_pid(), heartbeat_at=NOW - timedelta(seconds=5))
+        insert_senders(db.engine, [sender], _batches(sender))
+        result = _status("--json")
+        assert result.exit_code == 3, result.output
+        document = json.loads(result.output)
+        (listed,) = document["senders"]
+        assert listed["alive"] is False
+        (item,) = document["needs_attention"]
+        assert f"announcement: sender {sender['id'][:8]}" in item
+        assert "looks dead" in item and "10 row(s) in flight" in item
+        assert "herald deliveries unknown --phase announcement" in item
+        assert item.endswith(": herald phase send announcement --send")
+
+    def test_the_table_lists_live_senders_only_when_there_are_some(self, db: Database) -> None:
+        """The terminal view has a Live senders section, alive or looking dead, while
+        unfinished senders exist; finished ones are not listed."""
+        finished = _sender(os.getpid(), finished_at=NOW - timedelta(minutes=1), outcome="done")
+        insert_senders(db.engine, [finished])
+        quiet = _status()
+        assert quiet.exit_code == 0, quiet.output
+        assert "Live senders" not in quiet.output
+        alive, dead = _sender(os.getpid()), _sender(dead_pid())
+        insert_senders(db.engine, [alive, dead], _batches(alive))
+        result = _status()
+        assert result.exit_code == 3, result.output
+        assert "Live senders" in result.output
+        assert f"{socket.gethostname()}:{os.getpid()}" in result.output
+        assert "0f0e0d0c" in result.output and "30 s ago" in result.output
+        assert "alive" in result.output and "looks dead" in result.output
+        assert "Needs a person:" in result.output
+
+    def test_a_sender_elsewhere_is_judged_by_its_heartbeat(self, db: Database) -> None:
+        """A sender on another host is alive while its heartbeat is younger than the
+        campaign's worker lease, and looks dead after."""
+        loaded = config()
+        lease = timedelta(seconds=loaded.campaign.sending.worker_lease_seconds)
+        recent = _sender(1, host="sender-1.example", heartbeat_at=NOW - lease / 2)
+        stale = _sender(2, host="sender-2.example", heartbeat_at=NOW - lease)
+        insert_senders(db.engine, [recent, stale])
+        with db.engine.connect() as conn:
+            status = campaign_status(conn, config=loaded, now=NOW)
+        assert {s.stats.host: s.alive for s in status.senders} == {
+            "sender-1.example": True,
+            "sender-2.example": False,
+        }
+        (item,) = status.attention
+        assert "(sender-2.example:2) looks dead (last heartbeat 5 min ago" in item

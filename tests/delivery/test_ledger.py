@@ -304,7 +304,7 @@ class FailingTransport:
     def prepare(self, batch: OutgoingBatch) -> Prepared:
         return Prepared(batch, {}, None)
 
-    def send(self, prepared: Prepared) -> BatchResult:
+    def send(self, prepared: Prepared, before_retry: object = None) -> BatchResult:  # noqa: ARG002
         assert prepared.batch.recipients
         self.batches += 1
         return BatchResult("failed", 1, 400, error="HTTP 400 from SendGrid: refused")

@@ -21,6 +21,7 @@ from herald.delivery.recovery import start_worker
 from herald.delivery.sender import PhaseSender, Renderer
 from herald.delivery.transports.outbox import OutboxTransport
 from herald.i18n.catalogs import translations
+from herald.scaleout.rate import GlobalRate, ensure
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid
 from herald.unsubscribe.endpoint import create_app
@@ -290,7 +291,10 @@ def test_sendgrid_requests_carry_the_same_headers_per_recipient(
 ) -> None:
     """Through SendGrid: each personalization has its own List-Unsubscribe (a token of that
     contact) and the One-Click POST header; its text has the same link in the footer."""
-    load_base(db, tmp_path, accounts=60)
+    loaded = load_base(db, tmp_path, accounts=60)
+    rate = GlobalRate.of(loaded.campaign)  # the config's rate: its limit, as herald deploy makes
+    assert rate is not None
+    ensure(rate)
     summary = send_phase(phase="preview", as_of=DAY, send=True, window=False)
     assert summary.delivery is not None and summary.delivery.accepted == len(sendgrid_env.accepted)
     signing = signer(get_settings())

@@ -17,6 +17,7 @@ ledger are the sender's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -131,9 +132,12 @@ class Transport(Protocol):
         """Check every recipient and build the request; nothing leaves Herald here."""
         ...
 
-    def send(self, prepared: Prepared) -> BatchResult:
-        """Deliver a prepared batch (with the transport's own safe retries) and say what
-        happened. Called only with at least one recipient."""
+    def send(
+        self, prepared: Prepared, before_retry: Callable[[], object] | None = None
+    ) -> BatchResult:
+        """Deliver a prepared batch (with the transport's own safe retries, each after
+        ``before_retry``: another request takes its recipients from the send rate again)
+        and say what happened. Called only with at least one recipient."""
         ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from email.errors import MessageError
 from email.message import EmailMessage
@@ -138,7 +139,11 @@ class OutboxTransport:
         )
         return _File(f"{recipient.delivery_id}.eml", bytes(mail), index)
 
-    def send(self, prepared: Prepared) -> BatchResult:
+    def send(
+        self,
+        prepared: Prepared,
+        before_retry: Callable[[], object] | None = None,  # noqa: ARG002 (never retries)
+    ) -> BatchResult:
         """Write every message of the batch, then its index lines."""
         batch = prepared.batch
         files: list[_File] = prepared.payload

@@ -184,12 +184,16 @@ class SendGridTransport:
 
     # ----------------------------------------------------------------------- sending
 
-    def send(self, prepared: Prepared) -> BatchResult:
+    def send(
+        self, prepared: Prepared, before_retry: Callable[[], object] | None = None
+    ) -> BatchResult:
         """One batch, one request (plus the retries that cannot duplicate anything)."""
         body = prepared.payload
         requests = failures = rate_limited = 0
         mail_send = self._client.client.mail.send
         while True:
+            if requests and before_retry is not None:
+                before_retry()
             requests += 1
             try:
                 response = mail_send.post(request_body=body)

@@ -52,7 +52,14 @@ from herald.testing.fake_sendgrid.fake import FakeSendGrid
 from herald.testing.fake_sendgrid.faults import RATE_LIMIT, Faults, OutcomeKind
 from herald.testing.fake_sendgrid.gathering import DEFAULT_WAIT, Gathering
 from herald.testing.fake_sendgrid.handler import MAIL_SEND_PATH
-from herald.testing.fake_sendgrid.records import RESET_STATUS, Accepted, RequestLog, load_records
+from herald.testing.fake_sendgrid.records import (
+    RESET_STATUS,
+    Accepted,
+    RequestLog,
+    busiest_second,
+    load_records,
+    load_requests,
+)
 from herald.testing.fake_sendgrid.schema import (
     CONTENT_ORDER,
     CONTENT_REQUIRED,
@@ -98,7 +105,9 @@ __all__ = [
     "OutcomeKind",
     "RequestLog",
     "Violation",
+    "busiest_second",
     "load_records",
+    "load_requests",
     "mail_send_violations",
     "main",
 ]

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=int, default=30 * 1024 * 1024)
     parser.add_argument("--record", type=Path, help="append accepted recipients as JSON lines")
     parser.add_argument(
+        "--requests", type=Path, help="append every request's log (arrival, recipients, answer)"
+    )
+    parser.add_argument(
         "--no-expand",
         action="store_true",
         help="record recipients without rebuilding their subject and bodies (benchmarks)",
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=faults,
         seed=args.seed,
         record_path=args.record,
+        requests_path=args.requests,
         port=args.port,
         expand=not args.no_expand,
     )

@@ -37,6 +37,7 @@ class FakeSendGrid(Service):
         faults: Faults | None = None,
         seed: int | None = None,
         record_path: Path | None = None,
+        requests_path: Path | None = None,
         port: int = 0,
         expand: bool = True,
         events: EventPoster | None = None,
@@ -49,6 +50,7 @@ class FakeSendGrid(Service):
         self.max_body_bytes = max_body_bytes
         self.faults = faults or Faults()
         self.record_path = record_path
+        self.requests_path = requests_path  # every request's log line, as JSON lines
         self.expand = expand  # False: records carry no subject or bodies (benchmarks)
         self.events = events  # given: the accepted recipients' events go to a webhook
         self._port = port
@@ -61,6 +63,7 @@ class FakeSendGrid(Service):
         self._script: deque[Outcome] = deque()
         self._gatherings: deque[Gathering] = deque()
         self._held: list[int] = []  # numbers of the requests held by a "hold" outcome
+        self._held_batches: dict[int, str] = {}  # their Herald batch ids (custom_args)
         self._active = 0  # requests begun (a first byte read) and not yet answered
         self._connections = 0  # client connections open
         self._accepted: list[Accepted] = []
@@ -186,6 +189,13 @@ class FakeSendGrid(Service):
         with self._lock:
             return list(self._held)
 
+    @property
+    def held_batches(self) -> list[str]:
+        """The Herald batch ids (``herald_batch`` custom arg) of the requests held now: which
+        sender's request is certainly in flight."""
+        with self._lock:
+            return [self._held_batches[no] for no in self._held if no in self._held_batches]
+
     def wait_held(self, count: int = 1, timeout: float = DEFAULT_WAIT) -> bool:
         """Return True once at least ``count`` requests are held (scripted ``"hold"``):
         each is certainly in flight, its client waiting for the answer. False if ``timeout``
@@ -309,9 +319,12 @@ class FakeSendGrid(Service):
                 self._gatherings.remove(gathering)
             return not self._stopping.is_set()
 
-    def _hold(self, no: int) -> bool:
-        """Keep request ``no`` until :meth:`release` lets it go; False when stopping."""
+    def _hold(self, no: int, batch: str | None = None) -> bool:
+        """Keep request ``no`` (of Herald batch ``batch``) until :meth:`release` lets it go;
+        False when stopping."""
         with self._changed:
+            if batch is not None:
+                self._held_batches[no] = batch
             self._held.append(no)
             self._changed.notify_all()
             while no in self._held and not self._stopping.is_set():
@@ -323,6 +336,9 @@ class FakeSendGrid(Service):
     def _log(self, entry: RequestLog, records: Sequence[Accepted] = ()) -> None:
         with self._lock:
             self._requests.append(entry)
+            if self.requests_path is not None:
+                with self.requests_path.open("a", encoding="utf-8") as out:
+                    out.write(entry.to_json() + "\n")
             if not records:
                 return
             self._accepted.extend(records)

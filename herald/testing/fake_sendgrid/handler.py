@@ -173,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         outcome = fake._draw() if fake._gather(no) else None
         if (
             outcome is None
-            or (outcome.hold and not fake._hold(no))
+            or (outcome.hold and not fake._hold(no, _herald_batch(body)))
             or not fake._pause(fake._delay() + outcome.delay)
         ):
             fake._log(RequestLog(no, RESET_STATUS, recipients, length, True, ["stopped"], at))
@@ -269,3 +269,10 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # The socket really closes (and resets) once the handler's files are closed too.
         self.connection.close()
+
+
+def _herald_batch(body: dict[str, Any]) -> str | None:
+    """The Herald batch id a request carries (its first personalization's custom args)."""
+    personalizations = body.get("personalizations") or [{}]
+    value = (personalizations[0].get("custom_args") or {}).get("herald_batch")
+    return str(value) if value is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -56,7 +56,38 @@ class RequestLog:
     bytes: int
     valid: bool
     errors: list[str]
-    at: float
+    at: float  # when the request arrived (Unix time)
+
+    def to_json(self) -> str:
+        """One JSON line (the ``requests_path`` format)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> RequestLog:
+        """The log line that :meth:`to_json` wrote."""
+        return cls(**json.loads(line))
+
+
+def load_requests(path: Path) -> list[RequestLog]:
+    """The :class:`RequestLog` lines a fake appended to ``path`` (its ``requests_path``)."""
+    with path.open(encoding="utf-8") as lines:
+        return [RequestLog.from_json(line) for line in lines if line.strip()]
+
+
+def busiest_second(requests: Iterable[RequestLog]) -> tuple[int, float]:
+    """The most recipients that arrived within any one second (a sliding window over the
+    requests' arrival times, every request counted whatever its answer), and when that
+    second began: what a provider's per-second rate limit sees."""
+    arrivals = sorted((r.at, r.recipients) for r in requests if r.recipients)
+    best, start, window, left = 0, 0.0, 0, 0
+    for at, count in arrivals:
+        window += count
+        while arrivals[left][0] <= at - 1.0:
+            window -= arrivals[left][1]
+            left += 1
+        if window > best:
+            best, start = window, arrivals[left][0]
+    return best, start
 
 
 def load_records(path: Path) -> list[Accepted]:
