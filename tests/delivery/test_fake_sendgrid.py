@@ -285,6 +285,20 @@ class TestRefused:
         assert (log.status, log.valid) == (400, False)
         assert any(error.startswith(f"{field}: ") for error in log.errors)
 
+    def test_a_benchmark_fake_checks_one_request_in_n(self) -> None:
+        """With ``validate_every=3`` (benchmarks only) the 1st and 4th requests are checked
+        against the schema and a bad one refused; the 2nd and 3rd are not checked."""
+        bad = minimal()
+        bad["personalizations"][0]["to"] = [{"email": "x"}]
+        with FakeSendGrid(api_key=KEY, validate_every=3) as sampled:
+            with pytest.raises(BadRequestsError):
+                post(sampled, bad)
+            assert post(sampled, minimal()).status_code == 202
+            assert post(sampled, minimal("bea@example.com")).status_code == 202
+            with pytest.raises(BadRequestsError):
+                post(sampled, bad)
+            assert [log.status for log in sampled.requests] == [400, 202, 202, 400]
+
     def test_one_error_per_violation(self, fake: FakeSendGrid) -> None:
         body = minimal()
         body["personalizations"][0]["to"] = [{"email": "x"}, {"email": "y", "name": 7}]

@@ -32,6 +32,8 @@ from herald.config import load_config
 from herald.db import get_engine
 from herald.models import DELIVERY, SEND_BATCH, SEND_WORKER
 from herald.scaleout.rate import GlobalRate
+from herald.telemetry.event_effects import apply_events
+from herald.testing.event_webhook import events_for
 from herald.testing.fake_sendgrid import FakeSendGrid, busiest_second, load_requests
 from herald.testing.processes import free_port
 from herald.testing.synthetic import (
@@ -52,6 +54,7 @@ CONTACTS = 2_000
 RATE = 1_000  # messages per second: the Prefect limit is 100 per request, 800/s drained
 WAIT = 600.0  # seconds: safety nets on a loaded machine, never relied on
 HERALD = (sys.executable, "-m", "herald.cli")
+AT_EVENT = 1_800_000_000  # when SendGrid reports the events (Unix time)
 
 
 @dataclass
@@ -270,7 +273,8 @@ class TestAWorkerKilledMidRun:
         """A worker and the sender run it hosts are killed with SIGKILL while that sender's
         request is certainly in flight: the other senders finish the phase; nothing is lost;
         the rows of that request are ``unknown`` (exit 3), reported before anything is
-        re-sent; re-sending them duplicates only those rows."""
+        re-sent; SendGrid's events settle the ones they prove accepted, and re-sending the
+        rest duplicates only those rows."""
         reset_sends(cluster.url)
         start = len(cluster.fake.accepted)
         cluster.fake.script("accept", "accept", "accept", "hold")
@@ -309,8 +313,23 @@ class TestAWorkerKilledMidRun:
         accepted = Counter(r.email.lower() for r in cluster.fake.accepted[start:])
         assert set(accepted) == all_emails(cluster.url)  # the held request was accepted too
         assert max(accepted.values()) == 1
-        # An operator re-sends the unknown rows: duplicates only among them.
+        # SendGrid's events come in for half of them (what the webhook receiver applies):
+        # those rows are settled accepted and will never be sent again.
+        held = sorted(
+            (r for r in cluster.fake.accepted[start:] if r.custom_args["herald_batch"] == batch),
+            key=lambda r: r.email,
+        )
+        evidenced = held[: len(held) // 2]
+        with cluster.engine.begin() as conn:
+            applied = apply_events(
+                conn,
+                events=[event for record in evidenced for event in events_for(record, AT_EVENT)],
+            )
+        assert applied.settled == len(evidenced) > 0
+        assert cluster.states()["unknown"] == in_flight - len(evidenced)
+        # An operator re-sends the rows still unknown: duplicates only among them.
         unknown_emails = _emails_in_state(cluster.engine, "unknown")
+        assert not unknown_emails & {r.email.lower() for r in evidenced}
         resent = cluster.herald("deliveries", "resolve", "announcement", "--resend")
         assert resent.returncode == 0, resent.stdout + resent.stderr
         again = cluster.send(2)

@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record recipients without rebuilding their subject and bodies (benchmarks)",
     )
+    parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=1,
+        help="check one request in N against the schema (benchmarks; default: every one)",
+    )
     parser.add_argument("--rate-limited", type=float, default=0.0, help="probability of 429")
     parser.add_argument("--reset-after", type=float, default=1.0, help="429's reset, seconds")
     parser.add_argument("--server-error", type=float, default=0.0, help="probability of 500")
@@ -72,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         record_path=args.record,
         requests_path=args.requests,
+        validate_every=args.validate_every,
         port=args.port,
         expand=not args.no_expand,
     )

@@ -149,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 refused = 400, [Violation("Bad Request")]
             else:
-                violations = mail_send_violations(parsed)
+                violations = mail_send_violations(parsed) if fake.validates(no) else []
                 if violations:
                     refused = 400, violations
         if refused is None:
