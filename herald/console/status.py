@@ -21,13 +21,14 @@ from sqlalchemy import Connection, and_, func, or_, select
 from herald.config import PHASES, SOURCES, HeraldConfig
 from herald.delivery.calendar import notices, open_zones, openings, parse_message
 from herald.delivery.controls import CAMPAIGN_WIDE, approval, paused_reason
+from herald.delivery.recovery import looks_alive
 from herald.models import (
     DELIVERY,
     WEBHOOK_EVENT_FAILURE,
     DeliveryState,
     as_utc,
 )
-from herald.scaleout.senders import SenderStats, looks_alive, sender_stats, short_id
+from herald.scaleout.senders import SenderStats, sender_stats, short_id
 from herald.telemetry.health import source_status
 
 BROADCAST_PHASES = ("preview", "announcement", "deprecation", "sunset")
@@ -243,7 +244,7 @@ def _live_senders(conn: Connection, *, config: HeraldConfig, now: datetime) -> l
     return [
         LiveSender(
             stats=s,
-            alive=looks_alive(s.host, s.pid, s.heartbeat_at, lease, now),
+            alive=looks_alive(s.host, s.pid, s.heartbeat_at, lease, now, this_process=True),
             heartbeat_age=max((now - s.heartbeat_at).total_seconds(), 0.0),
         )
         for s in sender_stats(conn, campaign=config.campaign.id, unfinished_only=True, now=now)

@@ -132,18 +132,35 @@ def _settle_worker(conn: Connection, *, worker_id: str, outcome: str) -> tuple[i
     return released, unknown
 
 
-def _alive(host: str, pid: int, heartbeat_at: datetime, lease: timedelta) -> bool:
+def looks_alive(
+    host: str,
+    pid: int,
+    heartbeat_at: datetime,
+    lease_seconds: float,
+    now: datetime,
+    *,
+    this_process: bool,
+) -> bool:
+    """Whether a sender still looks alive: on this host, whether its pid runs; on another,
+    whether its heartbeat is younger than ``lease_seconds`` at ``now``.
+
+    ``this_process`` is what a row with this process's own pid means: to a recovering
+    sender, an earlier process that had the same pid (gone); to a reader such as ``herald
+    status`` or a flow's status artifact, which may run inside the sender, itself (alive).
+    """
     if host == socket.gethostname():
         if pid == os.getpid():
-            return False  # an earlier process with our pid: it is gone
+            return this_process
+        if pid <= 0:
+            return False  # no process of its own: os.kill would signal a process group
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            return True  # running, as another user
         return True
-    return utcnow() - as_utc(heartbeat_at) < lease
+    return now - as_utc(heartbeat_at) < timedelta(seconds=lease_seconds)
 
 
 @dataclass(frozen=True)
@@ -164,7 +181,7 @@ def recover(
     by: Worker | None = None,
 ) -> Recovery:
     """Settle the batches of senders of this phase that died without finishing."""
-    lease = timedelta(seconds=lease_seconds)
+    now = utcnow()
     with engine.connect() as conn:
         open_workers = conn.execute(
             select(
@@ -179,7 +196,9 @@ def recover(
         row.id
         for row in open_workers
         if (by is None or row.id != by.id)
-        and not _alive(row.host, row.pid, row.heartbeat_at, lease)
+        and not looks_alive(
+            row.host, row.pid, row.heartbeat_at, lease_seconds, now, this_process=False
+        )
     ]
     return _settle_dead(
         engine,

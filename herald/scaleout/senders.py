@@ -5,7 +5,7 @@ A message sent by several senders (Prefect child flow runs, each registered as a
 (or of one message, one set of flow runs, only the unfinished ones) with the aggregate of
 its ``send_batch`` rows. :func:`senders_markdown` makes the per-sender section of a phase's
 Prefect artifact; ``herald status`` lists the unfinished senders, each judged alive or not
-by :func:`looks_alive`.
+by :func:`herald.delivery.recovery.looks_alive`.
 
 Nothing here reads or prints an e-mail address: the counts come from ``send_batch`` alone,
 and a sender's free-text outcome has anything shaped like an address masked.
@@ -13,12 +13,10 @@ and a sender's free-text outcome has anything shaped like an address masked.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, case, func, select
 
@@ -179,29 +177,6 @@ def sender_stats(
         )
         for row in conn.execute(query)
     ]
-
-
-def looks_alive(
-    host: str, pid: int, heartbeat_at: datetime, lease_seconds: float, now: datetime
-) -> bool:
-    """Whether a sender still looks alive: on this host, whether its pid is running; on
-    another, whether its heartbeat is younger than ``lease_seconds`` at ``now``.
-
-    Like the recovery's check, except that this process's own pid counts as alive: the
-    reader here (``herald status``, a flow's status artifact) may itself be the sender,
-    where a recovering sender has already set its own row aside.
-    """
-    if host == socket.gethostname():
-        if pid <= 0:
-            return False  # no process of its own: os.kill would signal a process group
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # running, as another user
-        return True
-    return now - as_utc(heartbeat_at) < timedelta(seconds=lease_seconds)
 
 
 def short_id(value: str | None) -> str:

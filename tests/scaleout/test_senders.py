@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from herald.delivery.recovery import looks_alive
 from herald.scaleout.senders import (
     SenderStats,
-    looks_alive,
     sender_stats,
     senders_markdown,
 )
@@ -206,15 +206,32 @@ class TestLooksAlive:
     def test_a_running_process_of_this_host_is_alive(self) -> None:
         """A sender on this host whose pid runs (here: this very process) is alive, however
         old its heartbeat."""
-        assert looks_alive(socket.gethostname(), os.getpid(), _at(-86400), self.LEASE, NOW)
+        assert looks_alive(
+            socket.gethostname(), os.getpid(), _at(-86400), self.LEASE, NOW, this_process=True
+        )
+
+    def test_a_recovering_sender_takes_a_row_with_its_own_pid_for_an_earlier_process(
+        self,
+    ) -> None:
+        """To a sender settling dead peers, a row with its own pid (not its own row) was
+        written by an earlier process that had the same pid: gone."""
+        assert not looks_alive(
+            socket.gethostname(), os.getpid(), NOW, self.LEASE, NOW, this_process=False
+        )
 
     def test_an_exited_process_of_this_host_looks_dead(self) -> None:
         """A sender on this host whose process has exited looks dead, however fresh its
         heartbeat."""
-        assert not looks_alive(socket.gethostname(), dead_pid(), NOW, self.LEASE, NOW)
+        assert not looks_alive(
+            socket.gethostname(), dead_pid(), NOW, self.LEASE, NOW, this_process=True
+        )
 
     def test_a_sender_on_another_host_is_judged_by_its_heartbeat(self) -> None:
         """A sender on another host is alive while its heartbeat is younger than the lease."""
         host = "elsewhere.example"
-        assert looks_alive(host, 1, NOW - timedelta(seconds=299), self.LEASE, NOW)
-        assert not looks_alive(host, 1, NOW - timedelta(seconds=300), self.LEASE, NOW)
+        assert looks_alive(
+            host, 1, NOW - timedelta(seconds=299), self.LEASE, NOW, this_process=True
+        )
+        assert not looks_alive(
+            host, 1, NOW - timedelta(seconds=300), self.LEASE, NOW, this_process=True
+        )
