@@ -35,6 +35,13 @@ LINE_BREAKING = "\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"
 # Bidirectional embeddings, overrides and isolates: refused.
 BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _BREAKS = re.compile(f"[{re.escape(LINE_BREAKING)}]+")
+# Every character _refused() refuses, plus the line breaks, as one character class: control
+# characters (Unicode category Cc: U+0000-001F and U+007F-009F), surrogates (Cs: U+D800-DFFF)
+# and the bidi controls. One regex search per value instead of a category lookup per
+# character (a List-Unsubscribe URL is some 200 characters, a batch has 1,000 of them).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff" + re.escape(BIDI_CONTROLS) + re.escape(LINE_BREAKING) + "]"
+)
 _SPACES = re.compile(r" {2,}")
 # What an ASCII addr-spec may hold once canonical (RFC 5322 dot-atom, no quoting).
 _ADDRESS = re.compile(
@@ -87,10 +94,8 @@ def _refused(char: str) -> bool:
 
 def unsafe_char(value: str) -> str | None:
     """The first character of ``value`` that may never reach a header (line breaks included)."""
-    for char in value:
-        if char in LINE_BREAKING or _refused(char):
-            return char
-    return None
+    found = _UNSAFE.search(value)
+    return found.group() if found else None
 
 
 def clean_text(value: str, what: str = "value") -> str:

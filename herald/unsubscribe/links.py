@@ -11,6 +11,7 @@ from herald.settings import Settings
 from herald.unsubscribe.tokens import Subscriber, TokenSigner, signer
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
+MAILTO_SUBJECT = quote("unsubscribe ", safe="")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class UnsubscribeLinks:
         url = f"{str(config.url).rstrip('/')}/{token}"
         targets = [f"<{url}>"]
         if config.mailto:
-            subject = quote(f"unsubscribe {token}", safe="")
-            targets.append(f"<mailto:{config.mailto}?subject={subject}>")
+            # A token is URL-safe already (letters, digits, "-", "_", "."): only the space
+            # needs quoting (as quote() would: the same bytes, without a pass per character).
+            targets.append(f"<mailto:{config.mailto}?subject={MAILTO_SUBJECT}{token}>")
         return Link(
             url,
             {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": ONE_CLICK},

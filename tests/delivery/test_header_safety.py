@@ -9,6 +9,8 @@ parts) is imported and sent through the outbox and through the fake SendGrid.
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -18,7 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
-from herald.addresses import LINE_BREAKING, unsafe_char
+from herald.addresses import BIDI_CONTROLS, LINE_BREAKING, unsafe_char
 from herald.cli.app import app
 from herald.config import load_config
 from herald.customers.importer import import_customers
@@ -239,3 +241,21 @@ class TestHostileBaseEndToEnd:
             assert not any(char in (record.name or "") for char in LINE_BREAKING)
         assert len(ledger_emails(db, "announcement", "failed")) == 2
         assert ledger_emails(db, "announcement", "unknown") == []
+
+
+class TestTheUnsafeCharacters:
+    def test_one_search_refuses_exactly_the_characters_checked_one_by_one(self) -> None:
+        """Over every code point, the header check (one regex search) refuses exactly what
+        the rule says: a line break, a bidi control, or Unicode category Cc or Cs."""
+        differ = [
+            cp
+            for cp in range(sys.maxunicode + 1)
+            if (unsafe_char(chr(cp)) is not None)
+            != (
+                chr(cp) in LINE_BREAKING
+                or chr(cp) in BIDI_CONTROLS
+                or unicodedata.category(chr(cp)) in ("Cc", "Cs")
+            )
+        ]
+        assert differ == []
+        assert unsafe_char("https://u.example/a\u202eb\nc") == "\u202e"

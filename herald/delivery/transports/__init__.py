@@ -96,6 +96,9 @@ class HeaderValues:
     name: str | None
     subject: str
     headers: dict[str, str] = field(default_factory=dict)
+    # The recipient's substitutions (messages.substitutions), made once: the subject was
+    # filled from them, and a SendGrid personalization carries them.
+    substitutions: dict[str, str] = field(default_factory=dict)
 
 
 def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
@@ -105,14 +108,15 @@ def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
     email = check_address(recipient.email)
     name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
     rendered = batch.variants[recipient.variant]
-    subject = rendered.subject_for(substitutions(recipient.values))
+    values = substitutions(recipient.values)
+    subject = rendered.subject_for(values)
     headers = {
         key: check_header_text(value, f"the {key} header")
         for key, value in recipient.headers.items()
     }
     # The language the message is written in (RFC 3282), the same as its HTML's lang.
     headers["Content-Language"] = rendered.language
-    return HeaderValues(email, name, check_header_text(subject, "the subject"), headers)
+    return HeaderValues(email, name, check_header_text(subject, "the subject"), headers, values)
 
 
 def without(batch: OutgoingBatch, refused: dict[int, str]) -> OutgoingBatch:

@@ -60,7 +60,6 @@ from sendgrid.helpers.mail import (
 
 from herald.config import Sending
 from herald.delivery.keys import Outcome
-from herald.delivery.messages import substitutions
 from herald.delivery.transports import (
     BatchResult,
     HeaderValues,
@@ -284,7 +283,7 @@ def _personalization(
         out["subject"] = header.subject
     if header.headers:
         out["headers"] = _present(header.headers)
-    values = {BODY_HTML: html_key, BODY_TEXT: text_key, **substitutions(recipient.values)}
+    values = {BODY_HTML: html_key, BODY_TEXT: text_key, **header.substitutions}
     out["substitutions"] = _present(values)
     out["custom_args"] = _present({"herald_key": recipient.key, "herald_batch": batch_id})
     return out
