@@ -58,13 +58,16 @@ class TokenSigner:
         self._serializer = URLSafeSerializer(
             list(keys), salt=SALT, signer_kwargs={"digest_method": hashlib.sha256}
         )
+        # What serializer.dumps() does, with its signer made once (dumps makes one per
+        # token: a third of a token's cost, and a batch makes 1,000 tokens).
+        self._signer = self._serializer.make_signer()
 
     def make(self, subscriber: Subscriber) -> str:
         """The token for ``subscriber``: URL-safe (letters, digits, ``-``, ``_``, ``.``)."""
-        token = self._serializer.dumps(
+        payload = self._serializer.dump_payload(
             [subscriber.campaign, subscriber.contact_id, subscriber.message]
         )
-        return str(token)
+        return self._signer.sign(payload).decode("utf-8")
 
     def read(self, token: str) -> Subscriber:
         """Whom ``token`` names; :class:`BadToken` when its signature does not verify, or
