@@ -87,7 +87,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from herald.config import load_config  # noqa: E402
 from herald.db import get_engine  # noqa: E402
@@ -97,6 +96,7 @@ from herald.testing.fake_sendgrid import busiest_second, load_records, load_requ
 from herald.testing.processes import free_port  # noqa: E402
 from herald.testing.synthetic import (  # noqa: E402
     all_emails,
+    cluster_environment,
     copy_config,
     reset_sends,
     seed_base,
@@ -272,24 +272,16 @@ def environment(
     work: Path, config: Path, url: str, prefect_url: str, fake_port: int
 ) -> dict[str, str]:
     """What `herald cluster up`, the workers and every command see (as the scale-out tests)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HERALD_"))}
-    env.update(
-        HERALD_VAR_DIR=str(work / "var"),
-        HERALD_CONFIG_DIR=str(config),
-        HERALD_DATABASE_URL=url,
-        HERALD_TRANSPORT="sendgrid",
-        HERALD_SENDGRID_API_HOST=f"http://127.0.0.1:{fake_port}",
-        SENDGRID_API_KEY=KEY,
-        HERALD_UNSUBSCRIBE_SECRET="bench-scale-unsubscribe-secret",
-        PREFECT_HOME=str(work / "prefect-home"),
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=make_url(prefect_url)
-        .set(drivername="postgresql+asyncpg")
-        .render_as_string(hide_password=False),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        DO_NOT_TRACK="1",
-        COLUMNS="200",
+    env = cluster_environment(
+        work=work,
+        config=config,
+        url=url,
+        prefect_url=prefect_url,
+        sendgrid_url=f"http://127.0.0.1:{fake_port}",
+        key=KEY,
+        unsubscribe_secret="bench-scale-unsubscribe-secret",
     )
+    env["COLUMNS"] = "200"
     return env
 
 

@@ -317,6 +317,12 @@ def _stat(pid: int) -> _Stat | None:
     return _Stat(state=fields[0], ppid=int(fields[1]), pgrp=int(fields[2]), start=int(fields[19]))
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (a flow run's worker); None when it is gone."""
+    found = _stat(pid)
+    return found.ppid if found else None
+
+
 def _has_proc() -> bool:
     return Path("/proc/self/stat").is_file()
 

@@ -9,6 +9,7 @@ that goes to every segment.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import uuid
@@ -147,3 +148,37 @@ def reset_sends(url: str) -> None:
     with get_engine(url).begin() as conn:
         for name in SENT_TABLES:
             conn.execute(text(f"DELETE FROM {name}"))
+
+
+def cluster_environment(
+    *,
+    work: Path,
+    config: Path,
+    url: str,
+    prefect_url: str,
+    sendgrid_url: str,
+    key: str,
+    unsubscribe_secret: str,
+) -> dict[str, str]:
+    """What `herald cluster up`, its workers and every command of a scale-out test or
+    benchmark see: this environment without Prefect's or Herald's own settings, then Herald
+    on ``url`` sending through SendGrid at ``sendgrid_url``, and the Prefect server on
+    ``prefect_url`` (a Postgres database, reached through asyncpg)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HERALD_"))}
+    env.update(
+        HERALD_VAR_DIR=str(work / "var"),
+        HERALD_CONFIG_DIR=str(config),
+        HERALD_DATABASE_URL=url,
+        HERALD_TRANSPORT="sendgrid",
+        HERALD_SENDGRID_API_HOST=sendgrid_url,
+        SENDGRID_API_KEY=key,
+        HERALD_UNSUBSCRIBE_SECRET=unsubscribe_secret,
+        PREFECT_HOME=str(work / "prefect-home"),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=make_url(prefect_url)
+        .set(drivername="postgresql+asyncpg")
+        .render_as_string(hide_password=False),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        DO_NOT_TRACK="1",
+    )
+    return env

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.engine import make_url
 
 from herald.config import load_config
 from herald.db import get_engine
 from herald.models import DELIVERY, SEND_BATCH, SEND_WORKER
+from herald.scaleout.cluster import parent_pid
 from herald.scaleout.rate import GlobalRate
 from herald.telemetry.event_effects import apply_events
 from herald.testing.event_webhook import events_for
@@ -38,6 +38,7 @@ from herald.testing.fake_sendgrid import FakeSendGrid, busiest_second, load_requ
 from herald.testing.processes import free_port
 from herald.testing.synthetic import (
     all_emails,
+    cluster_environment,
     copy_config,
     reset_sends,
     seed_base,
@@ -134,21 +135,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         FakeSendGrid(KEY, requests_path=requests) as fake,
     ):
         seed_base(url, CONTACTS, AS_OF, config)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HERALD_"))}
-        env.update(
-            HERALD_VAR_DIR=str(work / "var"),
-            HERALD_CONFIG_DIR=str(config),
-            HERALD_DATABASE_URL=url,
-            HERALD_TRANSPORT="sendgrid",
-            HERALD_SENDGRID_API_HOST=fake.url,
-            SENDGRID_API_KEY=KEY,
-            HERALD_UNSUBSCRIBE_SECRET="scale-unsubscribe-secret",
-            PREFECT_SERVER_DATABASE_CONNECTION_URL=make_url(prefect_url)
-            .set(drivername="postgresql+asyncpg")
-            .render_as_string(hide_password=False),
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            PREFECT_LOGGING_LEVEL="WARNING",
-            DO_NOT_TRACK="1",
+        env = cluster_environment(
+            work=work,
+            config=config,
+            url=url,
+            prefect_url=prefect_url,
+            sendgrid_url=fake.url,
+            key=KEY,
+            unsubscribe_secret="scale-unsubscribe-secret",
         )
         port = free_port()
         up = subprocess.run(
@@ -288,7 +282,8 @@ class TestAWorkerKilledMidRun:
                     .join(SEND_BATCH, SEND_BATCH.c.worker_id == SEND_WORKER.c.id)
                     .where(SEND_BATCH.c.id == batch)
                 ).scalar_one()
-            worker = _parent(pid)
+            worker = parent_pid(pid)
+            assert worker is not None
             os.kill(pid, signal.SIGKILL)
             os.kill(worker, signal.SIGKILL)
             cluster.fake.release()
@@ -339,12 +334,6 @@ class TestAWorkerKilledMidRun:
         duplicates = {email for email, times in accepted.items() if times > 1}
         assert duplicates and duplicates <= unknown_emails
         assert cluster.states() == Counter(accepted=CONTACTS)
-
-
-def _parent(pid: int) -> int:
-    """The parent process of ``pid`` (the worker that started a flow run's process)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-    return int(fields[1])
 
 
 def _emails_in_state(engine: Engine, state: str) -> set[str]:
