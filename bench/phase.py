@@ -27,6 +27,7 @@ share of Herald's wall time is measured by timing every task and the flow body f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 KEY = "SG.bench-key"
+UNSUBSCRIBE_SECRET = "bench-unsubscribe-secret"
 AS_OF = date(2027, 2, 9)  # the announcement's day
 PHASE = "announcement"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -69,33 +71,74 @@ def peak_rss_mb() -> float:
 
 
 def part_floor(url: str, config_dir: str) -> dict[str, Any]:
-    """The same rows and bodies with nothing around them."""
-    from sqlalchemy import func, select, update
+    """The raw floor: the same rows read, the same request bytes and the same ledger writes,
+    by hand and nothing around them (no checks, no claims' locking, no Prefect, no network).
+
+    Rows are read by primary-key ranges with their contact and account; each personalization
+    is built as a plain dict (the token, the List-Unsubscribe headers, the substitutions);
+    only the batch-wide part of a body (sender, sections, content, categories) comes from
+    the transport, once per batch. Every 50th body (the first included) is compared byte
+    for byte with the body Herald's own code builds from the same rows (outside the timed
+    work): the floor does the same work, or the run stops. Each batch's rows are claimed
+    and recorded accepted, with their batch row, in one transaction.
+    """
+    import uuid
+
+    import orjson
+    from markupsafe import escape
+    from sqlalchemy import func, insert, select, update
 
     from herald.config import load_config
     from herald.db import get_engine
-    from herald.delivery import planning
-    from herald.delivery.keys import LedgerKey
-    from herald.delivery.messages import Variant, recipient_values
-    from herald.delivery.sender import Renderer
-    from herald.delivery.transports import OutgoingBatch, Recipient
-    from herald.delivery.transports.sendgrid import SendGridTransport
-    from herald.models import ACCOUNT, CONTACT, DeliveryState
+    from herald.delivery import ledger, planning
+    from herald.delivery.messages import RECIPIENT_FIELDS, Variant
+    from herald.delivery.recovery import start_worker
+    from herald.delivery.sender import PhaseSender, Renderer
+    from herald.delivery.transports import OutgoingBatch
+    from herald.delivery.transports.sendgrid import (
+        BODY_HTML,
+        BODY_TEXT,
+        SendGridTransport,
+        serialize,
+    )
+    from herald.models import ACCOUNT, CONTACT, SEND_BATCH, DeliveryState
+    from herald.settings import get_settings
+    from herald.unsubscribe.links import MAILTO_SUBJECT, ONE_CLICK, UnsubscribeLinks
+    from herald.unsubscribe.tokens import Subscriber
+
+    os.environ.update({"HERALD_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET, "SENDGRID_API_KEY": KEY})
+    from pydantic import SecretStr
 
     config = load_config(Path(config_dir))
     engine = get_engine(url)
-    from pydantic import SecretStr
-
     transport = SendGridTransport(SecretStr(KEY), "http://127.0.0.1:9", config.campaign.sending)
     renderer = Renderer(config, ROOT / "templates")
+    links = UnsubscribeLinks.configured(get_settings(), config.campaign)
+    signer = links.signer
+    unsubscribe = config.campaign.unsubscribe
+    base = str(unsubscribe.url).rstrip("/")
+    mailto = f"<mailto:{unsubscribe.mailto}?subject={MAILTO_SUBJECT}" if unsubscribe.mailto else ""
+    campaign = config.campaign.id
+    default_locale = config.campaign.locales[0]
+    size = config.campaign.sending.batch_size
     d = DELIVERY
+
     started = time.perf_counter()
-    # The plan (on Postgres, and ANALYZE):
     planned = planning.plan(engine, config=config, phase=PHASE, as_of=AS_OF).planned
     plan_seconds = time.perf_counter() - started
-    size = config.campaign.sending.batch_size
-    campaign = config.campaign.id
-    variants: dict[Variant, Any] = {}
+    worker = start_worker(engine, campaign=campaign, message=PHASE, transport="floor")
+    # Herald's own code, for the byte-for-byte comparison only.
+    herald = PhaseSender(
+        engine=engine,
+        config=config,
+        phase=PHASE,
+        worker=worker,
+        transport=transport,
+        renderer=renderer,
+        window=False,
+        links=links,
+    )
+    checked, checking = 0, 0.0
     sent, requests, body_bytes = 0, 0, 0
     with engine.connect() as conn:
         low, high = conn.execute(
@@ -103,9 +146,8 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
                 d.c.campaign == campaign, d.c.message == PHASE
             )
         ).one()
-    # The plan's rows have consecutive ids: walk them by primary-key ranges (the cheapest
-    # read there is), a batch at a time.
     for start in range(low or 0, (high or -1) + 1, size):
+        batch_id = str(uuid.uuid4())
         with engine.begin() as conn:
             rows = conn.execute(
                 select(
@@ -116,7 +158,8 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
                     d.c.locale,
                     CONTACT.c.email,
                     CONTACT.c.name,
-                    ACCOUNT.c.name.label("account_name"),
+                    ACCOUNT.c.name,
+                    d.c.timezone,
                 )
                 .join(CONTACT, CONTACT.c.id == d.c.contact_id)
                 .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
@@ -125,47 +168,133 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
                     d.c.id < start + size,
                     d.c.campaign == campaign,
                     d.c.message == PHASE,
+                    d.c.state == DeliveryState.PLANNED.value,
                 )
                 .order_by(d.c.id)
             ).all()
             if not rows:
                 continue
-            recipients = []
-            for row in rows:
-                variant = Variant(PHASE, row.segment, row.role, row.locale)
-                if variant not in variants:
-                    variants[variant] = renderer(variant)
-                recipients.append(
-                    Recipient(
-                        row.id,
-                        LedgerKey(campaign, PHASE, row.contact_id).format(),
-                        row.email,
-                        row.name,
-                        variant,
-                        recipient_values(
-                            name=row.name, email=row.email, account_name=row.account_name
-                        ),
-                    )
+            now = datetime.now(UTC)
+            conn.execute(
+                insert(SEND_BATCH).values(
+                    id=batch_id,
+                    worker_id=worker.id,
+                    campaign=campaign,
+                    message=PHASE,
+                    state="requesting",
+                    recipients=len(rows),
+                    requests=0,
+                    created_at=now,
                 )
-            used = {r.variant for r in recipients}
-            batch = OutgoingBatch(
-                batch_id=f"floor-{requests}",
+            )
+            conn.execute(
+                update(d)
+                .where(d.c.id >= start, d.c.id < start + size)
+                .where(d.c.campaign == campaign, d.c.message == PHASE)
+                .where(d.c.state == DeliveryState.PLANNED.value)
+                .values(
+                    state=DeliveryState.SENDING.value,
+                    batch_id=batch_id,
+                    claimed_at=now,
+                    attempts=d.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            # The body: each variant's sections once, each recipient a plain dict.
+            variants: dict[Variant, Any] = {}
+            sections: dict[Variant, tuple[str, str, Any]] = {}
+            personalizations = []
+            for row in rows:
+                variant = Variant(PHASE, row[2], row[3], row[4] or default_locale)
+                found = sections.get(variant)
+                if found is None:
+                    rendered = variants[variant] = renderer(variant)
+                    index = len(sections)
+                    found = sections[variant] = (
+                        f"-section_{index}_html-",
+                        f"-section_{index}_text-",
+                        rendered,
+                    )
+                html_key, text_key, rendered = found
+                token = signer.make(Subscriber(campaign, row[1], PHASE))
+                link = f"{base}/{token}"
+                name = (row[6] or "").strip()
+                values = {
+                    "greeting": rendered.greetings.greet(name),
+                    "name": name,
+                    "email": row[5],
+                    "account_name": row[7],
+                    "unsubscribe_url": link,
+                }
+                substitutions = {BODY_HTML: html_key, BODY_TEXT: text_key}
+                for field in RECIPIENT_FIELDS:
+                    substitutions[f"-{field}_html-"] = str(escape(values[field]))
+                    substitutions[f"-{field}_text-"] = values[field]
+                personalizations.append(
+                    {
+                        "to": [{"name": row[6], "email": row[5]} if row[6] else {"email": row[5]}],
+                        "subject": rendered.subject,
+                        "headers": {
+                            "List-Unsubscribe": f"<{link}>, {mailto}{token}>"
+                            if mailto
+                            else f"<{link}>",
+                            "List-Unsubscribe-Post": ONE_CLICK,
+                            "Content-Language": rendered.language,
+                        },
+                        "substitutions": substitutions,
+                        "custom_args": {
+                            "herald_key": f"{campaign}/{PHASE}/{row[1]}",
+                            "herald_batch": batch_id,
+                        },
+                    }
+                )
+            outline = OutgoingBatch(
+                batch_id=batch_id,
                 campaign=campaign,
                 message=PHASE,
                 sender=config.campaign.sender,
-                variants={v: variants[v] for v in used},
-                recipients=recipients,
+                variants=variants,
+                recipients=[],
                 categories=[campaign, PHASE],
             )
-            body_bytes += len(json.dumps(transport.build(batch)).encode("utf-8"))
+            body = transport._body(outline, [])  # the batch-wide part: sender, sections, ...
+            body["personalizations"] = personalizations
+            data = orjson.dumps(body)  # what the transport sends: orjson's bytes
+            body_bytes += len(data)
+            if requests % 50 == 0:
+                began = time.perf_counter()
+                claim = ledger.Claim(batch_id, [ledger.ClaimedRow(*row) for row in rows])
+                theirs = serialize(transport.prepare(herald._outgoing(claim)).payload)
+                if theirs != data:
+                    raise SystemExit(f"the floor's body {requests} is not Herald's")
+                checked += 1
+                checking += time.perf_counter() - began
+            provider_id = f"floor-{requests}"
             conn.execute(
                 update(d)
-                .where(d.c.id.in_([row.id for row in rows]))
-                .values(state=DeliveryState.ACCEPTED.value, sent_at=datetime.now(UTC))
+                .where(d.c.batch_id == batch_id, d.c.state == DeliveryState.SENDING.value)
+                .values(
+                    state=DeliveryState.ACCEPTED.value,
+                    provider_message_id=provider_id,
+                    sent_at=now,
+                    error=None,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                update(SEND_BATCH)
+                .where(SEND_BATCH.c.id == batch_id)
+                .values(
+                    state="accepted",
+                    requests=1,
+                    http_status=202,
+                    provider_message_id=provider_id,
+                    finished_at=now,
+                )
             )
             sent += len(rows)
             requests += 1
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - started - checking
     return {
         "wall_s": wall,
         "recipients": sent,
@@ -174,6 +303,7 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
         "requests": requests,
         "request_mb": body_bytes / 1e6,
         "plan_s": plan_seconds,
+        "bodies_compared": checked,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -196,6 +326,7 @@ class _Clock:
         self.task_runs = 0
 
     def wrap_fn(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # the same signature: Prefect maps parameters by name
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
@@ -232,7 +363,7 @@ def part_herald(url: str, fake_url: str, config_dir: str) -> dict[str, Any]:
             "HERALD_TRANSPORT": "sendgrid",
             "HERALD_SENDGRID_API_HOST": fake_url,
             "SENDGRID_API_KEY": KEY,
-            "HERALD_UNSUBSCRIBE_SECRET": "bench-unsubscribe-secret",
+            "HERALD_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
         }
     )
     import prefect.task_engine
@@ -468,6 +599,9 @@ def main() -> None:
         default=10,
         help="the fake checks one request in N against SendGrid's schema (tests: every one)",
     )
+    parser.add_argument(
+        "--in-flight", type=int, help="sending.in_flight for Herald (default: the config's)"
+    )
     parser.add_argument("--naive", type=int, default=2_000)
     parser.add_argument("--naive-db", default="sqlite", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -487,7 +621,10 @@ def main() -> None:
     args.naive_db = kinds[0]
     # The repository's config with no pace limit (the fake answers as fast as it can).
     work = Path(tempfile.mkdtemp(prefix="herald-bench-config-"))
-    config_dir = copy_config(ROOT / "config", work / "config", rate_per_second=None)
+    sending: dict[str, Any] = {"rate_per_second": None}
+    if args.in_flight is not None:
+        sending["in_flight"] = args.in_flight
+    config_dir = copy_config(ROOT / "config", work / "config", **sending)
     runs = [run_db(kind, args, config_dir) for kind in kinds]
     naive = next((run["naive"] for run in runs if "naive" in run), None)
     results = [summarize(run, args.contacts, naive) for run in runs]

@@ -51,6 +51,10 @@ from herald.i18n.environment import (
 # where the message does not honour unsubscribes, and in the leadership report).
 RECIPIENT_FIELDS = ("greeting", "name", "email", "account_name", "unsubscribe_url")
 _TAG = re.compile(r"-(" + "|".join(RECIPIENT_FIELDS) + r")_(html|text)-")
+# Each field's two substitution keys, in the order a personalization carries them.
+_KEYS = tuple((field, f"-{field}_html-", f"-{field}_text-") for field in RECIPIENT_FIELDS)
+# The characters markupsafe's escape() changes: a value without them is its own escape.
+_HTML_SPECIAL = re.compile("[&<>'\"]")
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ class Rendered:
     def subject_for(self, values: dict[str, str]) -> str:
         """Only the subject, filled with one recipient's :func:`substitutions` (the bodies
         travel once per batch, as SendGrid sections)."""
-        return _fill(self.subject, values)
+        return _fill(self.subject, values) if "-" in self.subject else self.subject
 
 
 def _fill(body: str, values: dict[str, str]) -> str:
@@ -148,10 +152,11 @@ def _fill(body: str, values: dict[str, str]) -> str:
 def substitutions(recipient: dict[str, str]) -> dict[str, str]:
     """The SendGrid substitutions for one recipient: each field escaped for HTML, raw for text."""
     out: dict[str, str] = {}
-    for field in RECIPIENT_FIELDS:
+    search = _HTML_SPECIAL.search
+    for field, html_key, text_key in _KEYS:
         value = recipient.get(field) or ""
-        out[f"-{field}_html-"] = str(escape(value))
-        out[f"-{field}_text-"] = value
+        out[html_key] = str(escape(value)) if search(value) else value
+        out[text_key] = value
     return out
 
 

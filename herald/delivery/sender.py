@@ -373,6 +373,10 @@ class PhaseSender:
         window = self.config.campaign.delivery_window
         now = self.clock()
         days_left: dict[str | None, int | None] = {}  # per time zone: a batch has few
+        # The batch's variants, each found once: (segment, role, locale, days left) -> it.
+        chosen: dict[tuple[str, str, str, int | None], tuple[Variant, Rendered]] = {}
+        make_link = self.links.maker(self.phase, self.message)
+        prefix = LedgerKey(campaign, self.message, 0).format()[:-1]  # "campaign/message/"
         for row in claimed.rows:
             if row.timezone not in days_left:
                 days_left[row.timezone] = (
@@ -380,20 +384,19 @@ class PhaseSender:
                     if self.deadline is None  # on the recipient's own calendar, today
                     else max((self.deadline - local_time(window, row.timezone, now).date()).days, 0)
                 )
-            variant = Variant(
-                self.phase,
-                row.segment,
-                row.role,
-                row.locale or default_locale,
-                days_left[row.timezone],
-            )
-            if variant not in variants:
-                variants[variant] = self.renderer(variant)
-            link = self.links.link(self.phase, self.message, row.contact_id)
+            found = (row.segment, row.role, row.locale or default_locale, days_left[row.timezone])
+            picked = chosen.get(found)
+            if picked is None:
+                variant = Variant(self.phase, *found)
+                if variant not in variants:
+                    variants[variant] = self.renderer(variant)
+                picked = chosen[found] = (variant, variants[variant])
+            variant, rendered = picked
+            link = make_link(row.contact_id) if make_link is not None else None
             recipients.append(
                 Recipient(
                     delivery_id=row.delivery_id,
-                    key=LedgerKey(campaign, self.message, row.contact_id).format(),
+                    key=f"{prefix}{row.contact_id}",
                     email=row.email,
                     name=row.name,
                     variant=variant,
@@ -402,7 +405,7 @@ class PhaseSender:
                         email=row.email,
                         account_name=row.account_name,
                         unsubscribe_url=link.url if link else "",
-                        greetings=variants[variant].greetings,
+                        greetings=rendered.greetings,
                     ),
                     headers=link.headers if link else {},
                 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -37,17 +38,26 @@ class UnsubscribeLinks:
     def link(self, kind: MessageKind, message: str, contact_id: int) -> Link | None:
         """The link for one contact in ``message`` (of ``kind``); None when that kind of
         message does not honour unsubscribes (a service notice)."""
+        make = self.maker(kind, message)
+        return make(contact_id) if make is not None else None
+
+    def maker(self, kind: MessageKind, message: str) -> Callable[[int], Link] | None:
+        """What makes each contact's link in ``message`` (of ``kind``), with what every
+        link of the message shares worked out once; None when that kind of message does
+        not honour unsubscribes (a service notice)."""
         config = self.campaign.unsubscribe
         if not config.honours(kind):
             return None
-        token = self.signer.make(Subscriber(self.campaign.id, contact_id, message))
-        url = f"{str(config.url).rstrip('/')}/{token}"
-        targets = [f"<{url}>"]
-        if config.mailto:
-            # A token is URL-safe already (letters, digits, "-", "_", "."): only the space
-            # needs quoting (as quote() would: the same bytes, without a pass per character).
-            targets.append(f"<mailto:{config.mailto}?subject={MAILTO_SUBJECT}{token}>")
-        return Link(
-            url,
-            {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": ONE_CLICK},
-        )
+        campaign, make_token = self.campaign.id, self.signer.make
+        base = f"{str(config.url).rstrip('/')}/"
+        # A token is URL-safe already (letters, digits, "-", "_", "."): only the space needs
+        # quoting (as quote() would: the same bytes, without a pass per character).
+        mailto = f">, <mailto:{config.mailto}?subject={MAILTO_SUBJECT}" if config.mailto else ""
+
+        def make(contact_id: int) -> Link:
+            token = make_token(Subscriber(campaign, contact_id, message))
+            url = base + token
+            targets = f"<{url}{mailto}{token}>" if mailto else f"<{url}>"
+            return Link(url, {"List-Unsubscribe": targets, "List-Unsubscribe-Post": ONE_CLICK})
+
+        return make

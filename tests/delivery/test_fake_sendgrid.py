@@ -314,11 +314,25 @@ class TestRefused:
     def test_not_json_is_400_bad_request(self, fake: FakeSendGrid) -> None:
         with pytest.raises(BadRequestsError) as caught:
             client(fake).client.mail.send.post(
-                request_body="{not json", request_headers={"Content-Type": "text/plain"}
+                request_body="{not json",
+                request_headers={"Content-Type": "application/json; charset=utf-8"},
             )
         assert json.loads(caught.value.body) == {
             "errors": [{"message": "Bad Request", "field": None, "help": None}]
         }
+
+    def test_another_media_type_is_415(self, fake: FakeSendGrid) -> None:
+        """SendGrid refuses a body that is not declared JSON (a charset parameter is fine:
+        Herald sends "application/json; charset=utf-8", its own serialized body)."""
+        with pytest.raises(HTTPError) as caught:
+            client(fake).client.mail.send.post(
+                request_body=json.dumps(minimal()), request_headers={"Content-Type": "text/plain"}
+            )
+        assert caught.value.status_code == 415
+        assert json.loads(caught.value.body)["errors"][0]["message"] == (
+            "Content-Type should be application/json."
+        )
+        assert not fake.accepted
 
     def test_body_over_the_limit_is_413(self) -> None:
         with FakeSendGrid(api_key=KEY, max_body_bytes=4096) as fake:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from herald.addresses import check_address, check_header_text
+from herald.addresses import check_address, check_header_text, unsafe_char
 from herald.config import HeraldConfig, Sender
 from herald.delivery.keys import Outcome
 from herald.delivery.messages import Rendered, Variant, substitutions
@@ -106,17 +106,21 @@ def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
     ``Content-Language``), each safe in a header; ValueError (BadAddress or UnsafeText,
     naming the value and the character) when one is not."""
     email = check_address(recipient.email)
-    name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
+    name = recipient.name or None
+    if name is not None and unsafe_char(name) is not None:
+        check_header_text(name, "the contact's name")  # raises, naming the character
     rendered = batch.variants[recipient.variant]
     values = substitutions(recipient.values)
     subject = rendered.subject_for(values)
-    headers = {
-        key: check_header_text(value, f"the {key} header")
-        for key, value in recipient.headers.items()
-    }
+    if unsafe_char(subject) is not None:
+        check_header_text(subject, "the subject")
+    headers = dict(recipient.headers)
+    for key, value in headers.items():
+        if unsafe_char(value) is not None:
+            check_header_text(value, f"the {key} header")
     # The language the message is written in (RFC 3282), the same as its HTML's lang.
     headers["Content-Language"] = rendered.language
-    return HeaderValues(email, name, check_header_text(subject, "the subject"), headers, values)
+    return HeaderValues(email, name, subject, headers, values)
 
 
 def without(batch: OutgoingBatch, refused: dict[int, str]) -> OutgoingBatch:

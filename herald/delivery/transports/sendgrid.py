@@ -31,12 +31,15 @@ import json
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Callable
 from email.utils import parseaddr
 from typing import Any
 from urllib.error import URLError
 
+import orjson
 from pydantic import SecretStr
+from python_http_client.client import Response
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
@@ -98,6 +101,9 @@ class SendGridTransport:
         self._client = SendGridAPIClient(api_key=api_key.get_secret_value(), host=host)
         # The client waits forever unless told otherwise.
         self._client.client.timeout = sending.request_timeout_seconds
+        self._mail_send = self._client.client.mail.send
+        self._url = self._mail_send._build_url(None)
+        self._headers = {**self._mail_send.request_headers, "Content-Type": "application/json"}
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -188,15 +194,14 @@ class SendGridTransport:
         self, prepared: Prepared, before_retry: Callable[[], object] | None = None
     ) -> BatchResult:
         """One batch, one request (plus the retries that cannot duplicate anything)."""
-        body = prepared.payload
+        body = serialize(prepared.payload)
         requests = failures = rate_limited = 0
-        mail_send = self._client.client.mail.send
         while True:
             if requests and before_retry is not None:
                 before_retry()
             requests += 1
             try:
-                response = mail_send.post(request_body=body)
+                response = self._post(body)
             except HTTPError as error:
                 status = int(error.status_code)
                 text = _error_text(status, error.body)
@@ -251,6 +256,19 @@ class SendGridTransport:
                 Outcome.FAILED, requests, status, error=f"unexpected HTTP {status} from SendGrid"
             )
 
+    def _post(self, body: bytes) -> Response:
+        """POST a serialized body to /v3/mail/send through the official client's own request
+        path: its URL, headers (the key, its User-Agent), timeout, and its errors
+        (python_http_client's ``_make_request`` raises the same HTTPError classes). Only
+        the client's ``post()`` wrapper is left out: it formats every body into a debug
+        string (a repr of some 1.5 MB per 1,000 recipients) whether or not anything logs
+        it, and serializes with json.dumps."""
+        request = urllib.request.Request(self._url, data=body, headers=self._headers, method="POST")
+        opened = self._mail_send._make_request(
+            urllib.request.build_opener(), request, timeout=self._mail_send.timeout
+        )
+        return Response(opened)
+
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
         ceiling: float = min(
@@ -271,6 +289,12 @@ class SendGridTransport:
         return float(min(wait, self.sending.max_rate_limit_wait_seconds))
 
 
+def serialize(body: dict[str, Any]) -> bytes:
+    """A request body as the JSON that goes: orjson's (the same JSON value as json.dumps's,
+    compact, non-ASCII as UTF-8) in about a fifth of json.dumps's time."""
+    return orjson.dumps(body)
+
+
 def _personalization(
     header: HeaderValues, section: tuple[str, str], recipient: Recipient, batch_id: str
 ) -> dict[str, Any]:
@@ -281,11 +305,12 @@ def _personalization(
     out: dict[str, Any] = {"to": [_address(header.email, header.name)]}
     if header.subject:
         out["subject"] = header.subject
+    # Every key and value here is a str (never None): the helpers' dropping of unset
+    # values changes nothing, so the dicts go as they are.
     if header.headers:
-        out["headers"] = _present(header.headers)
-    values = {BODY_HTML: html_key, BODY_TEXT: text_key, **header.substitutions}
-    out["substitutions"] = _present(values)
-    out["custom_args"] = _present({"herald_key": recipient.key, "herald_batch": batch_id})
+        out["headers"] = header.headers
+    out["substitutions"] = {BODY_HTML: html_key, BODY_TEXT: text_key, **header.substitutions}
+    out["custom_args"] = {"herald_key": recipient.key, "herald_batch": batch_id}
     return out
 
 

@@ -143,6 +143,9 @@ class Handler(BaseHTTPRequestHandler):
             refused = 401, [Violation(INVALID_KEY)]
         elif problem is not None:
             refused = problem[0], [Violation(problem[1])]
+        elif not _is_json(self.headers.get("Content-Type")):
+            # SendGrid's answer to any other media type (a charset parameter is fine).
+            refused = 415, [Violation("Content-Type should be application/json.")]
         else:
             try:
                 parsed = json.loads(body or b"")
@@ -276,3 +279,9 @@ def _herald_batch(body: dict[str, Any]) -> str | None:
     personalizations = body.get("personalizations") or [{}]
     value = (personalizations[0].get("custom_args") or {}).get("herald_batch")
     return str(value) if value is not None else None
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type is JSON's media type (parameters such as charset aside)."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return media == "application/json"
