@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -177,9 +177,9 @@ class Worker:
     message: str
 
 
-@dataclass(frozen=True)
-class ClaimedRow:
-    """One claimed ledger row with what rendering and sending need."""
+class ClaimedRow(NamedTuple):
+    """One claimed ledger row with what rendering and sending need (a named tuple: a batch
+    makes 1,000 of them, at less than half a frozen dataclass's cost each)."""
 
     delivery_id: int
     contact_id: int
@@ -277,7 +277,7 @@ def claim(
             .where(DELIVERY.c.batch_id == batch_id)
             .order_by(DELIVERY.c.id)
         ).all()
-    return Claim(batch_id, [ClaimedRow(*row) for row in rows])
+    return Claim(batch_id, [ClaimedRow._make(row) for row in rows])
 
 
 def open_batch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 from herald.config import CampaignConfig, MessageKind
@@ -15,9 +16,9 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 MAILTO_SUBJECT = quote("unsubscribe ", safe="")
 
 
-@dataclass(frozen=True)
-class Link:
-    """One recipient's unsubscribe URL and the headers that carry it."""
+class Link(NamedTuple):
+    """One recipient's unsubscribe URL and the headers that carry it (one per recipient: a
+    named tuple costs less than half a frozen dataclass)."""
 
     url: str
     headers: dict[str, str]

@@ -23,8 +23,8 @@ import secrets
 import zlib
 from base64 import urlsafe_b64encode
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
@@ -44,9 +44,9 @@ class BadToken(ValueError):
     """A token that was not made with one of Herald's keys, or was changed since."""
 
 
-@dataclass(frozen=True)
-class Subscriber:
-    """Whom a token unsubscribes: one contact, from the campaign whose message carried it."""
+class Subscriber(NamedTuple):
+    """Whom a token unsubscribes: one contact, from the campaign whose message carried it
+    (a named tuple: every recipient of a batch has one made)."""
 
     campaign: str
     contact_id: int
