@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -308,6 +309,8 @@ def main() -> None:
         "events_per_s": round(shape.events / best),
         "checked_counts": got,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # The machine is shared: the ratios are the figures, the load says how busy it was.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     out = ROOT / "bench" / "results" / f"{date.today()}-metrics-{engine.dialect.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ writes one sample render per segment and role; nothing is planned or sent. ``sen
 then plans the ledger in one statement, settles what dead senders left, and sends batch by
 batch (one task run per batch of up to 1,000 recipients) until nothing is planned, the
 phase is paused (by an operator or the circuit breaker) or ``max_batches`` is reached.
+A rerun whose audience's inputs did not change since the last plan neither counts nor
+plans it again (the plan's stamp has both: :mod:`herald.delivery.stamps`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class PhaseSummary(BaseModel):
     audience_total: int
     templates_checked: int
     planned_new: int = 0
+    plan_reused: bool = Field(
+        default=False,
+        description="Nothing the audience reads changed since the last plan: not run again.",
+    )
     delivery: Delivered | None = Field(
         default=None, description="What sending did (None: a dry run, or not approved)."
     )
@@ -127,7 +133,8 @@ def send_phase(
             refused=f"not one of {phase}'s scheduled days",
         )
     checked = check_templates_task(config)  # a broken template stops the run here
-    counts = count_audience_task(config, phase, as_of)
+    counted = count_audience_task(config, phase, as_of)
+    counts = counted.counts
     summary = PhaseSummary(
         campaign=config.campaign.id,
         phase=phase,
@@ -168,7 +175,8 @@ def send_phase(
     if summary.refused:
         _finish(summary)
         return summary
-    summary.planned_new = plan_ledger_task(config, phase, as_of).planned
+    planned = plan_ledger_task(config, phase, as_of, counted)
+    summary.planned_new, summary.plan_reused = planned.planned, planned.reused
     if summary.senders > 1:
         summary.fanned_out = fan_out(
             config, phase, senders=summary.senders, at=at, window=window, max_batches=max_batches
@@ -252,7 +260,12 @@ def _markdown(summary: PhaseSummary) -> str:
         done = summary.delivery or Delivered(message=summary.phase)
         lines += [
             "",
-            f"This run: planned {summary.planned_new} new rows, {done.batches} batches, "
+            (
+                "This run: the plan was current (nothing its audience reads changed), "
+                if summary.plan_reused
+                else f"This run: planned {summary.planned_new} new rows, "
+            )
+            + f"{done.batches} batches, "
             f"{done.requests} requests; accepted {done.accepted}, failed "
             f"{done.failed}, unknown {done.unknown}.",
         ]

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Column,
     Date,
     DateTime,
     Index,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -125,6 +128,14 @@ class BatchState(StrEnum):
 # --------------------------------------------------------------------------- customers
 
 
+# Whatever changes an account's or a contact's imported columns other than the customer
+# import must set import_digest to NULL, or the next import may skip the row as unchanged.
+IMPORT_DIGEST = (
+    "Digest of the CSV line (with its header) that last wrote the row; the customer import "
+    "skips a line whose digest this is. NULL: compared in full on the next import."
+)
+
+
 class Account(SQLModel, table=True):
     """A customer account, upserted from the CRM export by ``external_id``."""
 
@@ -160,6 +171,7 @@ class Account(SQLModel, table=True):
     )
     crm_migrated_on: date | None = Field(default=None, sa_type=Date)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    import_digest: int | None = Field(default=None, sa_type=BigInteger, description=IMPORT_DIGEST)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -184,6 +196,7 @@ class Contact(SQLModel, table=True):
     role: ContactRole = Field(default=ContactRole.OTHER, sa_type=String(16))
     timezone: str | None = Field(default=None, sa_type=String(64))
     locale: str = Field(default="en", sa_type=String(16))
+    import_digest: int | None = Field(default=None, sa_type=BigInteger, description=IMPORT_DIGEST)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -240,8 +253,19 @@ class Delivery(SQLModel, table=True):
         # Claims take the lowest planned ids of a phase: the index serves WHERE and ORDER BY.
         Index("ix_delivery_claim", "campaign", "message", "state", "id"),
         Index("ix_delivery_contact", "contact_id"),
-        Index("ix_delivery_batch", "batch_id"),
-        Index("ix_delivery_provider_message_id", "provider_message_id"),
+        # Only rows that have one (a planned row has neither): a plan writes no entry here.
+        Index(
+            "ix_delivery_batch",
+            "batch_id",
+            sqlite_where=text("batch_id IS NOT NULL"),
+            postgresql_where=text("batch_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_delivery_provider_message_id",
+            "provider_message_id",
+            sqlite_where=text("provider_message_id IS NOT NULL"),
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -337,6 +361,50 @@ class PhaseControl(SQLModel, table=True):
     approval_note: str | None = Field(default=None, sa_type=Text)
 
 
+class PlanStamp(SQLModel, table=True):
+    """What the last plan of a message planned: its statement's digest, the data version of
+    the audience's inputs it read, and the audience it counted (``herald.delivery.stamps``).
+    A rerun whose digest matches and whose inputs did not change since skips the plan."""
+
+    __tablename__ = "plan_stamp"
+    __table_args__ = (UniqueConstraint("campaign", "message", name="uq_plan_stamp_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(100))
+    message: str = Field(sa_type=String(100))
+    digest: str = Field(sa_type=String(64), description="Of the plan's statement and parameters.")
+    segmented_on: date = Field(sa_type=Date)
+    data_version: str = Field(sa_type=Text, description="The inputs' version it read.")
+    suppressed_through: int | None = Field(
+        default=None, description="The highest suppression id its audience count reflects."
+    )
+    audience: list[Any] | None = Field(
+        default=None, sa_type=JSONType, description="[segment, role, contacts] as counted."
+    )
+    planned_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AudienceVersion(SQLModel, table=True):
+    """SQLite's data version of the audience's inputs (one row): triggers bump ``version``
+    on the first change after a plan cleared ``dirty``. Unused on Postgres."""
+
+    __tablename__ = "audience_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(sa_type=BigInteger)
+    dirty: bool
+
+
+class AudienceChange(SQLModel, table=True):
+    """Postgres: a transaction that changed an audience's inputs (its id, recorded once by a
+    statement trigger). Unused on SQLite."""
+
+    __tablename__ = "audience_change"
+
+    xid: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
 # --------------------------------------------------------------------------- telemetry
 
 
@@ -347,6 +415,8 @@ class EmailEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("sg_event_id", name="uq_email_event_sg_event_id"),
         Index("ix_email_event_delivery", "delivery_id"),
+        # The metrics read (delivery_id, event, occurred_at) from this index alone (0011).
+        Index("ix_email_event_delivery_event", "delivery_id", "event", "occurred_at"),
         Index("ix_email_event_email", "email"),
         Index("ix_email_event_event_time", "event", "occurred_at"),
     )
@@ -602,6 +672,9 @@ DELIVERY: Final = table(Delivery)
 SEND_WORKER: Final = table(SendWorker)
 SEND_BATCH: Final = table(SendBatch)
 PHASE_CONTROL: Final = table(PhaseControl)
+PLAN_STAMP: Final = table(PlanStamp)
+AUDIENCE_VERSION: Final = table(AudienceVersion)
+AUDIENCE_CHANGE: Final = table(AudienceChange)
 EMAIL_EVENT: Final = table(EmailEvent)
 WEBHOOK_BATCH: Final = table(WebhookBatch)
 WEBHOOK_EVENT_FAILURE: Final = table(WebhookEventFailure)

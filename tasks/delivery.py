@@ -19,7 +19,6 @@ from prefect.context import TaskRunContext
 from herald import audit
 from herald.config import HeraldConfig, MessageKind, PhaseName
 from herald.delivery import controls, ledger, planning
-from herald.delivery.audience import AudienceCount, audience_counts
 from herald.delivery.calendar import Notice, parse_message
 from herald.delivery.ledger import Worker
 from herald.delivery.messages import check_templates, templates_fingerprint
@@ -45,10 +44,11 @@ def check_templates_task(config: HeraldConfig) -> int:
 
 
 @task(name="count-audience", cache_policy=NO_CACHE)
-def count_audience_task(config: HeraldConfig, phase: PhaseName, as_of: date) -> list[AudienceCount]:
-    """The phase's audience by segment and role."""
-    with database().connect() as conn:
-        return audience_counts(conn, config, phase, as_of)
+def count_audience_task(
+    config: HeraldConfig, phase: PhaseName, as_of: date
+) -> planning.CountedAudience:
+    """The phase's audience by segment and role (a finished plan's own count, if current)."""
+    return planning.count_audience(database(), config=config, phase=phase, as_of=as_of)
 
 
 @task(name="render-samples", cache_policy=NO_CACHE)
@@ -62,9 +62,15 @@ def sample_renders_task(
 
 
 @task(name="plan-ledger", cache_policy=NO_CACHE)
-def plan_ledger_task(config: HeraldConfig, phase: PhaseName, as_of: date) -> planning.PlanResult:
-    """Insert the audience as planned ledger rows in one statement (a rerun adds nothing)."""
-    return planning.plan(database(), config=config, phase=phase, as_of=as_of)
+def plan_ledger_task(
+    config: HeraldConfig,
+    phase: PhaseName,
+    as_of: date,
+    counted: planning.CountedAudience | None = None,
+) -> planning.PlanResult:
+    """Insert the audience as planned ledger rows in one statement (skipped when nothing it
+    reads changed since the last plan: it would add nothing)."""
+    return planning.plan(database(), config=config, phase=phase, as_of=as_of, counted=counted)
 
 
 @task(name="follow-deadlines", cache_policy=NO_CACHE)

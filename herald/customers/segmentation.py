@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from herald.config import SegmentsConfig
-from herald.customers.rules import first_match
+from herald.customers.rules import first_match, rule_inputs
 from herald.models import (
     ACCOUNT,
     SEGMENT_ASSIGNMENT,
@@ -79,22 +79,28 @@ class PriorityMatrix:
 
 def assign_segments(*, engine: Engine, config: SegmentsConfig, as_of: date) -> SegmentationResult:
     """Give every active account one segment and readiness as of ``as_of``, replacing that day."""
-    segment, rule = first_match(
-        [(r.name, r.when, r.segment) for r in config.rules], default=config.default
-    )
     readiness = config.readiness
+    is_active = ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value
+    accounts, reads = rule_inputs(
+        [r.when for r in config.rules] + [r.when for r in readiness.rules], where=is_active
+    )
+    segment, rule = first_match(
+        [(r.name, r.when, r.segment) for r in config.rules], default=config.default, source=reads
+    )
     level, level_rule = first_match(
-        [(r.name, r.when, r.level) for r in readiness.rules], default=readiness.default
+        [(r.name, r.when, r.level) for r in readiness.rules],
+        default=readiness.default,
+        source=reads,
     )
     source = select(
-        ACCOUNT.c.id,
+        accounts.c.id,
         literal(as_of),
         segment,
         rule,
         level,
         level_rule,
         literal(utcnow(), SEGMENT_ASSIGNMENT.c.assigned_at.type),
-    ).where(ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value)
+    )
     with engine.begin() as conn:
         # Re-running a day replaces it whole: an account churned since then loses its row.
         conn.execute(delete(SEGMENT_ASSIGNMENT).where(SEGMENT_ASSIGNMENT.c.as_of == as_of))

@@ -93,22 +93,30 @@ def locale_expression(config: HeraldConfig) -> ColumnElement[str]:
     )
 
 
-def address_suppressed(config: HeraldConfig, kind: MessageKind) -> ColumnElement[bool]:
+def address_suppressed(
+    config: HeraldConfig, kind: MessageKind, *only: ColumnElement[bool]
+) -> ColumnElement[bool]:
     """SQL: the contact's address (``CONTACT.email``) is suppressed for messages of ``kind``:
     a bounce, a spam report or a manual suppression stops everything; an unsubscribe stops
-    the messages that honour it (``unsubscribe.honoured_by``)."""
-    condition = exists().where(SUPPRESSION.c.email == CONTACT.c.email)
+    the messages that honour it (``unsubscribe.honoured_by``). ``only`` narrows the
+    suppressions that count (say, to ids up to one)."""
+    condition = exists().where(SUPPRESSION.c.email == CONTACT.c.email, *only)
     if not config.campaign.unsubscribe.honours(kind):
         condition = condition.where(SUPPRESSION.c.reason != SuppressionReason.UNSUBSCRIBE.value)
     return condition
 
 
 def recipients(
-    config: HeraldConfig, segmented_on: date, kind: MessageKind
+    config: HeraldConfig,
+    segmented_on: date,
+    kind: MessageKind,
+    *,
+    suppressed_through: int | None = None,
 ) -> Select[tuple[int, str, str, str, str]]:
     """Contacts of active accounts, not suppressed for ``kind``, with the variant and time
     zone each gets: contact_id, segment, role, locale, timezone. Every audience narrows
-    this one."""
+    this one. ``suppressed_through``: only suppressions with an id up to it count."""
+    through = [] if suppressed_through is None else [SUPPRESSION.c.id <= suppressed_through]
     return (
         select(
             CONTACT.c.id.label("contact_id"),
@@ -124,7 +132,7 @@ def recipients(
         .join(SEGMENT_ASSIGNMENT, assigned_on(segmented_on))
         .where(
             ACCOUNT.c.lifecycle == AccountLifecycle.ACTIVE.value,
-            ~address_suppressed(config, kind),
+            ~address_suppressed(config, kind, *through),
         )
     )
 
@@ -136,11 +144,13 @@ def audience(
     *,
     segments: list[str] | None = None,
     kind: MessageKind | None = None,
+    suppressed_through: int | None = None,
 ) -> Select[tuple[int, str, str, str, str]]:
     """The phase's audience: contact_id, segment, role, locale, timezone (one row per contact).
 
     ``segments`` narrows the phase's segments (a sunset notice is per segment); ``kind`` is
-    the message sent to it when that is not the phase's own (a "deadline extended").
+    the message sent to it when that is not the phase's own (a "deadline extended");
+    ``suppressed_through`` counts only the suppressions up to that id.
     """
     wanted = config.campaign.audiences[phase]
     chosen = [s for s in wanted.segments if segments is None or s in segments]
@@ -150,7 +160,9 @@ def audience(
     ]
     if wanted.exclude_migrated:
         conditions.append(ACCOUNT.c.migration_state != MigrationState.MIGRATED.value)
-    return recipients(config, segmented_on, kind or phase).where(*conditions)
+    return recipients(
+        config, segmented_on, kind or phase, suppressed_through=suppressed_through
+    ).where(*conditions)
 
 
 def thank_you_audience(
@@ -201,7 +213,14 @@ def audience_counts(
     conn: Connection, config: HeraldConfig, phase: PhaseName, as_of: date
 ) -> list[AudienceCount]:
     """The audience counted by segment and role, in rollout order."""
-    query = audience(config, phase, segmentation_day(conn, as_of)).subquery()
+    return counts_of(conn, config, audience(config, phase, segmentation_day(conn, as_of)))
+
+
+def counts_of(
+    conn: Connection, config: HeraldConfig, chosen: Select[tuple[int, str, str, str, str]]
+) -> list[AudienceCount]:
+    """The contacts of an audience query counted by segment and role, in rollout order."""
+    query = chosen.subquery()
     rows = conn.execute(
         select(query.c.segment, query.c.role, func.count())
         .group_by(query.c.segment, query.c.role)

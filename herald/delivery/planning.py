@@ -5,6 +5,11 @@ A phase's audience is inserted as ``planned`` rows in one INSERT ... SELECT ... 
 DO NOTHING on the unique key (campaign, message, contact): a rerun adds nothing, and nothing
 is sent that is not in the ledger. Rows leave ``planned`` only through
 :func:`herald.delivery.ledger.move`.
+
+Each plan leaves a stamp (:mod:`herald.delivery.stamps`): a rerun of the same plan whose
+audience's inputs did not change since skips the INSERT ... SELECT (it would add nothing),
+and the phase's audience count is the stamp's, less the contacts suppressed since. The
+thank-you and "deadline extended" plans read the ledger itself and always run.
 """
 
 from __future__ import annotations
@@ -27,11 +32,16 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.exc import OperationalError
 
 from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
 from herald.db import dialect_insert
+from herald.delivery import stamps
 from herald.delivery.audience import (
+    AudienceCount,
+    address_suppressed,
     audience,
+    counts_of,
     extended_audience,
     segmentation_day,
     thank_you_audience,
@@ -59,14 +69,40 @@ from herald.models import (
 )
 
 BULK_PLAN_ROWS = 10_000  # a plan this large refreshes the planner's statistics (Postgres)
+SUPPRESSED_CHUNK = 5_000  # addresses per statement when a count takes off new suppressions
+SQLITE_BUSY_MS = 30_000  # herald.db's busy timeout, restored after a count's short one
 
 
 @dataclass(frozen=True)
 class PlanResult:
-    """What planning added: new ledger rows, and the segmentation they were chosen from."""
+    """What planning added: new ledger rows, and the segmentation they were chosen from.
+    ``reused``: nothing the audience reads changed since the last plan of the same
+    statement, so it was not run again (it would have added nothing)."""
 
     planned: int
     segmented_on: date
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class CountBasis:
+    """What a live count of a phase's audience read, so the plan can stamp the count: the
+    plan's digest, the inputs' data version taken before counting, the highest suppression
+    id counted."""
+
+    digest: str
+    data_version: str
+    suppressed_through: int
+
+
+@dataclass(frozen=True)
+class CountedAudience:
+    """A phase's audience by segment and role; ``basis`` when counted now (None: the count
+    of a current stamp, less the contacts suppressed since)."""
+
+    counts: list[AudienceCount]
+    segmented_on: date
+    basis: CountBasis | None = None
 
 
 def plan(
@@ -80,27 +116,151 @@ def plan(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     critical: bool = False,
+    counted: CountedAudience | None = None,
 ) -> PlanResult:
     """Insert the audience as planned rows; rows already in the ledger stay as they are.
 
     ``message`` is the ledger's name for it (default: the phase; a notice: ``sunset-t30``);
     ``segments`` narrows the phase's segments; ``not_before`` / ``not_after`` bound when it
     may go (a notice is due on a day and superseded by the next one); ``critical`` exempts
-    it from the frequency cap.
+    it from the frequency cap. ``counted``: the audience counted just before (by
+    :func:`count_audience`), kept on the plan's stamp for the reruns.
+
+    When the last plan of ``message`` was this same statement and nothing it reads has
+    changed since (:mod:`herald.delivery.stamps`), the statement is not run: ``reused``.
     """
+    campaign, name = config.campaign.id, message or phase
     with engine.begin() as conn:
+        # First: a change committed after it, seen by the INSERT or not, leaves the stamp
+        # stale (the next run plans again); never one the plan missed and the stamp hides.
+        version = stamps.data_version(conn)
         day = segmentation_day(conn, as_of)
-        source = audience(config, phase, day, segments=segments).subquery()
+        chosen = audience(config, phase, day, segments=segments)
+        digest = _plan_digest(conn, chosen, campaign, name, not_before, not_after, critical)
+        if stamps.current_stamp(conn, campaign=campaign, message=name, digest=digest):
+            return PlanResult(planned=0, segmented_on=day, reused=True)
         added = _insert_planned(
             conn,
-            campaign=config.campaign.id,
-            message=message or phase,
-            source=source,
+            campaign=campaign,
+            message=name,
+            source=chosen.subquery(),
             not_before=not_before,
             not_after=not_after,
             critical=critical,
         )
+        basis = counted.basis if counted is not None else None
+        if basis is not None and basis.digest == digest and counted is not None:
+            # The count's version is older than the plan's: a change between the two leaves
+            # the stamp stale, and the next run plans and counts again.
+            stamp = stamps.Stamp(
+                digest=digest,
+                segmented_on=day,
+                data_version=basis.data_version,
+                suppressed_through=basis.suppressed_through,
+                audience=[(c.segment, c.role, c.contacts) for c in counted.counts],
+            )
+        else:
+            stamp = stamps.Stamp(digest=digest, segmented_on=day, data_version=version)
+        stamps.write_stamp(conn, campaign=campaign, message=name, stamp=stamp)
     return PlanResult(planned=max(added, 0), segmented_on=day)
+
+
+def count_audience(
+    engine: Engine, *, config: HeraldConfig, phase: PhaseName, as_of: date
+) -> CountedAudience:
+    """The phase's audience by segment and role, in rollout order.
+
+    From the phase's stamp when its plan is current (its count, less the contacts whose
+    address was suppressed since: a few indexed reads), else counted now (with the
+    :class:`CountBasis` that lets the plan that follows stamp it).
+    """
+    campaign = config.campaign.id
+    version = _version_soon(engine)  # before counting: a change from here on is seen later
+    with engine.connect() as conn:
+        day = segmentation_day(conn, as_of)
+        chosen = audience(config, phase, day)
+        digest = _plan_digest(conn, chosen, campaign, phase, None, None, False)
+        stamp = stamps.current_stamp(conn, campaign=campaign, message=phase, digest=digest)
+        if stamp is not None and stamp.audience is not None:
+            counts = [AudienceCount(*c) for c in stamp.audience]
+            return CountedAudience(
+                _less_suppressed_since(conn, config, phase, day, counts, stamp), day
+            )
+        through = _latest_suppression(conn)
+        # Suppressions up to ``through`` only: one committed meanwhile is taken off later.
+        counts = counts_of(conn, config, audience(config, phase, day, suppressed_through=through))
+    basis = None if version is None else CountBasis(digest, version, through)
+    return CountedAudience(counts, day, basis)
+
+
+def _version_soon(engine: Engine) -> str | None:
+    """The data version, or None when SQLite's write lock (to clear the dirty flag) is not
+    free within a second: a count, unlike a plan, does not wait for a long import."""
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as conn:
+            return stamps.data_version(conn)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA busy_timeout = 1000")
+        conn.commit()
+        try:
+            with conn.begin():
+                return stamps.data_version(conn)
+        except OperationalError:
+            return None  # counted all the same; the plan just does not keep this count
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+            conn.commit()
+
+
+def _plan_digest(
+    conn: Connection,
+    chosen: Any,
+    campaign: str,
+    message: str,
+    not_before: datetime | None,
+    not_after: datetime | None,
+    critical: bool,
+) -> str:
+    return stamps.digest(conn, chosen, campaign, message, not_before, not_after, critical)
+
+
+def _latest_suppression(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(SUPPRESSION.c.id), 0))).scalar_one())
+
+
+def _less_suppressed_since(
+    conn: Connection,
+    config: HeraldConfig,
+    phase: PhaseName,
+    day: date,
+    counts: list[AudienceCount],
+    stamp: stamps.Stamp,
+) -> list[AudienceCount]:
+    """``counts`` (the stamp's) less the contacts whose address got a suppression for the
+    phase after the stamp's count: found from those suppressions, by index."""
+    through = stamp.suppressed_through
+    if through is None or _latest_suppression(conn) <= through:
+        return counts
+    newer = SUPPRESSION.c.id > through
+    # The addresses first (a range of ids), then their contacts by the e-mail index: as one
+    # statement, SQLite's planner would rather scan every contact.
+    emails = sorted(set(conn.execute(select(SUPPRESSION.c.email).where(newer)).scalars()))
+    gone: dict[tuple[str, str], int] = {}
+    for start in range(0, len(emails), SUPPRESSED_CHUNK):
+        lost = counts_of(
+            conn,
+            config,
+            audience(config, phase, day, suppressed_through=through).where(
+                CONTACT.c.email.in_(emails[start : start + SUPPRESSED_CHUNK]),
+                address_suppressed(config, phase, newer),
+            ),
+        )
+        for c in lost:
+            gone[(c.segment, c.role)] = gone.get((c.segment, c.role), 0) + c.contacts
+    return [
+        AudienceCount(c.segment, c.role, c.contacts - gone.get((c.segment, c.role), 0))
+        for c in counts
+    ]
 
 
 def _insert_planned(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from herald.config import Condition, SegmentsConfig, load_config
-from herald.customers.rules import compile_condition
+from herald.customers.rules import compile_condition, first_match, rule_inputs
 from herald.customers.segmentation import assign_segments, priority_matrix
 from herald.models import ACCOUNT, SEGMENT_ASSIGNMENT
 from tests.support.environment import ROOT, Database
@@ -124,6 +124,46 @@ class TestRuleCompiler:
     def test_values_that_look_like_sql_are_data(self, accounts: Database) -> None:
         """A value with quotes and SQL in it is bound as a parameter and matches nothing."""
         assert matching(accounts, {"field": "tier", "equals": "x' OR '1'='1"}) == []
+
+    def test_rules_over_rule_inputs_match_like_rules_over_the_table(
+        self, accounts: Database
+    ) -> None:
+        """Conditions compiled against rule_inputs' subquery select the same accounts."""
+        conditions = [
+            Condition.model_validate(raw)
+            for raw in (
+                {"attribute": "performance_focused", "equals": True},
+                {"attribute": "legacy_version", "gte": 4},
+                {"attribute": "change_policy", "not_equals": "conservative"},
+                {"any": [{"field": "industry", "in": ["banking"]}, {"field": "tier", "exists": 1}]},
+                {"not": {"attribute": "legacy_version", "exists": True}},
+            )
+        ]
+        inputs, source = rule_inputs(conditions, where=ACCOUNT.c.lifecycle == "active")
+        with accounts.engine.connect() as conn:
+            for condition in conditions:
+                through_inputs = conn.execute(
+                    select(inputs.c.id).where(compile_condition(condition, source=source))
+                ).scalars()
+                direct = conn.execute(
+                    select(ACCOUNT.c.id).where(compile_condition(condition))
+                ).scalars()
+                assert sorted(through_inputs) == sorted(direct), condition
+
+    def test_rule_inputs_read_each_attribute_once(self, db: Database) -> None:
+        """The compiled segmentation reads each (attribute, type) the rules test once a row."""
+        config = segments_config()
+        conditions = [r.when for r in config.rules] + [r.when for r in config.readiness.rules]
+        inputs, source = rule_inputs(conditions, where=ACCOUNT.c.lifecycle == "active")
+        segment, _ = first_match(
+            [(r.name, r.when, r.segment) for r in config.rules],
+            default=config.default,
+            source=source,
+        )
+        sql = str(select(segment).select_from(inputs).compile(db.engine))
+        # legacy_version is tested by four rules, always as a number: one accessor, not four.
+        assert sql.count("legacy_version") == 2  # its type test and its value
+        assert "OFFSET" in sql  # kept apart, so no database copies it into each test
 
 
 class TestAssignSegments:

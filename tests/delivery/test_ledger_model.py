@@ -6,12 +6,16 @@ accepted, and the events it owes Herald's webhook for them. Rules: claim a batch
 request, answer it (2xx; 429 or 5xx retried, then accepted; 5xx until the tries run out;
 an ambiguous answer after which SendGrid did or did not accept it), crash the sender (its
 requests in flight accepted or not), restart (recovery), deliver webhook events (some,
-duplicated, out of order, possibly before the request's answer), pause and resume.
+duplicated, out of order, possibly before the request's answer), pause and resume; and
+planning again: a contact added (by raw SQL) or a column the audience does not read
+changed meanwhile. The plan must be reused exactly when nothing it reads changed since the
+last plan (its stamp), and otherwise add exactly the contacts not yet in the ledger.
 
 Invariant after every step: SendGrid accepted each ledger key at most once. At the end, the
 operator's procedure (resume, recover, let every owed event arrive, re-send what is still
 unknown or failed, send the rest) leaves exactly one accepted send for every planned,
-unsuppressed key, and the ledger agrees with SendGrid.
+unsuppressed key (every contact added along the way included), and the ledger agrees with
+SendGrid.
 
 Examples: ``HERALD_MODEL_EXAMPLES`` (``make test``: 60; ``make chaos``: 1,000).
 """
@@ -37,7 +41,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
 
 from herald.customers.segmentation import assign_segments
 from herald.db import get_engine, upgrade
@@ -146,6 +150,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.requests: list[Request] = []
         self.paused = False
         self.keys: set[str] = set()
+        self.audience = set(range(1, CONTACTS + 1))  # contact ids the phase goes to
+        self.stamp_current = False  # nothing the plan reads changed since the last plan
 
     def teardown(self) -> None:
         self.engine.dispose()
@@ -166,16 +172,52 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ rules
 
-    @initialize()
-    def plan(self) -> None:
-        planned = planning.plan(self.engine, config=self.config, phase=PHASE, as_of=DAY).planned
-        assert planned == CONTACTS
+    def plan_again(self) -> None:
+        """Plan: reused exactly when nothing changed; else the contacts not yet planned."""
+        before = len(self.keys)
+        result = planning.plan(self.engine, config=self.config, phase=PHASE, as_of=DAY)
+        assert result.reused == self.stamp_current, result
+        assert result.planned == len(self.audience) - before
+        self.stamp_current = True
         with self.engine.connect() as conn:
             ids = conn.execute(
                 select(DELIVERY.c.contact_id).where(DELIVERY.c.message == PHASE)
             ).scalars()
             self.keys = {f"{self.campaign}/{PHASE}/{c}" for c in ids}
+        assert self.keys == {f"{self.campaign}/{PHASE}/{c}" for c in self.audience}
+
+    @initialize()
+    def plan(self) -> None:
+        self.plan_again()
+        assert len(self.keys) == CONTACTS
         self.new_worker()
+
+    @rule()
+    def replan(self) -> None:
+        """A rerun of the phase plans again (while batches may be in flight)."""
+        self.plan_again()
+
+    @rule(account=st.integers(1, CONTACTS // 2))
+    def add_contact(self, account: int) -> None:
+        """Someone outside Herald adds a contact to an account in the audience."""
+        contact = max(self.audience) + 1
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO contact (id, account_id, email, role, locale, created_at, "
+                    "updated_at) VALUES (:id, :a, :email, 'executive', 'en', "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": contact, "a": account, "email": f"m{contact}@model.example.com"},
+            )
+        self.audience.add(contact)
+        self.stamp_current = False
+
+    @rule(contact=st.integers(1, CONTACTS))
+    def rename_contact(self, contact: int) -> None:
+        """A column the audience does not read changes: the plan stays current."""
+        with self.engine.begin() as conn:
+            conn.execute(text("UPDATE contact SET name = 'Renamed' WHERE id = :c"), {"c": contact})
 
     @rule(size=st.integers(1, 5))
     def claim(self, size: int) -> None:
@@ -315,6 +357,7 @@ class LedgerMachine(RuleBasedStateMachine):
             resolution="resend",
             include_failed=True,
         )
+        self.plan_again()  # the rerun: whoever was added since the last plan is planned
         while (claimed := ledger.claim(self.engine, worker=self.worker, limit=5)) is not None:
             request = Request(claimed, started=True)
             ledger.mark_requesting(self.engine, batch_id=claimed.batch_id)
@@ -324,7 +367,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert set(self.sendgrid.accepted) == self.keys
         with self.engine.connect() as conn:
             counts = ledger.state_counts(conn, campaign=self.campaign, message=PHASE)
-        assert counts[DeliveryState.ACCEPTED.value] == CONTACTS, counts
+        assert counts[DeliveryState.ACCEPTED.value] == len(self.audience), counts
 
 
 class FinishingMachine(LedgerMachine):

@@ -84,6 +84,10 @@ class TestOutboxPhase:
 
         assert (rerun.planned_new, rerun.delivery.accepted, rerun.delivery.requests) == (0, 0, 0)
         assert len(index_lines(herald_env, "announcement")) == len(lines)
+        # Nothing changed since the plan: the rerun reused it, and its count (the stamp's).
+        assert rerun.plan_reused and not summary.plan_reused
+        assert (rerun.audience, rerun.audience_total) == (summary.audience, summary.audience_total)
+        assert rerun.ledger == summary.ledger
 
     def test_no_message_goes_to_a_churned_or_migrated_account(
         self, db: Database, tmp_path: Path, herald_env: Path

@@ -3,8 +3,10 @@
 ``compute.compute_metrics(engine, config=..., as_of=...)`` runs four aggregate queries (no
 Python loop over events, deliveries or accounts):
 
-1. the *campaign query*: one pass over ``email_event`` folds each delivery's events into flags
-   (delivered, opened, clicked, hard bounce, spam report, unsubscribe); the accepted
+1. the *campaign query*: one pass over ``email_event`` (from the index
+   ``ix_email_event_delivery_event`` alone) folds each delivery's events into flags
+   (delivered, opened, clicked, spam report, unsubscribe), and one over its bounces alone
+   tells hard bounces from blocks; the accepted
    deliveries with their flags roll up per account, then per segment beside everything else
    known of the account (lifecycle, migration, performance focus, adoption, latest
    performance report);
