@@ -3,6 +3,7 @@
     make bench                                   # 1,000,000 contacts, SQLite and Postgres
     .venv/bin/python bench/phase.py [--contacts N] [--small N] [--db sqlite|postgres|both]
                                     [--latency SECONDS] [--naive N] [--postgres URL]
+                                    [--in-flight N] [--validate-every N]
 
 Three ways to get the same phase out, in one process tree and one run, each part in a child
 process of its own (so each peak RSS is its own):
@@ -14,8 +15,11 @@ process of its own (so each peak RSS is its own):
   0.16 s of CPU per 1,000-recipient body, taken from the cores being measured; the tests
   check every body), results recorded. Then the same flow again: nothing is left to send
   (the rerun).
-- **floor**: the same ledger rows written and the same request bodies built (the same
-  transport code, serialized to JSON) in a tight loop: no claims, no Prefect, no network.
+- **floor** (the raw floor): the same rows read (by primary-key ranges, with their contact
+  and account), the same request bytes built by hand as plain dicts and serialized, and the
+  same ledger writes (each batch's rows claimed and recorded accepted, with its batch row),
+  in one transaction a batch: no checks, no Prefect, no network. Every 50th body is
+  compared byte for byte with the one Herald's own code builds from the same rows.
 - **naive**: one Prefect task and one official-client ``send()`` per recipient against the
   same fake, on ``--naive`` contacts (2,000), extrapolated as recipients per second.
 
@@ -423,7 +427,8 @@ def part_herald(url: str, fake_url: str, config_dir: str) -> dict[str, Any]:
         "prefect_s": prefect_s,
         "task_runs": task_runs,
         "rerun_s": rerun_wall,
-        "rerun_sent": rerun.delivery.accepted,
+        "rerun_sent": rerun.delivery.accepted if rerun.delivery else 0,
+        "rerun_plan_reused": rerun.plan_reused,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -547,9 +552,11 @@ def run_db(kind: str, args: argparse.Namespace, config_dir: Path) -> dict[str, A
                 if label == "large":
                     say(f"[{kind}] floor")
                     result["floor"] = child("floor", url, str(config_dir))
+                    result["floor"]["load_average"] = os.getloadavg()
                     reset_sends(url)
                 say(f"[{kind}] herald at {contacts:,}")
                 result[f"herald_{label}"] = child("herald", url, fake.url, str(config_dir))
+                result[f"herald_{label}"]["load_average"] = os.getloadavg()
                 if label == "large" and args.naive and kind == args.naive_db:
                     say(f"[{kind}] naive on {args.naive:,}")
                     result["naive"] = child(

@@ -33,7 +33,14 @@ from pydantic import Field
 
 from flows.run_names import sender_run
 from herald.config import HeraldConfig, MessageKind, PhaseName
-from herald.delivery.sender import BatchOutcome, Delivered, Pace, PhaseSender, Renderer
+from herald.delivery.sender import (
+    BatchOutcome,
+    Delivered,
+    Pace,
+    PhaseSender,
+    Renderer,
+    sending_memory,
+)
 from herald.delivery.transports import get_transport
 from herald.errors import HeraldError
 from herald.scaleout.rate import GlobalPace, GlobalRate, require
@@ -109,7 +116,8 @@ def deliver_here(
             window=window,
             limiter=pace,
         )
-        _send_batches(sender, done, config.campaign.sending.in_flight, max_batches)
+        with sending_memory():
+            _send_batches(sender, done, config.campaign.sending.in_flight, max_batches)
         finished = "paused" if done.paused else "finished"
     finally:
         finish_sender_task(worker, finished)

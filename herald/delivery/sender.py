@@ -13,10 +13,12 @@ delivers hundreds of times a campaign, runs a whole simulated day in one task ru
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -461,6 +463,43 @@ class PhaseSender:
         return self.counts.bounced
 
 
+# --------------------------------------------------------------------------- memory
+
+_collections_lock = threading.Lock()
+_collections_depth = 0
+_saved_threshold: tuple[int, int, int] = gc.get_threshold()
+# Allocations between two young collections while sending (Python's default is 700).
+SENDING_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def sending_memory() -> Iterator[None]:
+    """While a sender sends, the garbage collector leaves alone what the process held before
+    (``gc.freeze``) and looks for cycles every 50,000 allocations instead of 700.
+
+    A batch makes some ten thousand short-lived dicts and strings (freed by reference
+    counting: they hold no cycles). With Python's defaults they start a collection every 700
+    allocations, and every hundredth one scans every object the process has (Prefect's,
+    pydantic's, SQLAlchemy's: some 350,000): measured in a 100,000-recipient send, 5.2 s of
+    collections, 4.3 s of them full ones at 0.36 s each. Nested and concurrent senders in
+    one process share one setting; the last one out restores the defaults and unfreezes."""
+    global _collections_depth, _saved_threshold
+    with _collections_lock:
+        if _collections_depth == 0:
+            _saved_threshold = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(max(_saved_threshold[0], SENDING_GC_THRESHOLD), *_saved_threshold[1:])
+        _collections_depth += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _collections_depth -= 1
+            if _collections_depth == 0:
+                gc.set_threshold(*_saved_threshold)
+                gc.unfreeze()
+
+
 # --------------------------------------------------------------------------- one message
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
@@ -605,8 +644,9 @@ def deliver_message(
             window=window,
             links=links,
         )
-        while done.paused is None and not done.take(sender.send_batch(), log):
-            pass
+        with sending_memory():
+            while done.paused is None and not done.take(sender.send_batch(), log):
+                pass
         finished = "paused" if done.paused else "finished"
     finally:
         finish_worker(engine, worker=opened.worker, outcome=finished)
