@@ -27,6 +27,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
+import email_validator
 import idna
 from email_validator import EmailNotValidError, validate_email
 
@@ -35,13 +36,14 @@ LINE_BREAKING = "\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"
 # Bidirectional embeddings, overrides and isolates: refused.
 BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _BREAKS = re.compile(f"[{re.escape(LINE_BREAKING)}]+")
-# Every character _refused() refuses, plus the line breaks, as one character class: control
+# Every character text may not hold, plus the line breaks, as one character class: control
 # characters (Unicode category Cc: U+0000-001F and U+007F-009F), surrogates (Cs: U+D800-DFFF)
 # and the bidi controls. One regex search per value instead of a category lookup per
 # character (a List-Unsubscribe URL is some 200 characters, a batch has 1,000 of them).
-_UNSAFE = re.compile(
+UNSAFE_PATTERN = (
     "[\x00-\x1f\x7f-\x9f\ud800-\udfff" + re.escape(BIDI_CONTROLS) + re.escape(LINE_BREAKING) + "]"
 )
+_UNSAFE = re.compile(UNSAFE_PATTERN)
 _SPACES = re.compile(r" {2,}")
 # What an ASCII addr-spec may hold once canonical (RFC 5322 dot-atom, no quoting).
 _ADDRESS = re.compile(
@@ -85,13 +87,6 @@ def describe(char: str) -> str:
     return f"U+{ord(char):04X} {name}"
 
 
-def _refused(char: str) -> bool:
-    if char in BIDI_CONTROLS:
-        return True
-    category = unicodedata.category(char)
-    return category in ("Cc", "Cs")
-
-
 def unsafe_char(value: str) -> str | None:
     """The first character of ``value`` that may never reach a header (line breaks included)."""
     found = _UNSAFE.search(value)
@@ -103,9 +98,10 @@ def clean_text(value: str, what: str = "value") -> str:
     trimmed; UnsafeText when it holds a character that is refused."""
     text = unicodedata.normalize("NFC", value)
     text = _SPACES.sub(" ", _BREAKS.sub(" ", text)).strip()
-    for char in text:
-        if _refused(char):
-            raise UnsafeText(f"{what} contains {describe(char)}")
+    # The line breaks are spaces by now, so the first unsafe character is the first refused
+    # one (one regex search instead of a category lookup per character).
+    if (found := _UNSAFE.search(text)) is not None:
+        raise UnsafeText(f"{what} contains {describe(found.group())}")
     return text
 
 
@@ -118,33 +114,65 @@ def check_header_text(value: str, what: str) -> str:
     return value
 
 
-# An unquoted ASCII local part (RFC 5322 dot-atom), lower-cased.
-_PLAIN_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# The fast path of canonical_email: an address email-validator is certain to accept, and to
+# normalise to itself lower-cased, decided without it. The local part is an unquoted ASCII
+# dot-atom (RFC 5322), lower-cased; email-validator's default, non-strict mode puts no limit
+# on its length beyond the address's 254 characters. The domain is lower-case ASCII
+# letters, digits and hyphens in labels of 1 to 63 characters, at least two labels, none
+# starting or ending with a hyphen nor with hyphens in its 3rd and 4th places (that is
+# Punycode's "xn--" or a reserved form: left to email-validator), the last label ending with
+# a letter (email-validator refuses a numeric top-level domain). The special-use names are
+# email-validator's own list, read once.
+_PLAIN_ADDRESS = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:(?![a-z0-9-]{2}--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+    r"(?![a-z0-9-]{2}--)(?:[a-z0-9][a-z0-9-]{0,61})?[a-z]"
+)
+# email-validator refuses these names and every name under them.
+_SPECIAL_USE = tuple(f".{name}" for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+# The longest address email-validator takes (RFC 5321 with its errata): 254 characters.
+_MAX_ADDRESS = 254
 
 
 def canonical_email(value: str) -> str:
     """The canonical form of an address (lower-case ASCII, A-label domain), or BadAddress.
 
-    The common address (a plain ASCII local part) is checked here, with its domain's verdict
-    cached (a file or a batch has few domains); anything else goes through email-validator
-    whole, so the result and the error are always the same as :func:`_validated`'s."""
+    Exactly :func:`_validated` of the trimmed value, result and error alike (a differential
+    test holds the two together): the common address (a plain ASCII local part at a plain
+    ASCII domain) is decided here without email-validator; an internationalised domain's
+    verdict is cached (a file has few of them); anything else, and every address refused,
+    goes through email-validator whole, so an error always says what email-validator says."""
     text = value.strip()
-    if text.isascii() and len(text) <= 254:
-        local, _, domain = text.lower().rpartition("@")
-        if len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local):
-            canonical = _canonical_domain(domain)
-            if canonical is not None:
-                return f"{local}@{canonical}"
+    if len(text) <= _MAX_ADDRESS and text.isascii():
+        lowered = text.lower()
+        if _PLAIN_ADDRESS.fullmatch(lowered):
+            if not lowered.endswith(_SPECIAL_USE):
+                return lowered
+        else:
+            local, _, domain = lowered.rpartition("@")
+            if "xn--" in domain and _PLAIN_LOCAL.fullmatch(local):
+                lengths = _idn_domain(domain)
+                # The address must fit in 254 characters with its domain in Unicode too.
+                if lengths is not None and len(local) + 1 + lengths <= _MAX_ADDRESS:
+                    return lowered
     return _validated(text)
 
 
+# An unquoted ASCII local part (RFC 5322 dot-atom), lower-cased.
+_PLAIN_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
 @lru_cache(maxsize=8192)
-def _canonical_domain(domain: str) -> str | None:
-    """A domain's canonical form, None when it is not valid."""
+def _idn_domain(domain: str) -> int | None:
+    """For a lower-case ASCII domain holding an A-label: the UTF-8 length of its Unicode
+    form when email-validator takes it unchanged as the domain of an address, else None."""
     try:
-        return _validated(f"x@{domain}").rpartition("@")[2]
-    except BadAddress:
+        checked = validate_email(f"x@{domain}", check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
         return None
+    if checked.ascii_domain != domain:
+        return None
+    return len(checked.domain.encode("utf-8"))
 
 
 def _validated(text: str) -> str:

@@ -5,7 +5,8 @@ decoded as UTF-8 with or without a BOM, and bytes that are not UTF-8 kept as lon
 (``surrogateescape``) so the record they sit on can be rejected with its line number instead
 of the whole file failing. Each record carries the physical line it starts on (a quoted CSV
 field may span lines; the header is line 1) and the lines it was read from. Records are
-yielded one at a time, so a file of a million rows never sits in memory.
+yielded one at a time (or, for a bulk reader, runs of quote-free lines a block at a time),
+so a file of a million rows never sits in memory.
 
 What a bad record means (a rejected row, a quarantined one) and how it is worded is the
 caller's: this module says only what was read and what went wrong reading it.
@@ -20,6 +21,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -132,6 +134,32 @@ class _Lines:
         self._taken.append(line)
         return line
 
+    def peek(self) -> str | None:
+        """The line the next record starts on, not taken (None at the end of the file)."""
+        if not self._back:
+            line = next(self._handle, None)
+            if line is None:
+                return None
+            self._back.append(line)
+        return self._back[0]
+
+    def take(self, count: int) -> list[str]:
+        """Up to ``count`` lines, taken whole (outside any record: the caller numbers them)."""
+        if self._back:
+            taken = list(self._back)[:count]
+            for _ in taken:
+                self._back.popleft()
+            return taken
+        return list(islice(self._handle, count))
+
+    def give_back(self, lines: list[str]) -> None:
+        """Lines taken and not used: they are read again, first of all."""
+        self._back.extendleft(reversed(lines))
+
+    def has_back(self) -> bool:
+        """Whether lines given back are still to be read."""
+        return bool(self._back)
+
     def record_done(self) -> tuple[int, tuple[str, ...]]:
         """Close the record just read: the line it started on, and its lines."""
         first, taken = self.next_line, tuple(self._taken)
@@ -152,15 +180,23 @@ class CsvReader:
 
     ``strict`` (the default) makes a quote out of place an error instead of text. With
     ``reread_failed``, the lines after the first of a record that failed are read again as
-    records of their own.
+    records of their own. A line with no quote is split at its commas without the csv
+    module, which reads it the same (``split_plain=False`` reads every line through the csv
+    module: the reference tests/test_tabular.py holds the split to).
     """
 
     def __init__(
-        self, handle: Iterable[str], *, strict: bool = True, reread_failed: bool = False
+        self,
+        handle: Iterable[str],
+        *,
+        strict: bool = True,
+        reread_failed: bool = False,
+        split_plain: bool = True,
     ) -> None:
         self._lines = _Lines(handle)
         self._reader = csv.reader(self._lines, strict=strict)
         self._reread_failed = reread_failed
+        self._split_plain = split_plain
 
     def header(self) -> list[str] | None:
         """The first record as it is (None for an empty file); ``csv.Error`` if unreadable."""
@@ -173,25 +209,96 @@ class CsvReader:
 
     def records(self, width: int) -> Iterator[CsvRecord]:
         """Every record after the header but blank lines, checked to have ``width`` fields."""
+        while (record := self._record(width)) is not None:
+            yield record
+
+    def blocks(self, width: int, *, size: int = 4096) -> Iterator[PlainLines | CsvRecord]:
+        """What :meth:`records` reads, with runs of quote-free lines given whole.
+
+        Up to ``size`` lines are taken at a time. Without a quote among them, each is one
+        record (or a blank line) and they come as one :class:`PlainLines`, for the caller to
+        split and check in bulk; from the first line with a quote (or longer than the csv
+        module's field limit) on, the lines go record by record until those taken are read.
+        """
+        source = self._lines
+        limit = csv.field_size_limit()
+        while True:
+            lines = source.take(size)
+            if not lines:
+                return
+            texts = self._plain_texts(lines, limit)
+            if texts is not None:
+                plain = len(lines)
+            else:
+                texts = [without_ending(line) for line in lines] if self._split_plain else []
+                plain = next(
+                    (at for at, text in enumerate(texts) if not _splittable(text, limit)),
+                    len(texts),
+                )
+            if plain:
+                yield PlainLines(first=source.next_line, texts=texts[:plain])
+                source.next_line += plain
+            if plain < len(lines):
+                source.give_back(lines[plain:])
+                while source.has_back():
+                    if (record := self._record(width)) is None:
+                        return
+                    yield record
+
+    def _plain_texts(self, lines: list[str], limit: int) -> list[str] | None:
+        """The texts of lines that are all splittable and all end with the same line ending
+        (LF or CRLF) and hold no other line break, None otherwise (then line by line)."""
+        joined = "".join(lines)
+        count = len(lines)
+        if (
+            not self._split_plain
+            or '"' in joined
+            or joined.count("\n") != count
+            or (len(joined) > limit and max(map(len, lines)) > limit)
+        ):
+            return None
+        returns = joined.count("\r")
+        if not returns:
+            return [line[:-1] for line in lines]
+        if returns == count == joined.count("\r\n"):
+            return [line[:-2] for line in lines]
+        return None
+
+    def _record(self, width: int) -> CsvRecord | None:
+        """The next record but blank lines (None at the end of the file)."""
+        source = self._lines
+        limit = csv.field_size_limit()
         while True:
             malformed = wrong_width = None
-            try:
-                fields: list[str] | None = next(self._reader)
-            except StopIteration:
-                return
-            except csv.Error as problem:
-                fields, malformed = None, str(problem)
+            text = source.peek()
+            if text is None:
+                return None
+            fields: list[str] | None
+            text = without_ending(text)
+            if self._split_plain and _splittable(text, limit):
+                # A line without a quote (nor a line break inside it) is one record, its
+                # fields the text between commas: what the csv module reads, without its
+                # work per character.
+                next(source)
+                fields = text.split(",")
+            else:
+                try:
+                    fields = next(self._reader)
+                except StopIteration:
+                    return None
+                except csv.Error as problem:
+                    fields, malformed = None, str(problem)
             if fields is not None:
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    self._lines.record_done()
+                    source.record_done()
                     continue  # a blank line is not a row
                 if len(fields) != width:
                     wrong_width = f"expected {width} fields, found {len(fields)}"
             reread = False
             if (malformed or wrong_width) and self._reread_failed:
-                reread = self._lines.give_back_all_but_first()
-            line, lines = self._lines.record_done()
-            yield CsvRecord(
+                reread = source.give_back_all_but_first()
+            line, lines = source.record_done()
+            return CsvRecord(
                 line=line,
                 lines=lines,
                 fields=None if reread else fields,
@@ -199,6 +306,30 @@ class CsvReader:
                 wrong_width=wrong_width,
                 reread=reread,
             )
+
+
+def without_ending(line: str) -> str:
+    """A line (or a record's text) without its final line ending (CRLF, LF or CR)."""
+    if line.endswith("\n"):
+        return line[:-2] if line.endswith("\r\n") else line[:-1]
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _splittable(text: str, limit: int) -> bool:
+    """Whether a line's text (without its line ending) is one record whose fields are the
+    text between its commas: no quote, no line break inside, no field over the limit."""
+    return '"' not in text and "\r" not in text and "\n" not in text and len(text) <= limit
+
+
+@dataclass(frozen=True)
+class PlainLines:
+    """Consecutive lines without a quote, each one record or a blank line: ``texts`` are
+    the lines without their line endings, the first on line ``first`` (1-based). Each
+    record's fields are its text split at its commas (what the csv module reads); a text
+    that is blank (no comma, only white space) is no record."""
+
+    first: int
+    texts: list[str]
 
 
 def header_names(header: Sequence[str]) -> list[str]:

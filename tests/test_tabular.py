@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from herald.tabular import (
     CsvReader,
+    CsvRecord,
     json_lines,
     open_text,
     raw_text,
@@ -88,3 +93,76 @@ def test_json_lines_skip_blank_lines_and_keep_line_numbers(tmp_path: Path) -> No
         items = list(json_lines(handle))
     assert [(i.line, i.value) for i in items] == [(1, {"a": 1}), (3, None), (4, [1])]
     assert items[1].error is not None and items[1].error.startswith("Expecting value")
+
+
+class TestPlainLinesSplit:
+    @settings(max_examples=600, deadline=None)
+    @given(
+        st.lists(
+            st.text(alphabet=',"ab \t\r\n\x00é\u2028', max_size=12),
+            max_size=8,
+        ),
+        st.integers(min_value=1, max_value=3),
+        st.booleans(),
+        st.booleans(),
+        st.sampled_from(["", "\n"]),
+    )
+    def test_reads_every_file_as_the_csv_module_does(
+        self, chunks: list[str], width: int, strict: bool, reread: bool, newline: str
+    ) -> None:
+        """Lines split at their commas give the same records (lines, fields, failures) as
+        the csv module reading every line, whatever the quotes and line breaks (lines ended
+        at CR, LF or CRLF as open_text reads them, or at LF only)."""
+        data = "h\n" + "".join(chunks)
+
+        def read(split_plain: bool) -> list[CsvRecord]:
+            lines = io.StringIO(data, newline=newline)
+            reader = CsvReader(lines, strict=strict, reread_failed=reread, split_plain=split_plain)
+            reader.header()
+            return list(reader.records(width))
+
+        assert read(True) == read(False)
+
+    @settings(max_examples=600, deadline=None)
+    @given(
+        st.lists(
+            st.text(alphabet=',"ab \t\r\n\x00é\u2028', max_size=12),
+            max_size=12,
+        ),
+        st.integers(min_value=1, max_value=3),
+        st.booleans(),
+        st.sampled_from(["", "\n"]),
+        st.integers(min_value=1, max_value=4),
+    )
+    def test_blocks_read_what_records_read(
+        self, chunks: list[str], width: int, reread: bool, newline: str, size: int
+    ) -> None:
+        """Blocks of quote-free lines, each line split at its commas (blank ones dropped),
+        and the records between them, are the records read one by one: same lines, fields
+        and failures, in the same order, whatever the block size."""
+        data = "h\n" + "".join(chunks)
+
+        def reader() -> CsvReader:
+            read = CsvReader(io.StringIO(data, newline=newline), reread_failed=reread)
+            read.header()
+            return read
+
+        def key(record: CsvRecord) -> tuple[object, ...]:
+            return (record.line, record.fields, record.malformed, record.wrong_width)
+
+        from_blocks: list[tuple[object, ...]] = []
+        for block in reader().blocks(width, size=size):
+            if isinstance(block, CsvRecord):
+                from_blocks.append(key(block))
+                continue
+            for at, text in enumerate(block.texts):
+                fields = text.split(",")
+                if len(fields) == 1 and not fields[0].strip():
+                    continue
+                wrong = (
+                    None
+                    if len(fields) == width
+                    else f"expected {width} fields, found {len(fields)}"
+                )
+                from_blocks.append((block.first + at, fields, None, wrong))
+        assert from_blocks == [key(record) for record in reader().records(width)]

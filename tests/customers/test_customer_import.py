@@ -80,6 +80,11 @@ class TestMalformedRows:
         assert reasons[3].startswith("unknown role 'ceo'")
         assert reasons[4].startswith("unknown timezone 'Mars/Olympus_Mons'")
         assert rejects[3]["row"].split(",")[3] == "ceo"
+        # The rows SQL rejects (duplicates, unknown account) are not staged with their text:
+        # it is read again from the file.
+        assert [rejects[i]["row"] for i in (0, 2, 5)] == [
+            ",".join(rows[line - 2]) for line in (6, 201, 801)
+        ]
 
     def test_five_bad_accounts_among_1000_are_rejected_with_their_lines(
         self, db: Database, tmp_path: Path
