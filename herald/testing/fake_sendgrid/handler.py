@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
 
+import orjson
+
 from herald.testing.fake_sendgrid.faults import RATE_LIMIT
 from herald.testing.fake_sendgrid.records import (
     RESET_STATUS,
@@ -148,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
             refused = 415, [Violation("Content-Type should be application/json.")]
         else:
             try:
-                parsed = json.loads(body or b"")
+                parsed = _parse(body or b"")
             except ValueError:
                 refused = 400, [Violation("Bad Request")]
             else:
@@ -285,3 +287,14 @@ def _is_json(content_type: str | None) -> bool:
     """Whether a Content-Type is JSON's media type (parameters such as charset aside)."""
     media = (content_type or "").partition(";")[0].strip().lower()
     return media == "application/json"
+
+
+def _parse(body: bytes) -> Any:
+    """A request body's JSON: orjson's parse (a 1,000-recipient body in a fraction of
+    json.loads's time: the fake shares the machine it measures), json.loads's for what
+    orjson refuses and json takes (integers past 64 bits, lone surrogates): the same
+    values either way, ValueError for what neither reads."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
