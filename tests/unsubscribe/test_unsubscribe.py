@@ -156,8 +156,12 @@ class TestEndpoint:
     ) -> Iterator[tuple[httpx.Client, TokenSigner, int]]:
         loaded = load_base(db, tmp_path, accounts=20)
         signing = TokenSigner(["endpoint-key"])
-        with db.engine.connect() as conn:
+        with db.engine.begin() as conn:
             contact_id = int(conn.execute(text("SELECT min(id) FROM contact")).scalar_one())
+            # The page speaks the contact's language: these tests read it in English.
+            conn.execute(
+                text("UPDATE contact SET locale = 'en' WHERE id = :id"), {"id": contact_id}
+            )
         with client_of(create_app(db.engine, signing, loaded.campaign)) as client:
             yield client, signing, contact_id
 
