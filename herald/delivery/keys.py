@@ -53,7 +53,12 @@ class LedgerKey:
 
     def format(self) -> str:
         """The key as it travels: ``campaign/message/recipient``."""
-        return f"{self.campaign}/{self.message}/{self.recipient}"
+        return f"{self.prefix(self.campaign, self.message)}{self.recipient}"
+
+    @staticmethod
+    def prefix(campaign: str, message: str) -> str:
+        """What every key of one message starts with (a batch adds each recipient to it)."""
+        return f"{campaign}/{message}/"
 
     @classmethod
     def parse(cls, value: str) -> LedgerKey | None:

@@ -378,7 +378,7 @@ class PhaseSender:
         # The batch's variants, each found once: (segment, role, locale, days left) -> it.
         chosen: dict[tuple[str, str, str, int | None], tuple[Variant, Rendered]] = {}
         make_link = self.links.maker(self.phase, self.message)
-        prefix = LedgerKey(campaign, self.message, 0).format()[:-1]  # "campaign/message/"
+        prefix = LedgerKey.prefix(campaign, self.message)
         for row in claimed.rows:
             if row.timezone not in days_left:
                 days_left[row.timezone] = (

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from herald.customers.importer import ImportResult, import_customers
 from herald.customers.rows import ImportError_
 from herald.models import ACCOUNT, CONTACT
 from tests.support.csvfiles import (
@@ -16,25 +15,10 @@ from tests.support.csvfiles import (
     account,
     contact,
     read_rejects,
+    run_import,
     write_csv,
 )
 from tests.support.environment import Database
-
-
-def run_import(
-    db: Database,
-    tmp_path: Path,
-    accounts: Path | None,
-    contacts: Path | None = None,
-    chunk_rows: int = 20_000,
-) -> ImportResult:
-    return import_customers(
-        engine=db.engine,
-        accounts_csv=accounts,
-        contacts_csv=contacts,
-        rejects_dir=tmp_path / "rejects",
-        chunk_rows=chunk_rows,
-    )
 
 
 def snapshot(db: Database) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from herald.customers.importer import ImportResult, import_customers
 from herald.models import ACCOUNT, CONTACT
 from tests.support.csvfiles import (
     ACCOUNT_HEADER,
@@ -21,21 +20,12 @@ from tests.support.csvfiles import (
     account,
     contact,
     read_rejects,
+    run_import,
     write_csv,
 )
 from tests.support.environment import Database
 
-
-def run_import(
-    db: Database, tmp_path: Path, accounts: Path | None, contacts: Path | None = None
-) -> ImportResult:
-    return import_customers(
-        engine=db.engine,
-        accounts_csv=accounts,
-        contacts_csv=contacts,
-        rejects_dir=tmp_path / "rejects",
-        chunk_rows=7,  # several chunks even for these small files
-    )
+CHUNK = 7  # several chunks even for these small files
 
 
 def stored(db: Database) -> dict[str, tuple[object, ...]]:
@@ -58,10 +48,10 @@ class TestUnchangedLines:
         every row carries the digest of its line."""
         accounts, rows = base(tmp_path)
         contacts = write_csv(tmp_path / "contacts.csv", CONTACT_HEADER, rows)
-        run_import(db, tmp_path, accounts, contacts)
+        run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         before = stored(db)
 
-        again = run_import(db, tmp_path, accounts, contacts)
+        again = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
 
         assert (again.contacts.rows, again.contacts.unchanged, again.contacts.updated) == (
             20,
@@ -79,11 +69,11 @@ class TestUnchangedLines:
         first import: none imported, the stored row as it was."""
         accounts, rows = base(tmp_path)
         contacts = write_csv(tmp_path / "contacts.csv", CONTACT_HEADER, rows)
-        run_import(db, tmp_path, accounts, contacts)
+        run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         before = stored(db)
         write_csv(contacts, CONTACT_HEADER, [*rows, rows[4]])
 
-        again = run_import(db, tmp_path, accounts, contacts)
+        again = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
 
         assert (again.contacts.rejected, again.contacts.unchanged) == (2, 19)
         rejects = read_rejects(again.rejects_path)
@@ -100,12 +90,12 @@ class TestUnchangedLines:
         """A changed line whose key is also an unchanged line's makes both duplicates."""
         accounts, rows = base(tmp_path)
         contacts = write_csv(tmp_path / "contacts.csv", CONTACT_HEADER, rows)
-        run_import(db, tmp_path, accounts, contacts)
+        run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         before = stored(db)
         changed = contact(5, 2, email="PERSON5@Customer2.com", name="Someone Else")
         write_csv(contacts, CONTACT_HEADER, [*rows, changed])
 
-        again = run_import(db, tmp_path, accounts, contacts)
+        again = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
 
         assert (again.contacts.rejected, again.contacts.updated, again.contacts.unchanged) == (
             2,
@@ -122,13 +112,13 @@ class TestUnchangedLines:
         """A changed row is updated; the next import skips it like the others."""
         accounts, rows = base(tmp_path)
         contacts = write_csv(tmp_path / "contacts.csv", CONTACT_HEADER, rows)
-        run_import(db, tmp_path, accounts, contacts)
+        run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         rows[2] = contact(3, 2, role="technical", name="Renamed")
         write_csv(contacts, CONTACT_HEADER, rows)
 
-        changed = run_import(db, tmp_path, accounts, contacts)
+        changed = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         after = stored(db)
-        third = run_import(db, tmp_path, accounts, contacts)
+        third = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
 
         assert (changed.contacts.updated, changed.contacts.unchanged) == (1, 19)
         assert after["person3@customer2.com"][3:5] == ("Renamed", "technical")
@@ -142,7 +132,7 @@ class TestUnchangedLines:
         row unchanged; the rows take the new lines' digests, so the next import skips them."""
         accounts, rows = base(tmp_path)
         contacts = write_csv(tmp_path / "contacts.csv", CONTACT_HEADER, rows)
-        run_import(db, tmp_path, accounts, contacts)
+        run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         before = stored(db)
         order = list(reversed(range(len(CONTACT_HEADER))))
         write_csv(
@@ -151,9 +141,9 @@ class TestUnchangedLines:
             [[row[i] for i in order] for row in rows],
         )
 
-        reordered = run_import(db, tmp_path, accounts, contacts)
+        reordered = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
         after = stored(db)
-        third = run_import(db, tmp_path, accounts, contacts)
+        third = run_import(db, tmp_path, accounts, contacts, chunk_rows=CHUNK)
 
         assert (reordered.contacts.updated, reordered.contacts.unchanged) == (0, 20)
         assert {k: v[:-3] + v[-2:] for k, v in after.items()} == {
@@ -168,7 +158,7 @@ class TestUnchangedLines:
         """A row another writer changed (clearing its digest, as models.IMPORT_DIGEST asks)
         is compared in full on the next import and set back to the file's values."""
         accounts = base(tmp_path)[0]
-        run_import(db, tmp_path, accounts)
+        run_import(db, tmp_path, accounts, chunk_rows=CHUNK)
         with db.engine.begin() as conn:
             conn.execute(
                 update(ACCOUNT)
@@ -176,7 +166,7 @@ class TestUnchangedLines:
                 .values(tier="changed elsewhere", import_digest=None)
             )
 
-        again = run_import(db, tmp_path, accounts)
+        again = run_import(db, tmp_path, accounts, chunk_rows=CHUNK)
 
         assert (again.accounts.updated, again.accounts.unchanged) == (1, 1)
         with db.engine.connect() as conn:

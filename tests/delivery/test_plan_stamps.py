@@ -342,30 +342,20 @@ class TestEveryChangeToTheInputsPlansAgain:
     def test_a_notice_plan_is_stamped_per_message(self, base: Base) -> None:
         """A sunset notice goes through the same plan: reused when nothing changed, and its
         stamp is its own (another notice of the same segment is another plan)."""
-        first = planning.plan(
-            base.db.engine,
-            config=base.config,
-            phase="sunset",
-            as_of=DAY,
-            message="sunset-t90@2027-06-30",
-            segments=["early_adopter"],
-        )
-        again = planning.plan(
-            base.db.engine,
-            config=base.config,
-            phase="sunset",
-            as_of=DAY,
-            message="sunset-t90@2027-06-30",
-            segments=["early_adopter"],
-        )
-        other = planning.plan(
-            base.db.engine,
-            config=base.config,
-            phase="sunset",
-            as_of=DAY,
-            message="sunset-t30@2027-06-30",
-            segments=["early_adopter"],
-        )
+
+        def notice(message: str) -> planning.PlanResult:
+            return planning.plan(
+                base.db.engine,
+                config=base.config,
+                phase="sunset",
+                as_of=DAY,
+                message=message,
+                segments=["early_adopter"],
+            )
+
+        first = notice("sunset-t90@2027-06-30")
+        again = notice("sunset-t90@2027-06-30")
+        other = notice("sunset-t30@2027-06-30")
         assert first.planned > 0 and again.reused and not other.reused
         assert other.planned == first.planned
 

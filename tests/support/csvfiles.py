@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from herald.customers.importer import ImportResult, import_customers
 from herald.customers.rows import (
     ACCOUNT_OPTIONAL,
     ACCOUNT_REQUIRED,
     CONTACT_OPTIONAL,
     CONTACT_REQUIRED,
 )
+from tests.support.environment import Database
 
 ACCOUNT_HEADER = [
     *ACCOUNT_REQUIRED,
@@ -67,3 +69,20 @@ def read_rejects(path: Path | None) -> list[dict[str, str]]:
     assert path is not None, "expected a rejects file"
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def run_import(
+    db: Database,
+    tmp_path: Path,
+    accounts: Path | None,
+    contacts: Path | None = None,
+    chunk_rows: int = 20_000,
+) -> ImportResult:
+    """Import these files into ``db``, rejects under ``tmp_path``."""
+    return import_customers(
+        engine=db.engine,
+        accounts_csv=accounts,
+        contacts_csv=contacts,
+        rejects_dir=tmp_path / "rejects",
+        chunk_rows=chunk_rows,
+    )

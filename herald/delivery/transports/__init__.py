@@ -106,17 +106,13 @@ def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
     ``Content-Language``), each safe in a header; ValueError (BadAddress or UnsafeText,
     naming the value and the character) when one is not."""
     email = check_address(recipient.email)
-    name = recipient.name or None
-    if name is not None and unsafe_char(name) is not None:
-        check_header_text(name, "the contact's name")  # raises, naming the character
+    name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
     rendered = batch.variants[recipient.variant]
     values = substitutions(recipient.values)
-    subject = rendered.subject_for(values)
-    if unsafe_char(subject) is not None:
-        check_header_text(subject, "the subject")
+    subject = check_header_text(rendered.subject_for(values), "the subject")
     headers = dict(recipient.headers)
     for key, value in headers.items():
-        if unsafe_char(value) is not None:
+        if unsafe_char(value) is not None:  # the header's name is put in words only then
             check_header_text(value, f"the {key} header")
     # The language the message is written in (RFC 3282), the same as its HTML's lang.
     headers["Content-Language"] = rendered.language

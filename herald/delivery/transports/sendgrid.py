@@ -330,11 +330,6 @@ def _address(email: str, name: str | None) -> dict[str, str]:
     return {"name": name, "email": email}
 
 
-def _present(values: dict[str, Any]) -> dict[str, Any]:
-    """A helper's mapping: only keys and values that are set."""
-    return {key: value for key, value in values.items() if key is not None and value is not None}
-
-
 def _error_text(status: int, body: Any) -> str:
     """SendGrid's own words for a refused request ("field: message; ...")."""
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
