@@ -115,6 +115,7 @@ def deliver_here(
             clock=clock,
             window=window,
             limiter=pace,
+            suppressions_through=opened.suppressions_through,
         )
         with sending_memory():
             _send_batches(sender, done, config.campaign.sending.in_flight, max_batches)

@@ -132,8 +132,14 @@ def send_phase(
             templates_checked=0,
             refused=f"not one of {phase}'s scheduled days",
         )
-    checked = check_templates_task(config)  # a broken template stops the run here
-    counted = count_audience_task(config, phase, as_of)
+    # The template check renders (CPU) while the audience is counted (the database): both
+    # finish before anything else happens, and a broken template stops the run here, its
+    # error first.
+    check = check_templates_task.submit(config)
+    try:
+        counted = count_audience_task(config, phase, as_of)
+    finally:
+        checked = check.result()
     counts = counted.counts
     summary = PhaseSummary(
         campaign=config.campaign.id,

@@ -29,6 +29,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
     true,
 )
@@ -571,19 +572,61 @@ def suppress_ineligible(
     counts: dict[str, int] = {}
     now = utcnow()
     with engine.begin() as conn:
-        for name, condition, error in _ineligible(config, phase):
-            moved = move(
-                conn,
-                DELIVERY,
-                of_phase,
-                condition,
-                to=DeliveryState.SUPPRESSED,
-                error=error,
-                updated_at=now,
-            )
+        # One pass finds the rows any reason stops (usually none): at a million planned rows
+        # a pass per reason read them all three times (1.5 s on SQLite). Each reason then
+        # moves its own among those, in order: a row stopped for two takes the first.
+        found = list(conn.execute(_ineligible_rows(config, phase, of_phase)).scalars())
+        for name, condition, error in _ineligible(config, phase) if found else []:
+            moved = 0
+            for start in range(0, len(found), SUPPRESSED_CHUNK):
+                moved += move(
+                    conn,
+                    DELIVERY,
+                    of_phase,
+                    DELIVERY.c.id.in_(found[start : start + SUPPRESSED_CHUNK]),
+                    condition,
+                    to=DeliveryState.SUPPRESSED,
+                    error=error,
+                    updated_at=now,
+                )
             if moved:
                 counts[name] = moved
     return counts
+
+
+def _ineligible_rows(config: HeraldConfig, phase: MessageKind, of_phase: Any) -> Any:
+    """SQL: the ids of the planned rows of ``of_phase`` that any reason of
+    :func:`_ineligible` stops, read in one join of the ledger with contacts and accounts."""
+    honoured = config.campaign.unsubscribe.honours(phase)
+    listed = [SUPPRESSION.c.email == CONTACT.c.email]
+    if not honoured:
+        listed.append(SUPPRESSION.c.reason != SuppressionReason.UNSUBSCRIBE.value)
+    reasons: list[Any] = [
+        exists().where(*listed).correlate(CONTACT),
+        ACCOUNT.c.lifecycle != AccountLifecycle.ACTIVE.value,
+    ]
+    if _excludes_migrated(config, phase):
+        reasons.append(ACCOUNT.c.migration_state == MigrationState.MIGRATED.value)
+    return (
+        select(DELIVERY.c.id)
+        .select_from(
+            DELIVERY.join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id).join(
+                ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id
+            )
+        )
+        .where(of_phase, DELIVERY.c.state == DeliveryState.PLANNED.value, or_(*reasons))
+        .order_by(DELIVERY.c.id)
+    )
+
+
+def _excludes_migrated(config: HeraldConfig, phase: MessageKind) -> bool:
+    """Whether ``phase`` skips migrated accounts (a thank-you goes to them; a phase skips them
+    where its audience says so)."""
+    audience_of = "sunset" if phase == DEADLINE_EXTENDED else phase
+    return (
+        phase != THANK_YOU
+        and config.campaign.audiences[cast(PhaseName, audience_of)].exclude_migrated
+    )
 
 
 def suppress_newly(
@@ -666,13 +709,7 @@ def _ineligible(config: HeraldConfig, phase: MessageKind) -> list[tuple[str, Any
             literal("account churned"),
         ),
     ]
-    # A thank-you goes to migrated accounts; a phase skips them where its audience says so.
-    audience_of = "sunset" if phase == DEADLINE_EXTENDED else phase
-    exclude_migrated = (
-        phase != THANK_YOU
-        and config.campaign.audiences[cast(PhaseName, audience_of)].exclude_migrated
-    )
-    if exclude_migrated:
+    if _excludes_migrated(config, phase):
         checks.append(
             (
                 "account migrated",

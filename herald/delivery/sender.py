@@ -166,6 +166,7 @@ class PhaseSender:
         clock: Callable[[], datetime] | None = None,
         window: bool = True,
         links: UnsubscribeLinks | None = None,
+        suppressions_through: int | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -194,9 +195,12 @@ class PhaseSender:
         )
         self._counts_lock = threading.Lock()  # batches of one sender may run in threads
         self._after = 0  # the highest id this sender claimed: the next claim starts above it
-        # Suppressions up to this id are settled (open_sender ran suppress_ineligible); one
-        # that comes later (an unsubscribe, a bounce) takes effect before the next batch.
-        self._suppressions = latest_suppression(engine)
+        # Suppressions up to this id are settled (open_sender read it before its
+        # suppress_ineligible pass: ``suppressions_through``); one that comes later (an
+        # unsubscribe, a bounce) takes effect before the next batch.
+        self._suppressions = (
+            latest_suppression(engine) if suppressions_through is None else suppressions_through
+        )
 
     def send_batch(self) -> BatchOutcome:
         """Claim, render, send and record one batch; ``batch_id`` None when nothing was left."""
@@ -513,6 +517,9 @@ class Opened:
     recovery: Recovery
     suppressed: dict[str, int]
     expired: int
+    # The highest suppression id before the pass that stopped suppressed rows: the sender
+    # takes any later one before each batch (one committed during the pass included).
+    suppressions_through: int | None = None
 
 
 def open_sender(
@@ -541,12 +548,19 @@ def open_sender(
             lease_seconds=config.campaign.sending.worker_lease_seconds,
             by=worker,
         )
+        through = latest_suppression(engine)
         suppressed = suppress_ineligible(engine, config=config, phase=phase, message=message)
         expired = expire(engine, campaign=campaign, message=message, now=now)
     except BaseException:
         finish_worker(engine, worker=worker, outcome="failed")
         raise
-    return Opened(worker=worker, recovery=recovery, suppressed=suppressed, expired=expired)
+    return Opened(
+        worker=worker,
+        recovery=recovery,
+        suppressed=suppressed,
+        expired=expired,
+        suppressions_through=through,
+    )
 
 
 class Delivered(BaseModel):
@@ -643,6 +657,7 @@ def deliver_message(
             clock=clock,
             window=window,
             links=links,
+            suppressions_through=opened.suppressions_through,
         )
         with sending_memory():
             while done.paused is None and not done.take(sender.send_batch(), log):
