@@ -245,7 +245,7 @@ class Sending(StrictModel):
     )
     request_timeout_seconds: float = Field(default=30.0, gt=0)
     in_flight: int = Field(
-        default=4,
+        default=6,
         ge=1,
         le=8,
         description="Batches a sender works on at once: the next is claimed and built while "
