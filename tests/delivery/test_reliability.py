@@ -27,11 +27,11 @@ class TestPauseResume:
         self, db: Database, tmp_path: Path, sendgrid_env: FakeSendGrid, fast_config: Path
     ) -> None:
         """Batches of 20, four in flight (so twelve runs, each stopped a few batches in,
-        leave contacts for the next). Twelve times, another thread pauses the campaign while a request
-        of the run is in flight (the fake holds the run's 2nd, 3rd or 4th request until the
-        pause is in), the run stops, and the operator resumes and reruns the phase. At the
-        end: each eligible contact accepted once, nobody else, no row left planned, sending
-        or unknown."""
+        leave contacts for the next). Twelve times, another thread pauses the campaign while
+        a request of the run is in flight (the fake holds the run's 2nd, 3rd or 4th request
+        until the pause is in), the run stops, and the operator resumes and reruns the
+        phase. At the end: each eligible contact accepted once, nobody else, no row left
+        planned, sending or unknown."""
         fake = sendgrid_env
         set_sending(fast_config, batch_size=20, in_flight=4)
         loaded = load_base(db, tmp_path, accounts=500)
