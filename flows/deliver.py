@@ -121,7 +121,7 @@ def deliver_here(
             _send_batches(sender, done, config.campaign.sending.in_flight, max_batches)
         finished = "paused" if done.paused else "finished"
     finally:
-        finish_sender_task(worker, finished)
+        finish_sender_task(worker, finished, done.moved)
     return done
 
 

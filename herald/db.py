@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +79,24 @@ def dialect_insert(dialect_name: str) -> Any:
 
         return sqlite_insert
     raise NotImplementedError(f"Herald supports SQLite and PostgreSQL, not {dialect_name}")
+
+
+# A statement that changes this many ledger rows refreshes the planner's statistics after it.
+BULK_ROWS = 10_000
+
+
+def refresh_statistics(conn: Connection, changed: int, *tables: str) -> None:
+    """ANALYZE ``tables`` on Postgres when ``changed`` rows (at least ``BULK_ROWS``) were just
+    written to them; nothing on SQLite, whose planner keeps no value statistics.
+
+    Autovacuum analyzes a table only after a minute or more, and between a bulk write and
+    then the planner plans every query with the old distribution. After a plan (every row
+    ``planned``) or a send (every row ``accepted``), that turned each query looking for the
+    few rows in the other state into a scan of the whole ledger: a finished 1M phase's rerun
+    claimed nothing in 0.46 s, and settled nothing in three statements of 0.15 s each.
+    """
+    if changed >= BULK_ROWS and conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
 
 
 _migrated: set[str] = set()

@@ -127,9 +127,10 @@ def open_sender_task(
 
 
 @task(name="finish-sender", cache_policy=NO_CACHE)
-def finish_sender_task(worker: Worker, outcome: str) -> None:
-    """Mark this process's sending finished (``outcome``: finished, paused or failed)."""
-    finish_worker(database(), worker=worker, outcome=outcome)
+def finish_sender_task(worker: Worker, outcome: str, moved: int = 0) -> None:
+    """Mark this process's sending finished (``outcome``: finished, paused or failed), with
+    the ledger rows it moved (many refresh the planner's statistics)."""
+    finish_worker(database(), worker=worker, outcome=outcome, moved=moved)
 
 
 @task(name="send-batch", cache_policy=NO_CACHE)

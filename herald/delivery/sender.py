@@ -589,6 +589,13 @@ class Delivered(BaseModel):
             expired=opened.expired,
         )
 
+    @property
+    def moved(self) -> int:
+        """The ledger rows this run moved out of planned or sending, whatever their end."""
+        stopped = self.recovered_unknown + self.recovered_released + self.expired
+        stopped += sum(self.suppressed_now.values())
+        return stopped + self.accepted + self.failed + self.unknown
+
     def add(self, batch: BatchOutcome) -> None:
         """Count one sent batch (its refused recipients count as failed)."""
         self.batches += 1
@@ -664,5 +671,5 @@ def deliver_message(
                 pass
         finished = "paused" if done.paused else "finished"
     finally:
-        finish_worker(engine, worker=opened.worker, outcome=finished)
+        finish_worker(engine, worker=opened.worker, outcome=finished, moved=done.moved)
     return done
