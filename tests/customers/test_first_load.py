@@ -1,0 +1,138 @@
+"""A first load on Postgres: contacts go in without their foreign key, which comes back after.
+
+Into an empty ``contact`` table, the import drops the table's foreign keys for the bulk
+upsert and adds them back after it, validated (the load the PostgreSQL manual recommends;
+``importer._first_load`` says why only then). These tests hold that the key comes back as it
+was, that it is only dropped for a first load, and that an import that fails half-way leaves
+it in place, with nothing imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Table, event, text
+
+from herald.customers import importer
+from tests.support.csvfiles import (
+    ACCOUNT_HEADER,
+    CONTACT_HEADER,
+    account,
+    contact,
+    run_import,
+    write_csv,
+)
+from tests.support.environment import Database
+
+ON_POSTGRES = pytest.mark.parametrize(
+    "db", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+def foreign_keys(db: Database) -> list[tuple[str, str, bool]]:
+    """``contact``'s foreign keys: name, definition, validated."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
+                " WHERE conrelid = 'contact'::regclass AND contype = 'f' ORDER BY conname"
+            )
+        ).all()
+    return [(str(name), str(definition), bool(valid)) for name, definition, valid in rows]
+
+
+def files(tmp_path: Path, first: int, count: int) -> tuple[Path, Path]:
+    accounts = write_csv(
+        tmp_path / f"accounts-{first}.csv",
+        ACCOUNT_HEADER,
+        [account(n) for n in range(first, first + count)],
+    )
+    contacts = write_csv(
+        tmp_path / f"contacts-{first}.csv",
+        CONTACT_HEADER,
+        [contact(n, n) for n in range(first, first + count)],
+    )
+    return accounts, contacts
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:  # (connection, cursor, statement, ...)
+        seen.append(str(args[2]))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+@ON_POSTGRES
+def test_a_first_load_drops_the_key_and_adds_it_back_as_it_was(
+    db: Database, tmp_path: Path
+) -> None:
+    before = foreign_keys(db)
+    assert [name for name, _, _ in before] == ["contact_account_id_fkey"]
+
+    with statements(db) as seen:
+        result = run_import(db, tmp_path, *files(tmp_path, 1, 50))
+
+    assert result.contacts.inserted == 50 and result.rejected == 0
+    assert any("DROP CONSTRAINT" in s for s in seen)
+    assert foreign_keys(db) == before  # same name and definition, validated
+    with db.engine.connect() as conn:
+        orphans = conn.execute(
+            text(
+                "SELECT count(*) FROM contact c LEFT JOIN account a ON a.id = c.account_id"
+                " WHERE a.id IS NULL"
+            )
+        ).scalar_one()
+    assert orphans == 0
+
+    # The table has rows now: the next import keeps its key in place.
+    with statements(db) as seen:
+        again = run_import(db, tmp_path, *files(tmp_path, 51, 20))
+    assert again.contacts.inserted == 20
+    assert not any("CONSTRAINT" in s for s in seen)
+    assert foreign_keys(db) == before
+
+
+@ON_POSTGRES
+def test_an_import_that_fails_mid_load_leaves_the_key_and_no_contact(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = foreign_keys(db)
+    real = importer._first_load
+
+    @contextmanager
+    def failing(conn: Connection, target: Table) -> Iterator[None]:
+        with real(conn, target):
+            yield
+            if target.name == "contact":
+                raise RuntimeError("stopped with the key dropped")
+
+    monkeypatch.setattr(importer, "_first_load", failing)
+    with pytest.raises(RuntimeError, match="key dropped"):
+        run_import(db, tmp_path, *files(tmp_path, 1, 30))
+
+    assert foreign_keys(db) == before
+    assert db.count("contact") == 0 and db.count("account") == 0
+
+
+@ON_POSTGRES
+def test_the_key_still_refuses_an_orphan_after_a_first_load(db: Database, tmp_path: Path) -> None:
+    """Added back, the key is enforced again: a contact of no account is refused."""
+    run_import(db, tmp_path, *files(tmp_path, 1, 10))
+    with pytest.raises(Exception, match="contact_account_id_fkey"), db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO contact (account_id, email, role, locale, created_at, updated_at)"
+                " VALUES (987654, 'orphan@example.com', 'technical', 'en', now(), now())"
+            )
+        )
