@@ -89,8 +89,8 @@ def refresh_statistics(conn: Connection, changed: int, *tables: str) -> None:
     """ANALYZE ``tables`` on Postgres when ``changed`` rows (at least ``BULK_ROWS``) were just
     written to them; nothing on SQLite, whose planner keeps no value statistics.
 
-    Autovacuum analyzes a table only after a minute or more, and between a bulk write and
-    then the planner plans every query with the old distribution. After a plan (every row
+    Autovacuum analyzes a table a minute or more after a bulk write, and until then the
+    planner plans every query with the old distribution. After a plan (every row
     ``planned``) or a send (every row ``accepted``), that turned each query looking for the
     few rows in the other state into a scan of the whole ledger: a finished 1M phase's rerun
     claimed nothing in 0.46 s, and settled nothing in three statements of 0.15 s each.
