@@ -103,6 +103,7 @@ def deliver_here(
     worker = opened.worker
     done = Delivered.opened(message, opened)
     finished = "failed"
+    sender: PhaseSender | None = None
     try:
         sender = PhaseSender(
             engine=database(),
@@ -121,7 +122,8 @@ def deliver_here(
             _send_batches(sender, done, config.campaign.sending.in_flight, max_batches)
         finished = "paused" if done.paused else "finished"
     finally:
-        finish_sender_task(worker, finished, done.moved)
+        # The rows it moved that the planner's statistics do not know yet.
+        finish_sender_task(worker, finished, done.moved - (sender.refreshed_rows if sender else 0))
     return done
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, and_, func, select
 
 from herald.config import HeraldConfig, MessageKind
+from herald.db import refresh_statistics
 from herald.delivery import ledger
 from herald.delivery.calendar import local_time, open_zones, parse_message
 from herald.delivery.controls import paused_reason, set_paused
@@ -195,6 +196,11 @@ class PhaseSender:
         )
         self._counts_lock = threading.Lock()  # batches of one sender may run in threads
         self._after = 0  # the highest id this sender claimed: the next claim starts above it
+        self._claimed = 0  # rows this sender claimed
+        # Of those, the rows claimed when it last refreshed the planner's statistics: the
+        # ledger rows it moved that the statistics already know (see _refresh_statistics).
+        self.refreshed_rows = 0
+        self._refresh_lock = threading.Lock()
         # Suppressions up to this id are settled (open_sender read it before its
         # suppress_ineligible pass: ``suppressions_through``); one that comes later (an
         # unsubscribe, a bounce) takes effect before the next batch.
@@ -223,6 +229,7 @@ class PhaseSender:
             return BatchOutcome(batch_id=None)
         with self._counts_lock:
             self._after = max(self._after, max(row.delivery_id for row in claimed.rows))
+            self._claimed += len(claimed.rows)
         try:
             batch = self._outgoing(claimed)
         except Exception as error:
@@ -298,10 +305,28 @@ class PhaseSender:
         if claimed is None and after:
             # Rows below the watermark may be planned again (released by a recovery, or
             # outside a window that has opened since): one pass from the start.
+            self._refresh_statistics()
             claimed = ledger.claim(
                 self.engine, worker=self.worker, limit=self.batch_size, gate=self.gate()
             )
         return claimed
+
+    def _refresh_statistics(self) -> None:
+        """Before a pass over the ledger from the start, on Postgres: fresh statistics when
+        this sender claimed many rows since they were taken (:func:`herald.db.refresh_statistics`).
+
+        The statistics still say what the plan left, every row planned; the planner then
+        looks for the few rows still planned by walking the primary key through every row
+        sent (two such passes of 0.5-0.9 s at the end of a 1M send). One batch in flight
+        refreshes them; the others wait for it and find them fresh. The sender's finish then
+        counts only the rows moved since (``refreshed_rows``), so it does not analyze again.
+        """
+        with self._refresh_lock:
+            with self._counts_lock:
+                claimed = self._claimed
+            with self.engine.begin() as conn:
+                if refresh_statistics(conn, claimed - self.refreshed_rows, "delivery"):
+                    self.refreshed_rows = claimed
 
     def _settle_dead_peers(self) -> bool:
         """Nothing left to claim: settle what senders of this message that died left
@@ -653,6 +678,7 @@ def deliver_message(
     )
     done = Delivered.opened(message, opened)
     finished = "failed"
+    sender: PhaseSender | None = None
     try:
         sender = PhaseSender(
             engine=engine,
@@ -671,5 +697,6 @@ def deliver_message(
                 pass
         finished = "paused" if done.paused else "finished"
     finally:
-        finish_worker(engine, worker=opened.worker, outcome=finished, moved=done.moved)
+        known = sender.refreshed_rows if sender else 0
+        finish_worker(engine, worker=opened.worker, outcome=finished, moved=done.moved - known)
     return done

@@ -3,22 +3,25 @@
 A plan writes every row ``planned``; a send moves them all on. Autovacuum analyzes the table
 only a minute or more later, and until then the planner plans with the old distribution:
 right after a send it took every row for planned and scanned the whole ledger for the few
-that were (a finished 1M phase's rerun: 2.5 s, most of it such scans). So a plan, and a
-sender that moved many rows, refresh the statistics themselves (``herald.db.refresh_statistics``
-above ``BULK_ROWS`` rows). The statistics are read where the planner reads them (``pg_stats``),
-with the threshold lowered to this small base's size.
+that were (a finished 1M phase's rerun: 2.5 s, most of it such scans). So a plan, a sender
+about to look again from the start of the ledger, and the step that finishes a sender, each
+after many rows (``BULK_ROWS``), refresh the statistics themselves
+(``herald.db.refresh_statistics``). The statistics are read where the planner reads them
+(``pg_stats``), with the threshold lowered to this small base's size.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 import herald.db
 from flows.send_phase import send_phase
+from herald.config import PhaseName
 from herald.delivery import planning, sender
 from herald.delivery.transports.outbox import OutboxTransport
 from herald.settings import get_settings
@@ -26,7 +29,7 @@ from herald.unsubscribe.links import UnsubscribeLinks
 from tests.support.bases import DAY, load_base
 from tests.support.environment import Database
 
-PHASE = "announcement"
+PHASE: PhaseName = "announcement"
 ON_POSTGRES = pytest.mark.parametrize(
     "db", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
@@ -70,25 +73,62 @@ def test_a_plan_and_a_send_each_leave_the_statistics_of_what_they_wrote(
     assert common_states(db) == {"accepted"}
 
 
-@ON_POSTGRES
-@pytest.mark.usefixtures("prefect_server")
-def test_the_phase_flow_refreshes_them_after_its_sender(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The flow's sender (a task per step) hands its count to the step that finishes it."""
-    load_base(db, tmp_path, accounts=60)
-    calls: list[int] = []
-    refresh = herald.db.refresh_statistics
+Refreshed = list[tuple[str, int, bool]]
 
-    def counted(conn: object, changed: int, *tables: str) -> None:
-        calls.append(changed)
-        refresh(conn, changed, *tables)  # type: ignore[arg-type]
+
+@pytest.fixture
+def refreshes(monkeypatch: pytest.MonkeyPatch) -> Refreshed:
+    """Each refresh asked for: by the sender before a pass from the start, or by the step
+    that finishes it; with the rows changed, and whether it analyzed."""
+    seen: Refreshed = []
+    real = herald.db.refresh_statistics
+
+    def spy(where: str) -> Any:
+        def refresh(conn: Connection, changed: int, *tables: str) -> bool:
+            analyzed = real(conn, changed, *tables)
+            seen.append((where, changed, analyzed))
+            return analyzed
+
+        return refresh
 
     monkeypatch.setattr(herald.db, "BULK_ROWS", 20)
-    monkeypatch.setattr("herald.delivery.recovery.refresh_statistics", counted)
+    monkeypatch.setattr("herald.delivery.sender.refresh_statistics", spy("sender"))
+    monkeypatch.setattr("herald.delivery.recovery.refresh_statistics", spy("finish"))
+    return seen
+
+
+@ON_POSTGRES
+@pytest.mark.usefixtures("prefect_server")
+def test_the_phase_flow_refreshes_them_once_its_sender_has_sent_everything(
+    db: Database, tmp_path: Path, refreshes: Refreshed
+) -> None:
+    """The sender, out of rows above its watermark, refreshes them before its pass from the
+    start (which would otherwise walk every row it sent); the step that finishes it then
+    has nothing new to tell the planner."""
+    load_base(db, tmp_path, accounts=60)
 
     summary = send_phase(phase=PHASE, as_of=DAY, send=True, window=False)
 
-    assert summary.delivery.accepted >= 20
-    assert calls == [summary.delivery.accepted]
+    assert summary.delivery is not None
+    sent = summary.delivery.accepted
+    assert sent >= 20
+    assert refreshes == [("sender", sent, True), ("finish", 0, False)]
+    assert common_states(db) == {"accepted"}
+
+
+@ON_POSTGRES
+@pytest.mark.usefixtures("prefect_server")
+def test_a_sender_stopped_early_leaves_the_refresh_to_its_finish(
+    db: Database, tmp_path: Path, refreshes: Refreshed
+) -> None:
+    """Stopped by ``max_batches`` before any pass from the start: the finishing step,
+    handed the rows the sender moved, refreshes the statistics."""
+    load_base(db, tmp_path, accounts=60)
+
+    summary = send_phase(phase=PHASE, as_of=DAY, send=True, window=False, max_batches=1)
+
+    assert summary.delivery is not None
+    sent = summary.delivery.accepted
+    assert sent >= 20
+    assert refreshes == [("finish", sent, True)]
     assert common_states(db) == {"accepted"}
