@@ -122,8 +122,7 @@ def deliver_here(
             _send_batches(sender, done, config.campaign.sending.in_flight, max_batches)
         finished = "paused" if done.paused else "finished"
     finally:
-        # The rows it moved that the planner's statistics do not know yet.
-        finish_sender_task(worker, finished, done.moved - (sender.refreshed_rows if sender else 0))
+        finish_sender_task(worker, finished, done.unrefreshed(sender))
     return done
 
 

@@ -869,7 +869,8 @@ def _first_load(conn: Connection, target: Table) -> Iterator[None]:
     import's transaction: an import that fails leaves the keys as they were. Elsewhere (SQLite,
     a table with rows, a role that does not own it) the upsert runs with its keys in place.
     """
-    if conn.dialect.name != "postgresql" or conn.execute(select(target).limit(1)).first():
+    has_rows = select(exists().select_from(target))
+    if conn.dialect.name != "postgresql" or conn.execute(has_rows).scalar():
         yield
         return
     keys = conn.execute(

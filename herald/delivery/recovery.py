@@ -76,8 +76,7 @@ def finish_worker(engine: Engine, *, worker: Worker, outcome: str, moved: int = 
     look for planned rows is then an index read, not a scan of every row it sent."""
     with engine.begin() as conn:
         _settle_worker(conn, worker_id=worker.id, outcome=outcome)
-    with engine.begin() as conn:
-        refresh_statistics(conn, moved, "delivery", "send_batch")
+    refresh_statistics(engine, moved, "delivery", "send_batch")
 
 
 def _settle_worker(conn: Connection, *, worker_id: str, outcome: str) -> tuple[int, int]:

@@ -324,9 +324,8 @@ class PhaseSender:
         with self._refresh_lock:
             with self._counts_lock:
                 claimed = self._claimed
-            with self.engine.begin() as conn:
-                if refresh_statistics(conn, claimed - self.refreshed_rows, "delivery"):
-                    self.refreshed_rows = claimed
+            if refresh_statistics(self.engine, claimed - self.refreshed_rows, "delivery"):
+                self.refreshed_rows = claimed
 
     def _settle_dead_peers(self) -> bool:
         """Nothing left to claim: settle what senders of this message that died left
@@ -621,6 +620,11 @@ class Delivered(BaseModel):
         stopped += sum(self.suppressed_now.values())
         return stopped + self.accepted + self.failed + self.unknown
 
+    def unrefreshed(self, sender: PhaseSender | None) -> int:
+        """Of the rows this run moved, those the planner's statistics do not know yet: all of
+        them, less those ``sender`` (None when it never started) refreshed them for."""
+        return self.moved - (sender.refreshed_rows if sender else 0)
+
     def add(self, batch: BatchOutcome) -> None:
         """Count one sent batch (its refused recipients count as failed)."""
         self.batches += 1
@@ -697,6 +701,7 @@ def deliver_message(
                 pass
         finished = "paused" if done.paused else "finished"
     finally:
-        known = sender.refreshed_rows if sender else 0
-        finish_worker(engine, worker=opened.worker, outcome=finished, moved=done.moved - known)
+        finish_worker(
+            engine, worker=opened.worker, outcome=finished, moved=done.unrefreshed(sender)
+        )
     return done

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Table, event, text
+from sqlalchemy.exc import IntegrityError
 
 from herald.customers import importer
 from tests.support.csvfiles import (
@@ -35,13 +36,10 @@ ON_POSTGRES = pytest.mark.parametrize(
 
 def foreign_keys(db: Database) -> list[tuple[str, str, bool]]:
     """``contact``'s foreign keys: name, definition, validated."""
-    with db.engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
-                " WHERE conrelid = 'contact'::regclass AND contype = 'f' ORDER BY conname"
-            )
-        ).all()
+    rows = db.rows(
+        "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
+        " WHERE conrelid = 'contact'::regclass AND contype = 'f' ORDER BY conname"
+    )
     return [(str(name), str(definition), bool(valid)) for name, definition, valid in rows]
 
 
@@ -86,14 +84,10 @@ def test_a_first_load_drops_the_key_and_adds_it_back_as_it_was(
     assert result.contacts.inserted == 50 and result.rejected == 0
     assert any("DROP CONSTRAINT" in s for s in seen)
     assert foreign_keys(db) == before  # same name and definition, validated
-    with db.engine.connect() as conn:
-        orphans = conn.execute(
-            text(
-                "SELECT count(*) FROM contact c LEFT JOIN account a ON a.id = c.account_id"
-                " WHERE a.id IS NULL"
-            )
-        ).scalar_one()
-    assert orphans == 0
+    orphans = db.rows(
+        "SELECT c.id FROM contact c LEFT JOIN account a ON a.id = c.account_id WHERE a.id IS NULL"
+    )
+    assert orphans == []
 
     # The table has rows now: the next import keeps its key in place.
     with statements(db) as seen:
@@ -129,7 +123,7 @@ def test_an_import_that_fails_mid_load_leaves_the_key_and_no_contact(
 def test_the_key_still_refuses_an_orphan_after_a_first_load(db: Database, tmp_path: Path) -> None:
     """Added back, the key is enforced again: a contact of no account is refused."""
     run_import(db, tmp_path, *files(tmp_path, 1, 10))
-    with pytest.raises(Exception, match="contact_account_id_fkey"), db.engine.begin() as conn:
+    with pytest.raises(IntegrityError, match="contact_account_id_fkey"), db.engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO contact (account_id, email, role, locale, created_at, updated_at)"

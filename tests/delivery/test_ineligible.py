@@ -10,7 +10,6 @@ statement's chunk.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from herald.config import HeraldConfig
+from herald.config import HeraldConfig, PhaseName
 from herald.delivery import planning, sender
-from herald.delivery.transports.outbox import OutboxTransport
-from herald.settings import get_settings
-from herald.unsubscribe.links import UnsubscribeLinks
-from tests.support.bases import DAY, load_base, suppress
+from tests.support.bases import DAY, deliver_by_outbox, load_base, suppress
 from tests.support.environment import Database
 
-PHASE = "announcement"
+PHASE: PhaseName = "announcement"
 
 
 def states(db: Database) -> dict[int, tuple[str, str | None]]:
@@ -177,17 +173,7 @@ def test_a_suppression_that_comes_during_the_pass_still_stops_its_row(
         return counts
 
     monkeypatch.setattr(sender, "suppress_ineligible", pass_then_unsubscribe)
-    done = sender.deliver_message(
-        db.engine,
-        config=planned,
-        phase=PHASE,
-        message=PHASE,
-        transport=OutboxTransport(tmp_path / "outbox"),
-        renderer=sender.Renderer(planned),
-        links=UnsubscribeLinks.configured(get_settings(), planned.campaign),
-        log=logging.getLogger("tests.delivery.ineligible"),
-        window=False,
-    )
+    done = deliver_by_outbox(db, planned, tmp_path, PHASE)
     after = states(db)
     assert after[contact] == ("suppressed", "address suppressed: unsubscribe")
     assert done.accepted == len(after) - 1

@@ -12,21 +12,17 @@ after many rows (``BULK_ROWS``), refresh the statistics themselves
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine
 
 import herald.db
 from flows.send_phase import send_phase
 from herald.config import PhaseName
-from herald.delivery import planning, sender
-from herald.delivery.transports.outbox import OutboxTransport
-from herald.settings import get_settings
-from herald.unsubscribe.links import UnsubscribeLinks
-from tests.support.bases import DAY, load_base
+from herald.delivery import planning
+from tests.support.bases import DAY, deliver_by_outbox, load_base
 from tests.support.environment import Database
 
 PHASE: PhaseName = "announcement"
@@ -37,14 +33,11 @@ ON_POSTGRES = pytest.mark.parametrize(
 
 def common_states(db: Database) -> set[str]:
     """The values of ``delivery.state`` the planner knows as common (``pg_stats``)."""
-    with db.engine.connect() as conn:
-        values = conn.execute(
-            text(
-                "SELECT most_common_vals::text::text[] FROM pg_stats"
-                " WHERE tablename = 'delivery' AND attname = 'state'"
-            )
-        ).scalar()
-    return set(values or ())
+    found = db.rows(
+        "SELECT most_common_vals::text::text[] FROM pg_stats"
+        " WHERE tablename = 'delivery' AND attname = 'state'"
+    )
+    return set(found[0][0] or ()) if found else set()
 
 
 @ON_POSTGRES
@@ -58,17 +51,7 @@ def test_a_plan_and_a_send_each_leave_the_statistics_of_what_they_wrote(
     assert planned.planned >= 20
     assert common_states(db) == {"planned"}
 
-    done = sender.deliver_message(
-        db.engine,
-        config=loaded,
-        phase=PHASE,
-        message=PHASE,
-        transport=OutboxTransport(tmp_path / "outbox"),
-        renderer=sender.Renderer(loaded),
-        links=UnsubscribeLinks.configured(get_settings(), loaded.campaign),
-        log=logging.getLogger("tests.delivery.statistics"),
-        window=False,
-    )
+    done = deliver_by_outbox(db, loaded, tmp_path, PHASE)
     assert done.accepted == planned.planned == done.moved
     assert common_states(db) == {"accepted"}
 
@@ -84,8 +67,8 @@ def refreshes(monkeypatch: pytest.MonkeyPatch) -> Refreshed:
     real = herald.db.refresh_statistics
 
     def spy(where: str) -> Any:
-        def refresh(conn: Connection, changed: int, *tables: str) -> bool:
-            analyzed = real(conn, changed, *tables)
+        def refresh(bind: Engine | Connection, changed: int, *tables: str) -> bool:
+            analyzed = real(bind, changed, *tables)
             seen.append((where, changed, analyzed))
             return analyzed
 

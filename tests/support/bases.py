@@ -6,16 +6,21 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 from sqlalchemy import text
 
-from herald.config import HeraldConfig, load_config
+from herald.config import HeraldConfig, PhaseName, load_config
 from herald.customers.importer import import_customers
 from herald.customers.segmentation import assign_segments
+from herald.delivery.sender import Delivered, Renderer, deliver_message
+from herald.delivery.transports.outbox import OutboxTransport
 from herald.sandbox.demo import write_demo_base
+from herald.settings import get_settings
+from herald.unsubscribe.links import UnsubscribeLinks
 from tests.support.environment import ROOT, Database
 
 DAY = date(2026, 11, 24)
@@ -113,3 +118,21 @@ def ledger_emails(db: Database, phase: str, state: str | None = None) -> list[st
                 {"phase": phase, "state": state},
             ).scalars()
         )
+
+
+def deliver_by_outbox(
+    db: Database, loaded: HeraldConfig, tmp_path: Path, phase: PhaseName
+) -> Delivered:
+    """Send ``phase``'s planned rows through the outbox (under ``tmp_path``), outside any
+    flow, as one sender: what ``deliver_message`` did."""
+    return deliver_message(
+        db.engine,
+        config=loaded,
+        phase=phase,
+        message=phase,
+        transport=OutboxTransport(tmp_path / "outbox"),
+        renderer=Renderer(loaded),
+        links=UnsubscribeLinks.configured(get_settings(), loaded.campaign),
+        log=logging.getLogger(f"tests.delivery.{phase}"),
+        window=False,
+    )

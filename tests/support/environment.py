@@ -6,6 +6,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -44,6 +45,11 @@ class Database:
         """Rows in ``table``."""
         with self.engine.connect() as conn:
             return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """The rows of one query (SQL text with ``:named`` parameters), as tuples."""
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
 
 
 KEY = "SG.test-key-never-printed"
