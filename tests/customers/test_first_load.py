@@ -1,10 +1,12 @@
-"""A first load on Postgres: contacts go in without their foreign key, which comes back after.
+"""A first load on Postgres: rows go in without the table's indexes and keys, which come back.
 
-Into an empty ``contact`` table, the import drops the table's foreign keys for the bulk
-upsert and adds them back after it, validated (the load the PostgreSQL manual recommends;
-``importer._first_load`` says why only then). These tests hold that the key comes back as it
-was, that it is only dropped for a first load, and that an import that fails half-way leaves
-it in place, with nothing imported.
+Into an empty ``account`` or ``contact`` table, the import drops the table's secondary
+indexes, unique constraints and foreign keys, inserts, and makes them again, built and
+validated in one pass each (the load the PostgreSQL manual recommends;
+``importer._first_load`` says why only then). These tests hold that every index and key
+comes back as it was, that they are only dropped for a first load, that a unique constraint
+another table's key refers to stays, and that an import that fails half-way leaves them in
+place, with nothing imported.
 """
 
 from __future__ import annotations
@@ -41,6 +43,20 @@ def foreign_keys(db: Database) -> list[tuple[str, str, bool]]:
         " WHERE conrelid = 'contact'::regclass AND contype = 'f' ORDER BY conname"
     )
     return [(str(name), str(definition), bool(valid)) for name, definition, valid in rows]
+
+
+def schema(db: Database) -> list[tuple[str, ...]]:
+    """Every constraint and index of ``account`` and ``contact``, as Postgres describes it."""
+    constraints = db.rows(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated::text"
+        " FROM pg_constraint WHERE conrelid IN ('account'::regclass, 'contact'::regclass)"
+        " ORDER BY 1, 2"
+    )
+    indexes = db.rows(
+        "SELECT tablename, indexname, indexdef FROM pg_indexes"
+        " WHERE tablename IN ('account', 'contact') ORDER BY 1, 2"
+    )
+    return [tuple(map(str, row)) for row in [*constraints, *indexes]]
 
 
 def files(tmp_path: Path, first: int, count: int) -> tuple[Path, Path]:
@@ -98,6 +114,60 @@ def test_a_first_load_drops_the_key_and_adds_it_back_as_it_was(
 
 
 @ON_POSTGRES
+def test_a_first_load_makes_every_index_and_unique_constraint_again(
+    db: Database, tmp_path: Path
+) -> None:
+    before = schema(db)
+    names = {row[1] for row in before}
+    assert {"uq_account_external_id", "uq_contact_email", "ix_contact_account_role"} <= names
+
+    with statements(db) as seen:
+        result = run_import(db, tmp_path, *files(tmp_path, 1, 40))
+
+    assert result.accounts.inserted == result.contacts.inserted == 40
+    dropped = [s for s in seen if s.startswith(("DROP INDEX", "ALTER TABLE")) and "DROP" in s]
+    for name in ("uq_account_external_id", "uq_contact_email", "ix_account_lifecycle_migration"):
+        assert any(name in s for s in dropped), name
+    assert not any("_pkey" in s for s in dropped)  # the primary keys stay
+    assert schema(db) == before
+    # The unique constraints are enforced again: a second row with a stored key is refused.
+    with pytest.raises(IntegrityError, match="uq_contact_email"), db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO contact (account_id, email, role, locale, created_at, updated_at)"
+                " SELECT account_id, email, role, locale, now(), now() FROM contact LIMIT 1"
+            )
+        )
+
+    with statements(db) as seen:
+        again = run_import(db, tmp_path, *files(tmp_path, 41, 10))
+    assert again.accounts.inserted == again.contacts.inserted == 10
+    assert not any(s.startswith("DROP INDEX") or "CONSTRAINT" in s for s in seen)
+    assert schema(db) == before
+
+
+@ON_POSTGRES
+def test_a_unique_constraint_another_table_refers_to_stays(db: Database, tmp_path: Path) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE herald_test_referrer (email VARCHAR(320) REFERENCES contact (email))"
+            )
+        )
+    try:
+        before = schema(db)
+        with statements(db) as seen:
+            result = run_import(db, tmp_path, *files(tmp_path, 1, 20))
+        assert result.contacts.inserted == 20 and result.rejected == 0
+        assert not any("DROP CONSTRAINT uq_contact_email" in s for s in seen)
+        assert any("DROP CONSTRAINT uq_account_external_id" in s for s in seen)
+        assert schema(db) == before
+    finally:
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP TABLE herald_test_referrer"))
+
+
+@ON_POSTGRES
 def test_an_import_that_fails_mid_load_leaves_the_key_and_no_contact(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,17 +175,19 @@ def test_an_import_that_fails_mid_load_leaves_the_key_and_no_contact(
     real = importer._first_load
 
     @contextmanager
-    def failing(conn: Connection, target: Table) -> Iterator[None]:
-        with real(conn, target):
-            yield
+    def failing(conn: Connection, target: Table) -> Iterator[bool]:
+        with real(conn, target) as first:
+            yield first
             if target.name == "contact":
                 raise RuntimeError("stopped with the key dropped")
 
     monkeypatch.setattr(importer, "_first_load", failing)
+    every = schema(db)
     with pytest.raises(RuntimeError, match="key dropped"):
         run_import(db, tmp_path, *files(tmp_path, 1, 30))
 
     assert foreign_keys(db) == before
+    assert schema(db) == every
     assert db.count("contact") == 0 and db.count("account") == 0
 
 
