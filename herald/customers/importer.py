@@ -375,7 +375,8 @@ def _import_file(
         )
         if kind is CONTACTS:
             _resolve_accounts(conn, stage, rejects, result)
-    _reject_duplicates(conn, stage=stage, rejects=rejects, result=result, key=kind.key)
+    if file.keys.maybe_repeated:
+        _reject_duplicates(conn, stage=stage, rejects=rejects, result=result, key=kind.key)
     _upsert(
         conn,
         target=kind.target,
@@ -454,8 +455,10 @@ class _File:
     kind: _Kind
     stage: Table
     salt: bytes = field(init=False, repr=False, compare=False)
+    keys: _Keys = field(init=False, repr=False, compare=False)  # of the rows staged
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", _Keys(self.stage, self.kind.key))
         # The digest covers what makes a line's values: the checks' version, the kind of
         # file and its header (the columns' order and the attributes' keys as written).
         what = [CHECKS_VERSION, self.kind.name, self.header.columns, self.header.by_key]
@@ -776,6 +779,36 @@ class _Stopped(Exception):
     """A file's staging ahead was told to stop: the import failed before it was needed."""
 
 
+class _Keys:
+    """Whether a file's staged rows may repeat a key, told from the rows as they are staged:
+    the hashes of their keys, kept in a set. Fewer distinct hashes than rows staged: maybe
+    (the SQL check then finds the rows, if any); as many: no key is there twice, and the
+    SQL check, a grouping of the whole staging table (0.6 s for 1M contacts), is spared.
+    Past :attr:`LIMIT` rows it stops keeping hashes (about 64 bytes each) and says maybe."""
+
+    LIMIT = 2_000_000
+
+    def __init__(self, stage: Table, key: str) -> None:
+        self._at = list(stage.columns).index(stage.c[key])
+        self._hashes: set[int] | None = set()
+        self._staged = 0
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        """Staged rows, as the staging table takes them."""
+        self._staged += len(rows)
+        if self._hashes is None:
+            return
+        if self._staged > self.LIMIT:
+            self._hashes = None
+            return
+        self._hashes.update(map(hash, map(itemgetter(self._at), rows)))
+
+    @property
+    def maybe_repeated(self) -> bool:
+        """Whether two staged rows may have the same key."""
+        return self._hashes is None or len(self._hashes) < self._staged
+
+
 class _Stager:
     """Checked rows to the outlet, good (staged) or bad (rejected), in chunks."""
 
@@ -826,6 +859,7 @@ class _Stager:
 
     def _flush_good(self) -> None:
         if self._good:
+            self._file.keys.add(self._good)
             self._outlet.good(self._good)
             self._good = []
 
@@ -860,9 +894,10 @@ def _reject_duplicates(
     conn: Connection, *, stage: Table, rejects: Table, result: FileResult, key: str
 ) -> None:
     """Reject every row whose key appears more than once in the file: the file contradicts
-    itself, so none of them is imported (the stored row, if any, stays as it was)."""
+    itself, so none of them is imported (the stored row, if any, stays as it was). Run only
+    where the staged rows' hashes say a key may be repeated (:class:`_Keys`)."""
     by_key = stage.c[key]
-    # The common file has none: one pass over the key's index says so.
+    # Hashes can collide: one pass over the key's values says whether any is repeated.
     twice = select(by_key).group_by(by_key).having(func.count() > 1).limit(1)
     if conn.execute(twice).first() is None:
         return
