@@ -296,33 +296,48 @@ def import_customers(
         meta.drop_all(conn)
         meta.create_all(conn)
         stored = {part: _StoredDigests.load(conn, file.kind.target) for part, file in read.items()}
-        # The contacts are read and checked ahead, into a spool, while the connection works
-        # on the accounts (their staging's writes, the duplicate check, the upsert: time the
-        # import's thread spends waiting on the database, which the checks then use).
         stop = Event()
-        spooled: dict[int, Future[_Spool]] = {
-            part: ahead.submit(
-                _stage_ahead,
-                file,
-                stored=stored[part],
-                result=results[file.kind.name],
-                chunk_rows=chunk_rows,
-                progress=progress,
-                stop=stop,
-            )
-            for part, file in list(read.items())[1:]
-        }
+        spooled: dict[int, Future[_Spool]] = {}
         try:
-            for part, file in read.items():
-                _import_file(
+            for index, (part, file) in enumerate(read.items()):
+                result = results[file.kind.name]
+                tables = _Tables(conn, stage=file.stage, rejects=stage_rejects)
+                if part in spooled:
+                    spooled[part].result().drain(tables)
+                else:
+                    _stage(
+                        tables,
+                        file=file,
+                        stored=stored[part],
+                        result=result,
+                        chunk_rows=chunk_rows,
+                        progress=progress,
+                    )
+                if index == 0:
+                    # The contacts are read and checked ahead, into a spool, while the
+                    # connection runs the accounts' long statements (the duplicate check,
+                    # the upsert), each of which leaves the interpreter to this thread. Not
+                    # sooner: beside the staging's many short calls into the driver, each
+                    # of those calls would wait for the interpreter.
+                    spooled = {
+                        later: ahead.submit(
+                            _stage_ahead,
+                            ahead_file,
+                            stored=stored[later],
+                            result=results[ahead_file.kind.name],
+                            chunk_rows=chunk_rows,
+                            progress=progress,
+                            stop=stop,
+                        )
+                        for later, ahead_file in list(read.items())[1:]
+                    }
+                _write_file(
                     conn,
                     file=file,
                     stored=stored[part],
-                    spooled=spooled.get(part),
                     rejects=stage_rejects,
-                    result=results[file.kind.name],
+                    result=result,
                     chunk_rows=chunk_rows,
-                    progress=progress,
                 )
         finally:
             stop.set()
@@ -341,32 +356,17 @@ def import_customers(
     )
 
 
-def _import_file(
+def _write_file(
     conn: Connection,
     *,
     file: _File,
     stored: _StoredDigests,
-    spooled: Future[_Spool] | None,
     rejects: Table,
     result: FileResult,
     chunk_rows: int,
-    progress: ByteCounter | None,
 ) -> None:
-    """One file: staged (or its spool written), checked against itself and the database,
-    upserted."""
+    """One staged file: checked against itself and the database, upserted."""
     kind, stage = file.kind, file.stage
-    tables = _Tables(conn, stage=stage, rejects=rejects)
-    if spooled is None:
-        _stage(
-            tables,
-            file=file,
-            stored=stored,
-            result=result,
-            chunk_rows=chunk_rows,
-            progress=progress,
-        )
-    else:
-        spooled.result().drain(tables)
     if kind is CONTACTS:
         _resolve_accounts(conn, stage, rejects, result)
     if stored.skipped:
@@ -781,16 +781,17 @@ class _Stopped(Exception):
 
 class _Keys:
     """Whether a file's staged rows may repeat a key, told from the rows as they are staged:
-    the hashes of their keys, kept in a set. Fewer distinct hashes than rows staged: maybe
+    the hashes of their keys (8 bytes a row). Fewer distinct hashes than rows staged: maybe
     (the SQL check then finds the rows, if any); as many: no key is there twice, and the
     SQL check, a grouping of the whole staging table (0.6 s for 1M contacts), is spared.
-    Past :attr:`LIMIT` rows it stops keeping hashes (about 64 bytes each) and says maybe."""
+    Past :attr:`LIMIT` rows it stops keeping hashes and says maybe (counting the distinct
+    ones takes a set of them for a moment, about 64 bytes each)."""
 
     LIMIT = 2_000_000
 
     def __init__(self, stage: Table, key: str) -> None:
         self._at = list(stage.columns).index(stage.c[key])
-        self._hashes: set[int] | None = set()
+        self._hashes: array[int] | None = array("q")
         self._staged = 0
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
@@ -801,12 +802,12 @@ class _Keys:
         if self._staged > self.LIMIT:
             self._hashes = None
             return
-        self._hashes.update(map(hash, map(itemgetter(self._at), rows)))
+        self._hashes.extend(map(hash, map(itemgetter(self._at), rows)))
 
     @property
     def maybe_repeated(self) -> bool:
         """Whether two staged rows may have the same key."""
-        return self._hashes is None or len(self._hashes) < self._staged
+        return self._hashes is None or len(set(self._hashes)) < self._staged
 
 
 class _Stager:
