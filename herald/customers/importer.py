@@ -10,8 +10,12 @@ the whole file or the database (duplicates, unknown accounts) then run as SQL ov
 staging table, and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per table upserts
 what is left, touching only rows whose values changed. Every rejected row goes to the
 rejects file with its file, line and reason. The whole import is one transaction: it lands
-completely or not at all. On Postgres, a first load (an empty table) goes in without the
-table's foreign keys, which are added back, validated, before the commit (:func:`_first_load`).
+completely or not at all. The contacts file is read and checked ahead, in a second thread,
+while the connection runs the accounts' duplicate check and upsert (:class:`_Spool`); the
+duplicate check itself runs only where the staged keys' hashes say a key may be repeated
+(:class:`_Keys`). On Postgres, a first load (an empty table) is a plain insert without the
+table's secondary indexes, unique constraints and foreign keys, which are made again, built
+and validated, before the commit (:func:`_first_load`).
 
 **Unchanged rows.** Each account and contact keeps ``import_digest``, a 64-bit digest of
 the CSV line that last wrote it (BLAKE2b salted with the file's header and
