@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Table, event, text
+from sqlalchemy import Connection, Table, text
 from sqlalchemy.exc import IntegrityError
 
 from herald.customers import importer
@@ -29,7 +28,7 @@ from tests.support.csvfiles import (
     run_import,
     write_csv,
 )
-from tests.support.environment import Database
+from tests.support.environment import Database, statements
 
 ON_POSTGRES = pytest.mark.parametrize(
     "db", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -73,20 +72,6 @@ def files(tmp_path: Path, first: int, count: int) -> tuple[Path, Path]:
     return accounts, contacts
 
 
-@contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:  # (connection, cursor, statement, ...)
-        seen.append(str(args[2]))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
-
-
 @ON_POSTGRES
 def test_a_first_load_drops_the_key_and_adds_it_back_as_it_was(
     db: Database, tmp_path: Path
@@ -94,7 +79,7 @@ def test_a_first_load_drops_the_key_and_adds_it_back_as_it_was(
     before = foreign_keys(db)
     assert [name for name, _, _ in before] == ["contact_account_id_fkey"]
 
-    with statements(db) as seen:
+    with statements(db.engine) as seen:
         result = run_import(db, tmp_path, *files(tmp_path, 1, 50))
 
     assert result.contacts.inserted == 50 and result.rejected == 0
@@ -106,7 +91,7 @@ def test_a_first_load_drops_the_key_and_adds_it_back_as_it_was(
     assert orphans == []
 
     # The table has rows now: the next import keeps its key in place.
-    with statements(db) as seen:
+    with statements(db.engine) as seen:
         again = run_import(db, tmp_path, *files(tmp_path, 51, 20))
     assert again.contacts.inserted == 20
     assert not any("CONSTRAINT" in s for s in seen)
@@ -121,7 +106,7 @@ def test_a_first_load_makes_every_index_and_unique_constraint_again(
     names = {row[1] for row in before}
     assert {"uq_account_external_id", "uq_contact_email", "ix_contact_account_role"} <= names
 
-    with statements(db) as seen:
+    with statements(db.engine) as seen:
         result = run_import(db, tmp_path, *files(tmp_path, 1, 40))
 
     assert result.accounts.inserted == result.contacts.inserted == 40
@@ -139,7 +124,7 @@ def test_a_first_load_makes_every_index_and_unique_constraint_again(
             )
         )
 
-    with statements(db) as seen:
+    with statements(db.engine) as seen:
         again = run_import(db, tmp_path, *files(tmp_path, 41, 10))
     assert again.accounts.inserted == again.contacts.inserted == 10
     assert not any(s.startswith("DROP INDEX") or "CONSTRAINT" in s for s in seen)
@@ -156,7 +141,7 @@ def test_a_unique_constraint_another_table_refers_to_stays(db: Database, tmp_pat
         )
     try:
         before = schema(db)
-        with statements(db) as seen:
+        with statements(db.engine) as seen:
             result = run_import(db, tmp_path, *files(tmp_path, 1, 20))
         assert result.contacts.inserted == 20 and result.rejected == 0
         assert not any("DROP CONSTRAINT uq_contact_email" in s for s in seen)

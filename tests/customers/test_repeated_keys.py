@@ -9,13 +9,9 @@ row skipped as unchanged, and that colliding hashes only cost the check, never a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from herald.customers import importer
 from tests.support.csvfiles import (
@@ -27,23 +23,12 @@ from tests.support.csvfiles import (
     run_import,
     write_csv,
 )
-from tests.support.environment import Database
+from tests.support.environment import Database, statements
 
 
-@contextmanager
-def groupings(db: Database) -> Iterator[list[str]]:
-    """The statements that look for a repeated key (``GROUP BY ... HAVING``)."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:  # (connection, cursor, statement, ...)
-        if "HAVING" in str(args[2]):
-            seen.append(str(args[2]))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+def groupings(seen: list[str]) -> list[str]:
+    """Of the statements run, those that look for a repeated key (``GROUP BY ... HAVING``)."""
+    return [statement for statement in seen if "HAVING" in statement]
 
 
 def accounts_file(tmp_path: Path, count: int) -> Path:
@@ -56,11 +41,11 @@ def test_a_file_without_a_repeated_key_is_not_grouped(db: Database, tmp_path: Pa
     contacts = write_csv(
         tmp_path / "contacts.csv", CONTACT_HEADER, [contact(n, n) for n in range(1, 41)]
     )
-    with groupings(db) as seen:
+    with statements(db.engine) as seen:
         result = run_import(db, tmp_path, accounts_file(tmp_path, 40), contacts, chunk_rows=7)
 
     assert (result.accounts.inserted, result.contacts.inserted, result.rejected) == (40, 40, 0)
-    assert seen == []
+    assert groupings(seen) == []
 
 
 def test_a_repeated_key_is_rejected_on_every_line(db: Database, tmp_path: Path) -> None:
@@ -68,10 +53,10 @@ def test_a_repeated_key_is_rejected_on_every_line(db: Database, tmp_path: Path) 
     rows[14] = contact(15, 15, email=rows[2][1].upper())  # line 16 repeats line 4's address
     contacts = write_csv(tmp_path / "contacts.csv", CONTACT_HEADER, rows)
 
-    with groupings(db) as seen:
+    with statements(db.engine) as seen:
         result = run_import(db, tmp_path, accounts_file(tmp_path, 20), contacts, chunk_rows=7)
 
-    assert len(seen) == 1
+    assert len(groupings(seen)) == 1
     assert (result.contacts.inserted, result.contacts.rejected) == (18, 2)
     assert [int(r["line"]) for r in read_rejects(result.rejects_path)] == [4, 16]
 
@@ -102,10 +87,11 @@ def test_colliding_hashes_cost_the_check_and_no_row(
     contacts = write_csv(
         tmp_path / "contacts.csv", CONTACT_HEADER, [contact(n, n) for n in range(1, 31)]
     )
-    with groupings(db) as seen:
+    with statements(db.engine) as seen:
         result = run_import(db, tmp_path, accounts_file(tmp_path, 30), contacts)
 
-    assert len(seen) == 2  # accounts and contacts: each grouped, each found no repeated key
+    # Accounts and contacts: each grouped, each found no repeated key.
+    assert len(groupings(seen)) == 2
     assert (result.accounts.inserted, result.contacts.inserted, result.rejected) == (30, 30, 0)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, create_engine, event, text
 
 from herald.config import HeraldConfig
 from herald.customers.segmentation import assign_segments
@@ -26,7 +26,7 @@ from herald.delivery import planning, stamps
 from herald.delivery.audience import audience_counts
 from herald.sandbox.demo import write_demo_base
 from tests.support.bases import DAY, load_base, suppress
-from tests.support.environment import Database
+from tests.support.environment import Database, statements
 
 PHASE = "preview"
 
@@ -88,21 +88,6 @@ def outside(db: Database) -> Iterator[Connection]:
             yield conn
     finally:
         engine.dispose()
-
-
-@contextmanager
-def statements(engine: Engine) -> Iterator[list[str]]:
-    """Every statement ``engine`` runs inside the block."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def audience_inserts(seen: list[str]) -> list[str]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from herald.db import get_engine
 
@@ -50,6 +52,21 @@ class Database:
         """The rows of one query (SQL text with ``:named`` parameters), as tuples."""
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(sql), params)]
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement ``engine`` runs inside the block, as its SQL text, in order."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:  # (connection, cursor, statement, ...)
+        seen.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 KEY = "SG.test-key-never-printed"
