@@ -129,10 +129,19 @@ def test_a_failure_in_the_accounts_ends_the_import_with_no_thread_left(
             raise RuntimeError("accounts failed")
         real(conn, target=target, **kwargs)
 
+    stops: list[Event] = []
+    real_ahead = importer._stage_ahead
+
+    def recording(file: importer._File, **kwargs: Any) -> importer._Spool:
+        stops.append(kwargs["stop"])
+        return real_ahead(file, **kwargs)
+
     monkeypatch.setattr(importer, "_upsert", failing)
+    monkeypatch.setattr(importer, "_stage_ahead", recording)
     with pytest.raises(RuntimeError, match="accounts failed"):
         run_import(db, tmp_path, *files(tmp_path, 50), chunk_rows=8)
 
+    assert [stop.is_set() for stop in stops] == [True]  # the read-ahead was told to stop
     assert import_threads() == []
     assert db.count("account") == 0 and db.count("contact") == 0
 
