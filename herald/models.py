@@ -20,7 +20,9 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Table,
@@ -415,8 +417,6 @@ class EmailEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("sg_event_id", name="uq_email_event_sg_event_id"),
         Index("ix_email_event_delivery", "delivery_id"),
-        # The metrics read (delivery_id, event, occurred_at) from this index alone (0011).
-        Index("ix_email_event_delivery_event", "delivery_id", "event", "occurred_at"),
         Index("ix_email_event_email", "email"),
         Index("ix_email_event_event_time", "event", "occurred_at"),
     )
@@ -433,6 +433,37 @@ class EmailEvent(SQLModel, table=True):
     )
     raw: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class DeliveryEventSummary(SQLModel, table=True):
+    """Per delivery, when each kind of event the metrics count first happened to it.
+
+    Kept by the database itself (triggers on ``email_event``, migration 0014), so that every
+    writer counts: an insert keeps the earliest time per kind, an update or delete of an
+    event works its delivery's row out again. The metrics read one row per delivery here
+    instead of folding every event; "by the cutoff" is a comparison with these times.
+    """
+
+    __tablename__ = "delivery_event_summary"
+
+    delivery_id: int = Field(
+        sa_column=Column(
+            Integer,
+            ForeignKey("delivery.id", ondelete="CASCADE"),
+            primary_key=True,
+            autoincrement=False,
+        )
+    )
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    opened_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    clicked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    spam_reported_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    unsubscribed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    hard_bounced_at: datetime | None = Field(
+        default=None,
+        sa_type=DateTime(timezone=True),
+        description="a bounce other than 'blocked' (which is temporary)",
+    )
 
 
 class WebhookBatch(SQLModel, table=True):
@@ -676,6 +707,7 @@ PLAN_STAMP: Final = table(PlanStamp)
 AUDIENCE_VERSION: Final = table(AudienceVersion)
 AUDIENCE_CHANGE: Final = table(AudienceChange)
 EMAIL_EVENT: Final = table(EmailEvent)
+DELIVERY_EVENT_SUMMARY: Final = table(DeliveryEventSummary)
 WEBHOOK_BATCH: Final = table(WebhookBatch)
 WEBHOOK_EVENT_FAILURE: Final = table(WebhookEventFailure)
 TELEMETRY_BATCH: Final = table(TelemetryBatch)

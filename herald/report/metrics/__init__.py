@@ -3,13 +3,12 @@
 ``compute.compute_metrics(engine, config=..., as_of=...)`` runs four aggregate queries (no
 Python loop over events, deliveries or accounts):
 
-1. the *campaign query*: one pass over ``email_event`` (from the index
-   ``ix_email_event_delivery_event`` alone) folds each delivery's events into flags
-   (delivered, opened, clicked, spam report, unsubscribe), and one over its bounces alone
-   tells hard bounces from blocks; the accepted
-   deliveries with their flags roll up per account, then per segment beside everything else
-   known of the account (lifecycle, migration, performance focus, adoption, latest
-   performance report);
+1. the *campaign query*: the accepted deliveries, each with its one row of
+   ``delivery_event_summary`` (when each kind of event the metrics count first happened to
+   it: delivered, opened, clicked, spam report, unsubscribe, hard bounce; kept by the
+   database as events come in), roll up per account, then per segment beside everything
+   else known of the account (lifecycle, migration, performance focus, adoption, latest
+   performance report); no pass over the events themselves;
 2. support tickets per segment and category;
 3. survey responses per segment;
 4. the segmentation day.
