@@ -1045,10 +1045,9 @@ def _load(
 
 @dataclass(frozen=True)
 class _Deferred:
-    """What a first load takes off a table and puts back after it: a name, how to drop it,
-    how to make it again."""
+    """What a first load takes off a table and puts back after it: how to drop it, how to
+    make it again."""
 
-    name: str
     drop: str
     make: str
 
@@ -1148,13 +1147,12 @@ def _deferred(conn: Connection, table: str) -> list[_Deferred]:
     return [
         *(
             _Deferred(
-                name,
                 f"{on} DROP CONSTRAINT {quote(name)}",
                 f"{on} ADD CONSTRAINT {quote(name)} {definition}",
             )
             for name, definition in constraints
         ),
-        *(_Deferred(name, f"DROP INDEX {name}", definition) for name, definition in indexes),
+        *(_Deferred(f"DROP INDEX {name}", definition) for name, definition in indexes),
     ]
 
 

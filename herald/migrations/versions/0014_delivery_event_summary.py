@@ -98,7 +98,9 @@ END
 $$
 """
 
-_BOTH = "SELECT delivery_id FROM removed UNION SELECT delivery_id FROM added"
+# The deliveries whose rows a change can move: of the events that count, before or after.
+_REMOVED = f"SELECT e.delivery_id FROM removed AS e WHERE {_counted('e', 'postgresql')}"
+_BOTH = f"{_REMOVED} UNION SELECT e.delivery_id FROM added AS e WHERE {_counted('e', 'postgresql')}"
 PG_REDO = f"""
 CREATE FUNCTION herald_event_summary_redo() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path FROM CURRENT AS $$
@@ -106,7 +108,7 @@ BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM {TABLE};
     ELSIF TG_OP = 'DELETE' THEN
-        {_redo("SELECT delivery_id FROM removed", "postgresql")}
+        {_redo(_REMOVED, "postgresql")}
     ELSE
         {_redo(_BOTH, "postgresql")}
     END IF;
@@ -167,14 +169,18 @@ def upgrade() -> None:
         f"INSERT INTO {TABLE} (delivery_id, {COLUMNS}) VALUES (NEW.delivery_id, {firsts}) "
         f"ON CONFLICT (delivery_id) DO UPDATE SET {earliest}; END"
     )
+    # An event that counts for no column, before or after the change, moves no row.
+    before = f"(OLD.delivery_id IS NOT NULL AND ({_counted('OLD', dialect)}))"
+    after = f"(NEW.delivery_id IS NOT NULL AND ({_counted('NEW', dialect)}))"
     op.execute(
         "CREATE TRIGGER herald_event_summary_update "
-        "AFTER UPDATE OF delivery_id, event, occurred_at, raw ON email_event BEGIN "
+        "AFTER UPDATE OF delivery_id, event, occurred_at, raw ON email_event "
+        f"WHEN {before} OR {after} BEGIN "
         f"{_redo('OLD.delivery_id, NEW.delivery_id', dialect)} END"
     )
     op.execute(
         "CREATE TRIGGER herald_event_summary_delete AFTER DELETE ON email_event "
-        f"WHEN OLD.delivery_id IS NOT NULL BEGIN {_redo('OLD.delivery_id', dialect)} END"
+        f"WHEN {before} BEGIN {_redo('OLD.delivery_id', dialect)} END"
     )
 
 
