@@ -247,7 +247,8 @@ def main() -> None:
         url = args.db
     else:
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='herald-bench-metrics-')) / 'herald.db'}"
-    sqlite_file = make_url(url).database if make_url(url).get_backend_name() == "sqlite" else None
+    target = make_url(url)
+    sqlite_file = target.database if target.get_backend_name() == "sqlite" else None
     if sqlite_file:
         # A new file rather than a DELETE of 10M events: the triggers that keep the delivery
         # event summary would work each deleted event's delivery out again.

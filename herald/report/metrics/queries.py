@@ -42,9 +42,14 @@ from herald.report.metrics.definitions import PERFORMANCE_ATTRIBUTE
 from herald.report.metrics.results import FUNNEL_PHASES, OTHER_PHASE
 
 
-def _n(condition: ColumnElement[bool]) -> ColumnElement[Any]:
-    """SUM(CASE WHEN condition THEN 1 ELSE 0 END): rows for which it holds."""
-    return func.sum(case((condition, 1), else_=0))
+def _n(*conditions: ColumnElement[bool]) -> ColumnElement[Any]:
+    """COUNT(*) FILTER (WHERE ...): rows for which every condition holds.
+
+    Per row, a FILTER that does not hold skips the aggregate's step, where SUM(CASE ...)
+    steps for every row: at 1.2M deliveries and ~25 counts per account, the difference is
+    most of what counting them costs on SQLite (and FILTER is Postgres's own syntax too).
+    """
+    return func.count().filter(and_(*conditions))
 
 
 BROADCAST_PHASES: tuple[str, ...] = tuple(phase for phase in PHASES if phase != "sunset")
@@ -75,16 +80,6 @@ FUNNEL_COUNTS = ("sent", "delivered", "opened", "clicked")
 DELIVERABILITY_COUNTS = ("hard", "spam", "unsub")
 
 
-def _n_of(*conditions: ColumnElement[bool]) -> ColumnElement[Any]:
-    """COUNT(*) FILTER (WHERE ...): rows for which every condition holds.
-
-    Per row, a FILTER that does not hold skips the aggregate's step, where SUM(CASE ...)
-    steps for every row: at 1.2M deliveries and ~25 counts per account, the difference is
-    most of what counting them costs on SQLite (and FILTER is Postgres's own syntax too).
-    """
-    return func.count().filter(and_(*conditions))
-
-
 def phase_index(message: ColumnElement[str]) -> ColumnElement[int]:
     """SQL: the position in ``FUNNEL_PHASES`` of the phase a ledger message belongs to."""
     named = [name for name in FUNNEL_PHASES if name != OTHER_PHASE]
@@ -106,7 +101,7 @@ def _per_account(campaign: str, cutoff: Any) -> Any:
     the second counts them per account. Kept apart (OFFSET 0), the first runs as a
     co-routine whose values the second reads: merged, SQLite evaluated the phase test (a
     LIKE for the sunset notices) and the flag tests again inside every one of the ~25
-    aggregates. Each count is a COUNT(*) FILTER (:func:`_n_of`), stepped only for the rows
+    aggregates. Each count is a COUNT(*) FILTER (:func:`_n`), stepped only for the rows
     it counts (measured at 10M events on SQLite, this level: 8.6 s merged with SUM(CASE),
     4.1 s as two levels, 3.1 s with FILTER). Contacts are counted DISTINCT here rather than
     through a per-contact level: one grouping of the deliveries instead of two. None is
@@ -142,15 +137,15 @@ def _per_account(campaign: str, cutoff: Any) -> Any:
     for position, name in enumerate(FUNNEL_PHASES):
         phase = sent.c.phase == position
         columns += [
-            _n_of(phase).label(f"sent_{name}"),
-            _n_of(phase, sent.c.delivered == 1).label(f"delivered_{name}"),
-            _n_of(phase, sent.c.opened == 1).label(f"opened_{name}"),
-            _n_of(phase, sent.c.clicked == 1).label(f"clicked_{name}"),
+            _n(phase).label(f"sent_{name}"),
+            _n(phase, sent.c.delivered == 1).label(f"delivered_{name}"),
+            _n(phase, sent.c.opened == 1).label(f"opened_{name}"),
+            _n(phase, sent.c.clicked == 1).label(f"clicked_{name}"),
         ]
     columns += [
-        _n_of(sent.c.hard == 1).label("hard"),
-        _n_of(sent.c.spam == 1).label("spam"),
-        _n_of(sent.c.unsub == 1).label("unsub"),
+        _n(sent.c.hard == 1).label("hard"),
+        _n(sent.c.spam == 1).label("spam"),
+        _n(sent.c.unsub == 1).label("unsub"),
         func.count(sent.c.contact_id.distinct()).label("contacts_reached"),
         func.count(sent.c.contact_id.distinct()).filter(engaged).label("contacts_engaged"),
     ]
