@@ -564,7 +564,7 @@ def run_db(kind: str, args: argparse.Namespace, config_dir: Path) -> dict[str, A
                     say(f"[{kind}] floor")
                     result["floor"] = child("floor", url, str(config_dir))
                     result["floor"]["load_average"] = os.getloadavg()
-                    reset_sends(url)
+                    reset_sends(url, fresh=True)
                 say(f"[{kind}] herald at {contacts:,}")
                 result[f"herald_{label}"] = child("herald", url, fake.url, str(config_dir))
                 result[f"herald_{label}"]["load_average"] = os.getloadavg()

@@ -293,7 +293,7 @@ def run_scenario(cluster: Cluster, name: str, senders: int) -> dict[str, Any]:
     campaign = load_config(cluster.config).campaign
     sending, rate = campaign.sending, campaign.sending.rate_per_second
     limit = GlobalRate.of(campaign)
-    reset_sends(cluster.url)
+    reset_sends(cluster.url, fresh=True)
     folder = cluster.work / name
     background = background_cpu(BACKGROUND_S)
     load = loadavg()

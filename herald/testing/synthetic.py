@@ -142,10 +142,23 @@ def copy_config(source: Path, target: Path, **sending: object) -> Path:
     return target
 
 
-def reset_sends(url: str) -> None:
+def reset_sends(url: str, *, fresh: bool = False) -> None:
     """Empty what sending wrote (ledger, batches, workers, controls, audit, events), keeping
-    the base, so the next run sends the phase from scratch."""
-    with get_engine(url).begin() as conn:
+    the base, so the next run sends the phase from scratch.
+
+    ``fresh`` (a benchmark's runs, one after another): on Postgres the tables are truncated,
+    so the next run starts on new, empty tables as the first did. Deleted, a million ledger
+    rows stay as dead tuples and index entries until a vacuum, and the next run's plan and
+    claims step over them (measured: a 1M-contact phase on Postgres at 16% fewer recipients
+    a second, its plan 1.8x as long). On SQLite a DELETE frees the pages for the next run to
+    reuse. A test's reset keeps the DELETE: a TRUNCATE waits for every session that has read
+    one of the tables in a transaction still open.
+    """
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        if fresh and engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(SENT_TABLES)} CASCADE"))
+            return
         for name in SENT_TABLES:
             conn.execute(text(f"DELETE FROM {name}"))
 
