@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
 
 from herald.config import load_config  # noqa: E402
 from herald.db import get_engine, upgrade  # noqa: E402
-from herald.models import metadata  # noqa: E402
 from herald.report.metrics.compute import compute_metrics  # noqa: E402
+from herald.testing.synthetic import empty_postgres  # noqa: E402
 
 CAMPAIGN = "modular-migration-2027"
 IN_TIME = datetime(2027, 3, 20, 12, 0, tzinfo=UTC)
@@ -224,12 +224,6 @@ def generate(engine: Engine, shape: Shape) -> dict[str, float]:
     return timings
 
 
-def _empty(engine: Engine) -> None:
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-
-
 def _timed(call: Any) -> tuple[float, Any]:
     started = time.perf_counter()
     value = call()
@@ -257,7 +251,7 @@ def main() -> None:
     upgrade(url)
     engine = get_engine(url)
     if not sqlite_file:
-        _empty(engine)
+        empty_postgres(url)
     shape = Shape(events=args.events)
 
     load_s, loaded = _timed(lambda: generate(engine, shape))

@@ -19,10 +19,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from herald.db import get_engine, upgrade
-from herald.models import metadata
 from herald.settings import get_settings
 from herald.testing.fake_sendgrid import FakeSendGrid
-from herald.testing.synthetic import set_sending, temporary_database
+from herald.testing.synthetic import empty_postgres, set_sending, temporary_database
 from tests.support.environment import (
     CHROMIUM,
     CHROMIUM_REQUIRED,
@@ -141,12 +140,6 @@ def _postgres_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         get_engine(url).dispose()
 
 
-def _empty_postgres(url: str) -> None:
-    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-    with get_engine(url).begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-
-
 @pytest.fixture(
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
@@ -160,7 +153,7 @@ def db(
         database = Database("sqlite", f"sqlite:///{path}")
     else:
         url = request.getfixturevalue("_postgres_database")
-        _empty_postgres(url)
+        empty_postgres(url)
         database = Database("postgres", url)
     monkeypatch.setenv("HERALD_DATABASE_URL", database.url)
     yield database
