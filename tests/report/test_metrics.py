@@ -44,7 +44,7 @@ from datetime import date
 
 import pytest
 from prefect.artifacts import Artifact
-from sqlalchemy import insert, select, text
+from sqlalchemy import delete, insert, select, text
 from typer.testing import CliRunner
 
 from flows.compute_metrics import compute_metrics as metrics_flow
@@ -54,9 +54,11 @@ from herald.models import (
     DELIVERY,
     EMAIL_EVENT,
     METRIC_SNAPSHOT,
+    SEGMENT_ASSIGNMENT,
 )
-from herald.report.metrics.compute import compute_metrics
+from herald.report.metrics.compute import _counts, _staged, compute_metrics
 from herald.report.metrics.definitions import migration_target_line, status_for
+from herald.report.metrics.queries import stages
 from herald.report.metrics.results import (
     AT_RISK,
     MONITORED,
@@ -71,7 +73,7 @@ from herald.report.metrics.snapshot import snapshot_metrics
 from herald.telemetry.health import SourceRejected
 from tests.support.bases import config, judged_on_any_sample
 from tests.support.environment import Database
-from tests.support.metrics import AS_OF, CAMPAIGN, SEGMENTS, at, build, reject
+from tests.support.metrics import AFTER, AS_OF, CAMPAIGN, SEGMENTS, at, build, reject
 
 
 def values_of(result: MetricsResult, metric: str) -> dict[str, float | None]:
@@ -649,3 +651,69 @@ class TestScale:
         assert result.get("message_reach").numerator == expected["reached_accounts"]
         assert result.get("message_reach").denominator == expected["active_accounts"]
         assert db.count("email_event") == shape.events
+
+
+class TestSegmentsAndStages:
+    """The counts are summed one segment at a time over per-account stages kept in temporary
+    tables for one computation (``herald.report.metrics.queries``)."""
+
+    def test_without_a_segmentation_every_account_is_unsegmented(
+        self, db: Database, campaign: HeraldConfig
+    ) -> None:
+        with db.engine.begin() as conn:
+            conn.execute(delete(SEGMENT_ASSIGNMENT))
+        result = compute_metrics(db.engine, config=campaign, as_of=AS_OF)
+        assert result.segmented_on is None
+        reach = ratios_of(result, "message_reach")
+        # The six active accounts, five reached (test_reach), all in 'unsegmented'.
+        assert reach["all"] == reach["unsegmented"] == (5, 6)
+        assert {reach[name] for name in ("early_adopter", "standard", "conservative")} == {(0, 0)}
+
+    def test_no_unsegmented_column_when_every_account_has_a_segment(
+        self, db: Database, campaign: HeraldConfig
+    ) -> None:
+        with db.engine.begin() as conn:
+            conn.execute(
+                insert(SEGMENT_ASSIGNMENT).values(
+                    account_id=6,
+                    as_of=date(2027, 1, 5),
+                    segment="standard",
+                    rule="test",
+                    readiness="ready",
+                    readiness_rule="test",
+                )
+            )
+        result = compute_metrics(db.engine, config=campaign, as_of=AS_OF)
+        assert result.segments == [name for name in SEGMENTS if name != "unsegmented"]
+        # Account 6 churned: it adds to no count of its new segment's reach.
+        assert ratios_of(result, "message_reach")["standard"] == (1, 2)
+
+    def test_the_stages_are_gone_after_a_computation(
+        self, db: Database, campaign: HeraldConfig
+    ) -> None:
+        engine = db.engine
+        stage_names = [table.name for table, _ in stages(CAMPAIGN, AS_OF, AFTER)]
+        with engine.connect() as conn:
+            with conn.begin():
+                counted = _counts(conn, config=campaign, as_of=AS_OF)
+            assert counted[0]["standard"]["active"] == 2
+            assert [name for name in stage_names if engine.dialect.has_table(conn, name)] == []
+
+    def test_a_failed_computation_leaves_nothing_in_the_way_of_the_next(
+        self, db: Database, campaign: HeraldConfig
+    ) -> None:
+        expected = compute_metrics(db.engine, config=campaign, as_of=AS_OF)
+        with db.engine.connect() as conn:
+            with (
+                pytest.raises(RuntimeError, match="interrupted"),
+                conn.begin(),
+                _staged(conn, campaign=CAMPAIGN, as_of=AS_OF, cutoff=AFTER),
+            ):
+                raise RuntimeError("interrupted")
+            # The same connection (a pooled SQLite connection keeps its temporary tables)
+            # computes again, exactly.
+            with conn.begin():
+                again, _, _ = _counts(conn, config=campaign, as_of=AS_OF)
+        result = compute_metrics(db.engine, config=campaign, as_of=AS_OF)
+        assert result == expected
+        assert again["early_adopter"]["reached"] == 2

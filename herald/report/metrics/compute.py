@@ -4,11 +4,12 @@ turned into one value per metric and segment beside its target."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, insert
 
 from herald.config import PHASES, HeraldConfig
 from herald.delivery.audience import NoSegmentation, segmentation_day
@@ -20,7 +21,14 @@ from herald.report.metrics.definitions import (
     status_for,
     trajectory_line,
 )
-from herald.report.metrics.queries import campaign_query, survey_query, tickets_query
+from herald.report.metrics.queries import (
+    campaign_query,
+    inline_stages,
+    segments_query,
+    stages,
+    survey_query,
+    tickets_query,
+)
 from herald.report.metrics.results import (
     ALL,
     FUNNEL_PHASES,
@@ -55,12 +63,24 @@ def _counts(
     def bucket(segment: Any) -> Counter[str]:
         return counts.setdefault(_segment_key(segment), Counter())
 
-    for row in conn.execute(campaign_query(config.campaign.id, as_of, cutoff, segmented_on)):
-        values = row._mapping
-        target = bucket(values["segment"])
+    rows: list[dict[str, Any]] = []
+    if conn.dialect.name == "sqlite":  # one statement per segment (see campaign_query)
+        with _staged(conn, campaign=config.campaign.id, as_of=as_of, cutoff=cutoff):
+            segments = list(conn.execute(segments_query(segmented_on)).scalars())
+            for segment in [*segments, None]:
+                query = campaign_query(as_of, segmented_on, segment)
+                rows.append({"segment": segment, **conn.execute(query).one()._mapping})
+    else:
+        sources = inline_stages(config.campaign.id, as_of, cutoff)
+        query = campaign_query(as_of, segmented_on, grouped=True, sources=sources)
+        rows += [dict(row._mapping) for row in conn.execute(query)]
+    for values in rows:
+        segment = values.pop("segment")
+        if not values.pop("accounts"):
+            continue  # no account without a segment: no such column
+        target = bucket(segment)
         for key, value in values.items():
-            if key != "segment":
-                target[key] += int(value or 0)
+            target[key] += int(value or 0)
     categories: set[str] = set()
     for segment, category, tickets in conn.execute(tickets_query(cutoff, segmented_on)):
         categories.add(str(category))
@@ -75,6 +95,26 @@ def _counts(
         target["satisfied"] += int(satisfied or 0)
         target["commented"] += int(commented or 0)
     return counts, segmented_on, sorted(categories)
+
+
+@contextmanager
+def _staged(conn: Connection, *, campaign: str, as_of: date, cutoff: Any) -> Iterator[None]:
+    """The per-account stages of the campaign's counts (:func:`queries.stages`), each filled
+    into its temporary table for the statements inside, and dropped after them.
+
+    SQLite's path (Postgres reads the stages as subqueries); it works on either. Run inside
+    the computation's transaction: on Postgres a failure rolls the tables back with it; a
+    SQLite connection may keep one from a failed run, so each is dropped first if it is
+    there. Temporary tables belong to the connection: concurrent computations do
+    not meet, and nothing is written to the database's own tables."""
+    filled = stages(campaign, as_of, cutoff)
+    for table, query in filled:
+        table.drop(conn, checkfirst=True)
+        table.create(conn)
+        conn.execute(insert(table).from_select(list(query.selected_columns.keys()), query))
+    yield
+    for table, _ in filled:
+        table.drop(conn)
 
 
 def _segments(config: HeraldConfig, present: Iterable[str]) -> list[str]:
