@@ -44,7 +44,7 @@ from datetime import date
 
 import pytest
 from prefect.artifacts import Artifact
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Connection, delete, insert, select, text
 from typer.testing import CliRunner
 
 from flows.compute_metrics import compute_metrics as metrics_flow
@@ -693,11 +693,20 @@ class TestSegmentsAndStages:
     ) -> None:
         engine = db.engine
         stage_names = [table.name for table, _ in stages(CAMPAIGN, AS_OF, AFTER)]
+
+        def present(conn: Connection) -> list[str]:
+            return [name for name in stage_names if engine.dialect.has_table(conn, name)]
+
         with engine.connect() as conn:
+            # Filled inside (on either database), gone after.
+            with conn.begin(), _staged(conn, campaign=CAMPAIGN, as_of=AS_OF, cutoff=AFTER):
+                assert present(conn) == stage_names
+            assert present(conn) == []
+            # And after a whole computation, on this connection (SQLite's path stages them).
             with conn.begin():
                 counted = _counts(conn, config=campaign, as_of=AS_OF)
             assert counted[0]["standard"]["active"] == 2
-            assert [name for name in stage_names if engine.dialect.has_table(conn, name)] == []
+            assert present(conn) == []
 
     def test_a_failed_computation_leaves_nothing_in_the_way_of_the_next(
         self, db: Database, campaign: HeraldConfig

@@ -257,16 +257,6 @@ def latest_reports(cutoff: Any) -> Select[Any]:
     return select(ranked.c.account_id, ranked.c.faster).where(ranked.c.latest == 1)
 
 
-def stages(campaign: str, as_of: date, cutoff: Any) -> list[tuple[Table, Select[Any]]]:
-    """Each per-account stage's table and the query that fills it."""
-    return [
-        (SENT, sent_per_account(campaign, cutoff)),
-        (CONTACTS, contacts_per_account(cutoff)),
-        (ADOPTED, adopted_accounts(as_of)),
-        (REPORTED, latest_reports(cutoff)),
-    ]
-
-
 @dataclass(frozen=True)
 class Stages:
     """Where :func:`campaign_query` reads each per-account stage from: its filled table, or
@@ -278,12 +268,33 @@ class Stages:
     reported: FromClause
 
 
-STAGED = Stages(SENT, CONTACTS, ADOPTED, REPORTED)
+STAGED = Stages(sent=SENT, contacts=CONTACTS, adopted=ADOPTED, reported=REPORTED)
+
+
+def _stage_queries(campaign: str, as_of: date, cutoff: Any) -> dict[str, Select[Any]]:
+    """The query of each stage, by its name in :class:`Stages`."""
+    return {
+        "sent": sent_per_account(campaign, cutoff),
+        "contacts": contacts_per_account(cutoff),
+        "adopted": adopted_accounts(as_of),
+        "reported": latest_reports(cutoff),
+    }
+
+
+def stages(campaign: str, as_of: date, cutoff: Any) -> list[tuple[Table, Select[Any]]]:
+    """Each per-account stage's table and the query that fills it."""
+    return [
+        (getattr(STAGED, name), query)
+        for name, query in _stage_queries(campaign, as_of, cutoff).items()
+    ]
 
 
 def inline_stages(campaign: str, as_of: date, cutoff: Any) -> Stages:
     """The stages as subqueries: nothing to fill (Postgres)."""
-    return Stages(*(query.subquery(table.name) for table, query in stages(campaign, as_of, cutoff)))
+    queries = _stage_queries(campaign, as_of, cutoff)
+    return Stages(
+        **{name: query.subquery(getattr(STAGED, name).name) for name, query in queries.items()}
+    )
 
 
 def segments_query(segmented_on: date | None) -> Select[Any]:
