@@ -695,7 +695,12 @@ class TestSegmentsAndStages:
         stage_names = [table.name for table, _ in stages(CAMPAIGN, AS_OF, AFTER)]
 
         def present(conn: Connection) -> list[str]:
-            return [name for name in stage_names if engine.dialect.has_table(conn, name)]
+            """The stage tables this connection sees (read in a transaction of its own when
+            none is open, which ends with the read)."""
+            if conn.in_transaction():
+                return [name for name in stage_names if engine.dialect.has_table(conn, name)]
+            with conn.begin():
+                return [name for name in stage_names if engine.dialect.has_table(conn, name)]
 
         with engine.connect() as conn:
             # Filled inside (on either database), gone after.
