@@ -255,18 +255,13 @@ class Delivery(SQLModel, table=True):
         # Claims take the lowest planned ids of a phase: the index serves WHERE and ORDER BY.
         Index("ix_delivery_claim", "campaign", "message", "state", "id"),
         Index("ix_delivery_contact", "contact_id"),
-        # Only rows that have one (a planned row has neither): a plan writes no entry here.
+        # Only rows that have one (a planned row has none): a plan writes no entry here. The
+        # provider message id has no index: nothing looks a row up by it (migration 0015).
         Index(
             "ix_delivery_batch",
             "batch_id",
             sqlite_where=text("batch_id IS NOT NULL"),
             postgresql_where=text("batch_id IS NOT NULL"),
-        ),
-        Index(
-            "ix_delivery_provider_message_id",
-            "provider_message_id",
-            sqlite_where=text("provider_message_id IS NOT NULL"),
-            postgresql_where=text("provider_message_id IS NOT NULL"),
         ),
     )
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 from herald.config import PHASES
 from herald.customers.rules import attribute_value
+from herald.db import stored
 from herald.delivery.audience import assigned_on
 from herald.models import (
     ACCOUNT,
@@ -171,7 +172,7 @@ def sent_per_account(campaign: str, cutoff: Any) -> Select[Any]:
             d.c.contact_id.label("contact_id"),
             phase_index(d.c.message).label("phase"),
             *(
-                case((summary.c[column] < cutoff, 1), else_=0).label(flag)
+                case((stored(summary.c[column]) < cutoff, 1), else_=0).label(flag)
                 for flag, column in EVENT_FLAGS.items()
             ),
         )
@@ -183,7 +184,7 @@ def sent_per_account(campaign: str, cutoff: Any) -> Select[Any]:
         .where(
             d.c.campaign == campaign,
             d.c.state == DeliveryState.ACCEPTED.value,
-            d.c.sent_at < cutoff,
+            stored(d.c.sent_at) < cutoff,
         )
         .offset(0)
         .subquery("sent")
@@ -212,7 +213,7 @@ def contacts_per_account(cutoff: Any) -> Select[Any]:
     """Per account with contacts: how many, and how many not suppressed by the cutoff."""
     suppressed = (
         select(SUPPRESSION.c.email.label("email"))
-        .where(SUPPRESSION.c.created_at < cutoff)
+        .where(stored(SUPPRESSION.c.created_at) < cutoff)
         .group_by(SUPPRESSION.c.email)
         .subquery("sup")
     )
@@ -251,7 +252,7 @@ def latest_reports(cutoff: Any) -> Select[Any]:
             )
             .label("latest"),
         )
-        .where(report.c.reported_at < cutoff)
+        .where(stored(report.c.reported_at) < cutoff)
         .subquery("reports")
     )
     return select(ranked.c.account_id, ranked.c.faster).where(ranked.c.latest == 1)
@@ -326,7 +327,7 @@ def campaign_query(
     migrated = and_(
         active,
         a.c.migration_state == MigrationState.MIGRATED.value,
-        a.c.migrated_on <= as_of,
+        stored(a.c.migrated_on) <= as_of,
     )
     early = and_(active, attribute_value(PERFORMANCE_ATTRIBUTE, "bool") == true())
     reached = and_(active, sent.c.account_id.is_not(None))
@@ -378,8 +379,7 @@ def campaign_query(
         # Driven by the segmentation's index: one segment's accounts, in one pass.
         accounts = assigned.join(a, a.c.id == assigned.c.account_id)
         chosen = and_(assigned.c.as_of == segmented_on, assigned.c.segment == segment)
-    # Kept apart (OFFSET 0) so that each value is worked out once per account, then summed.
-    per_account = (
+    per_account: Any = (
         select(*adds)
         .select_from(
             accounts.outerjoin(sent, sent.c.account_id == a.c.id)
@@ -388,9 +388,15 @@ def campaign_query(
             .outerjoin(sources.reported, sources.reported.c.account_id == a.c.id)
         )
         .where(chosen)
-        .offset(0)
-        .subquery("per_account")
     )
+    if grouped:
+        # Kept apart (OFFSET 0): each value is worked out once per account, then grouped.
+        per_account = per_account.offset(0)
+    # One segment's statement is left to SQLite to merge into its sums: each value is still
+    # worked out once per account, in the sum that takes it, without a co-routine handing
+    # ~50 values an account to the outer query (callgrind, 1M events: 10% fewer
+    # instructions in these statements).
+    per_account = per_account.subquery("per_account")
     if not grouped:
         return select(
             func.count().label("accounts"),
