@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -507,6 +508,42 @@ class TestFaults:
         assert isinstance(failures[0], http.client.RemoteDisconnected | ConnectionResetError)
         assert [log.status for log in fake.requests] == [202, RESET_STATUS]
         assert fake.internal_errors == []
+
+    @staticmethod
+    def _half_sent(fake: FakeSendGrid) -> socket.socket:
+        """A connection that has sent a request's headers and half of its body."""
+        body = json.dumps(minimal()).encode()
+        host, port = fake.url.removeprefix("http://").split(":")
+        connection = socket.create_connection((host, int(port)), timeout=WAIT)
+        head = (
+            f"POST /v3/mail/send HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        connection.sendall(head.encode() + body[: len(body) // 2])
+        assert fake.wait_received(1, timeout=WAIT)
+        return connection
+
+    def test_a_client_that_hangs_up_mid_body_is_answered_bad_request(self) -> None:
+        """The client cut its own body short: a 400 in the log (nobody is left to read it)."""
+        with FakeSendGrid(api_key=KEY) as fake:
+            self._half_sent(fake).close()
+            assert fake.wait_idle(timeout=WAIT)
+            assert [(log.status, log.errors) for log in fake.requests] == [(400, ["Bad Request"])]
+
+    def test_a_body_still_coming_when_the_fake_stops_is_a_reset(self) -> None:
+        """stop() hangs up on a request whose body has not all come: a reset, as on one
+        waiting for its answer, never a 400 the client did not cause."""
+        fake = FakeSendGrid(api_key=KEY).start()
+        connection = self._half_sent(fake)
+        try:
+            fake.stop()
+            assert fake.wait_idle(timeout=WAIT)
+            assert [(log.status, log.errors) for log in fake.requests] == [
+                (RESET_STATUS, ["stopped"])
+            ]
+            assert fake.internal_errors == []
+        finally:
+            connection.close()
 
     def test_unknown_outcomes_and_rates_are_refused(self, fake: FakeSendGrid) -> None:
         with pytest.raises(ValueError, match=r"unknown scripted outcome.*'hold'"):

@@ -134,6 +134,11 @@ class Handler(BaseHTTPRequestHandler):
         at = time.time()
         no = fake._next_request_no()
         body, length, problem = self._read_body()
+        if problem is not None and problem[0] == RESET_STATUS:
+            # Stopped while its body was still coming: hung up on, as a request still waiting
+            # for its answer is (under load its body may be read only after stop() began).
+            fake._log(RequestLog(no, RESET_STATUS, 0, length, False, [problem[1]], at))
+            return
 
         refused: tuple[int, list[Violation]] | None = None
         parsed: Any = None
@@ -215,7 +220,8 @@ class Handler(BaseHTTPRequestHandler):
     # ----------------------------------------------------------------------- I/O
 
     def _read_body(self) -> tuple[bytes | None, int, tuple[int, str] | None]:
-        """The body, its length, and why it cannot be used (a status and message), if so."""
+        """The body, its length, and why it cannot be used (a status and message), if so:
+        :data:`RESET_STATUS` when the fake stopped before the whole body came."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True  # a chunked body is not read: the stream is lost
             return None, 0, (411, "Content-Length is required")
@@ -233,10 +239,15 @@ class Handler(BaseHTTPRequestHandler):
             self._drain(length)
             limit = self.server.fake.max_body_bytes
             return None, length, (413, f"Payload too large: the limit is {limit} bytes.")
-        body = self.rfile.read(length)
-        if len(body) < length:  # the client hung up mid-body
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # reset mid-body
+            body = b""
+        if len(body) < length:
             self.close_connection = True
-            return None, len(body), (400, "Bad Request")
+            if self.server.fake._stopping.is_set():  # the fake hung up on it: a reset
+                return None, len(body), (RESET_STATUS, "stopped")
+            return None, len(body), (400, "Bad Request")  # the client hung up mid-body
         return body, length, None
 
     def _drain(self, length: int) -> None:
