@@ -39,6 +39,7 @@ Deliveries of the campaign (d15 belongs to another campaign) and their events:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import date
 
@@ -697,9 +698,7 @@ class TestSegmentsAndStages:
         def present(conn: Connection) -> list[str]:
             """The stage tables this connection sees (read in a transaction of its own when
             none is open, which ends with the read)."""
-            if conn.in_transaction():
-                return [name for name in stage_names if engine.dialect.has_table(conn, name)]
-            with conn.begin():
+            with contextlib.nullcontext() if conn.in_transaction() else conn.begin():
                 return [name for name in stage_names if engine.dialect.has_table(conn, name)]
 
         with engine.connect() as conn:

@@ -135,9 +135,9 @@ class Handler(BaseHTTPRequestHandler):
         no = fake._next_request_no()
         body, length, problem = self._read_body()
         if problem is not None and problem[0] == RESET_STATUS:
-            # Stopped while its body was still coming: hung up on, as a request still waiting
-            # for its answer is (under load its body may be read only after stop() began).
-            fake._log(RequestLog(no, RESET_STATUS, 0, length, False, [problem[1]], at))
+            # Stopped while its body was still coming (under load a body may be read only
+            # after stop() began): hung up on, as a request waiting for its answer is.
+            self._hung_up(no, 0, length, False, at)
             return
 
         refused: tuple[int, list[Violation]] | None = None
@@ -186,8 +186,7 @@ class Handler(BaseHTTPRequestHandler):
             or (outcome.hold and not fake._hold(no, _herald_batch(body)))
             or not fake._pause(fake._delay() + outcome.delay)
         ):
-            fake._log(RequestLog(no, RESET_STATUS, recipients, length, True, ["stopped"], at))
-            self.close_connection = True
+            self._hung_up(no, recipients, length, True, at)
             return
         kind = outcome.kind
         if kind == "429":
@@ -218,6 +217,13 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(202, None, {"X-Message-Id": message_id})
 
     # ----------------------------------------------------------------------- I/O
+
+    def _hung_up(self, no: int, recipients: int, length: int, valid: bool, at: float) -> None:
+        """The fake stopped before answering: logged as a reset, and nothing is answered."""
+        self.server.fake._log(
+            RequestLog(no, RESET_STATUS, recipients, length, valid, ["stopped"], at)
+        )
+        self.close_connection = True
 
     def _read_body(self) -> tuple[bytes | None, int, tuple[int, str] | None]:
         """The body, its length, and why it cannot be used (a status and message), if so:
