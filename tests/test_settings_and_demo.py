@@ -54,6 +54,34 @@ class TestSettings:
         ).stdout.split()
         assert out == ["false", "false"]
 
+    def test_importing_herald_batches_prefects_task_run_records(self) -> None:
+        """A Prefect server started from a process that imported herald (the temporary one,
+        the cluster's) records task runs in batches, as Prefect itself reads its settings;
+        an operator's own value wins."""
+        names = (
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE",
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL",
+        )
+        env = {k: v for k, v in os.environ.items() if k not in names}
+        code = (
+            "import herald\n"
+            "from prefect.settings import get_current_settings\n"
+            "recorder = get_current_settings().server.services.task_run_recorder\n"
+            "print(recorder.batch_size, recorder.flush_interval)"
+        )
+
+        def recorder(**overrides: str) -> list[str]:
+            return subprocess.run(
+                [sys.executable, "-c", code],
+                env={**env, **overrides},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+
+        assert recorder() == ["100", "1.0"]
+        assert recorder(**{names[0]: "1", names[1]: "5"}) == ["1", "5.0"]
+
 
 class TestDemoBase:
     def test_same_seed_gives_identical_files(self, tmp_path: Path) -> None:

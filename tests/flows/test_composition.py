@@ -4,6 +4,7 @@ plans, and delivers through the ``deliver`` flow's steps, every step a task run.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -55,7 +56,15 @@ def test_a_real_send_runs_preflight_then_delivers_in_tasks(db: Database, tmp_pat
 
     async def tree() -> tuple[list[FlowRun], list[str]]:
         (phase_run,), _ = await _children(parent_id)
-        return await _children(phase_run.id)
+        # The server records task runs from the clients' events in batches, at least once a
+        # second (herald/__init__.py): wait until it has recorded the run's last step, which
+        # it records after every step before it (one consumer, in the events' order).
+        deadline = time.monotonic() + 120
+        while True:
+            subflows, tasks = await _children(phase_run.id)
+            if "publish-phase-summary" in tasks or time.monotonic() > deadline:
+                return subflows, tasks
+            await asyncio.sleep(0.1)
 
     subflows, tasks = asyncio.run(tree())
     assert subflows == []  # deliver's steps run in the phase's own run
