@@ -277,6 +277,7 @@ def part_floor(url: str, config_dir: str) -> dict[str, Any]:
             conn.execute(
                 update(d)
                 .where(d.c.batch_id == batch_id, d.c.state == DeliveryState.SENDING.value)
+                .where(d.c.id >= start, d.c.id < start + size)  # as Herald finds a batch's rows
                 .values(
                     state=DeliveryState.ACCEPTED.value,
                     provider_message_id=provider_id,

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -252,17 +251,13 @@ class Delivery(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("campaign", "message", "contact_id", name="uq_delivery_key"),
-        # Claims take the lowest planned ids of a phase: the index serves WHERE and ORDER BY.
-        Index("ix_delivery_claim", "campaign", "message", "state", "id"),
+        # Claims walk a phase's ids upwards from the sender's watermark. No index holds a
+        # column a send changes (state, batch, provider id, times): on Postgres each claim's
+        # and record's update then stays on its page (HOT, with the table's fillfactor) and
+        # writes no index entry; a batch finds its rows by the id range its claim recorded
+        # (``send_batch.first_row_id``/``last_row_id``, migration 0016).
+        Index("ix_delivery_claim", "campaign", "message", "id"),
         Index("ix_delivery_contact", "contact_id"),
-        # Only rows that have one (a planned row has none): a plan writes no entry here. The
-        # provider message id has no index: nothing looks a row up by it (migration 0015).
-        Index(
-            "ix_delivery_batch",
-            "batch_id",
-            sqlite_where=text("batch_id IS NOT NULL"),
-            postgresql_where=text("batch_id IS NOT NULL"),
-        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -332,6 +327,11 @@ class SendBatch(SQLModel, table=True):
     message: str = Field(sa_type=String(100))
     state: BatchState = Field(default=BatchState.CLAIMED, sa_type=String(16))
     recipients: int = 0
+    # The lowest and highest ledger (``delivery``) id the claim took: where the batch's rows
+    # are found (the ledger has no index on ``batch_id``). None: anywhere (a report's batch,
+    # or one claimed before migration 0016).
+    first_row_id: int | None = None
+    last_row_id: int | None = None
     requests: int = Field(default=0, description="HTTP requests made, retries included.")
     http_status: int | None = None
     provider_message_id: str | None = Field(default=None, sa_type=String(200))

@@ -68,6 +68,8 @@ BATCH_ROWS = (DELIVERY, REPORT_DELIVERY)
 
 SETTLED_BY_EVENTS = "settled: SendGrid reported an event for it"
 
+LAST_ID: Final = 2**63 - 1  # above every row id: a batch with no recorded range
+
 # --------------------------------------------------------------------------- state machine
 
 _D = DeliveryState
@@ -241,22 +243,30 @@ def claim(
             # Lock the candidates first, skipping rows another worker holds. (Inside
             # "IN (subquery)" Postgres may re-run a SKIP LOCKED subquery per row and claim
             # more than the limit.)
-            ids: Any = list(conn.execute(candidates.with_for_update(skip_locked=True)).scalars())
-        else:
-            ids = candidates.scalar_subquery()  # one statement under SQLite's single writer
-        claimed = claim_rows(
-            conn,
-            DELIVERY,
-            DELIVERY.c.id.in_(ids),
-            batch_id=batch_id,
-            now=now,
-            from_=[DeliveryState.PLANNED],
+            candidates = candidates.with_for_update(skip_locked=True)
+        # On SQLite the transaction holds the write lock since its first statement (the
+        # heartbeat): no other writer moves a row between this read and the claim.
+        ids = list(conn.execute(candidates).scalars())
+        claimed = (
+            claim_rows(
+                conn,
+                DELIVERY,
+                DELIVERY.c.id.in_(ids),
+                batch_id=batch_id,
+                now=now,
+                from_=[DeliveryState.PLANNED],
+            )
+            if ids
+            else 0
         )
         if not claimed:
             conn.execute(delete(SEND_BATCH).where(SEND_BATCH.c.id == batch_id))
             return None
+        low, high = min(ids), max(ids)
         conn.execute(
-            update(SEND_BATCH).where(SEND_BATCH.c.id == batch_id).values(recipients=claimed)
+            update(SEND_BATCH)
+            .where(SEND_BATCH.c.id == batch_id)
+            .values(recipients=claimed, first_row_id=low, last_row_id=high)
         )
     with engine.connect() as conn:
         rows = conn.execute(
@@ -274,10 +284,26 @@ def claim(
             .select_from(DELIVERY)
             .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
             .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
-            .where(DELIVERY.c.batch_id == batch_id)
+            .where(DELIVERY.c.id.between(low, high), DELIVERY.c.batch_id == batch_id)
             .order_by(DELIVERY.c.id)
         ).all()
     return Claim(batch_id, [ClaimedRow._make(row) for row in rows])
+
+
+def batch_rows(rows: Table, batch_id: str) -> ColumnElement[bool]:
+    """SQL: the rows of ``rows`` (a table of :data:`BATCH_ROWS`) in the batch ``batch_id``.
+
+    The ledger has no index on ``batch_id`` (a send's updates then write no index entry):
+    its rows are looked up within the id range the batch's claim recorded, by primary key.
+    A batch without one (a report's, or one claimed before the range was recorded) is
+    looked up everywhere."""
+    bound = SEND_BATCH.c.id == batch_id
+    low = select(SEND_BATCH.c.first_row_id).where(bound).scalar_subquery()
+    high = select(SEND_BATCH.c.last_row_id).where(bound).scalar_subquery()
+    return and_(
+        rows.c.id.between(func.coalesce(low, 0), func.coalesce(high, LAST_ID)),
+        rows.c.batch_id == batch_id,
+    )
 
 
 def open_batch(
@@ -376,7 +402,7 @@ def release(engine: Engine, *, batch_id: str, reason: str) -> None:
             move(
                 conn,
                 rows,
-                rows.c.batch_id == batch_id,
+                batch_rows(rows, batch_id),
                 to=DeliveryState.PLANNED,
                 from_=[DeliveryState.SENDING],
                 batch_id=None,
@@ -441,13 +467,13 @@ def record(
             move(
                 conn,
                 rows,
-                rows.c.batch_id == batch_id,
+                batch_rows(rows, batch_id),
                 to=DeliveryState(outcome.value),
                 from_=[DeliveryState.SENDING],
                 **values,
             )
         if outcome is Outcome.UNKNOWN:
-            settle_proven(conn, DELIVERY.c.batch_id == batch_id)
+            settle_proven(conn, batch_rows(DELIVERY, batch_id))
         move(
             conn,
             SEND_BATCH,

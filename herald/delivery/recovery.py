@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from herald import audit
 from herald.db import refresh_statistics
 from herald.delivery.ledger import (
     BATCH_ROWS,
     Worker,
+    batch_rows,
     move,
     phase_rows,
     settle_proven,
@@ -86,32 +87,38 @@ def _settle_worker(conn: Connection, *, worker_id: str, outcome: str) -> tuple[i
     process); rows of one that did become unknown (the provider may have accepted them),
     unless SendGrid already reported an event for them."""
     now = utcnow()
-    claimed = select(SEND_BATCH.c.id).where(
-        SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.CLAIMED.value
-    )
-    requesting = select(SEND_BATCH.c.id).where(
-        SEND_BATCH.c.worker_id == worker_id, SEND_BATCH.c.state == BatchState.REQUESTING.value
-    )
+    open_batches = conn.execute(
+        select(SEND_BATCH.c.id, SEND_BATCH.c.state).where(
+            SEND_BATCH.c.worker_id == worker_id,
+            SEND_BATCH.c.state.in_([BatchState.CLAIMED.value, BatchState.REQUESTING.value]),
+        )
+    ).all()
     released = unknown = 0
-    for rows in BATCH_ROWS:
-        released += move(
-            conn,
-            rows,
-            rows.c.batch_id.in_(claimed),
-            to=DeliveryState.PLANNED,
-            from_=[DeliveryState.SENDING],
-            batch_id=None,
-            updated_at=now,
-        )
-        unknown += move(
-            conn,
-            rows,
-            rows.c.batch_id.in_(requesting),
-            to=DeliveryState.UNKNOWN,
-            error=f"request in flight when sender {worker_id} stopped",
-            updated_at=now,
-        )
-    unknown -= settle_proven(conn, DELIVERY.c.batch_id.in_(requesting))
+    # Each open batch's rows by its id range (the ledger has no index on batch_id): a
+    # sender leaves at most its batches in flight open.
+    for batch_id, state in open_batches:
+        for rows in BATCH_ROWS:
+            if state == BatchState.CLAIMED.value:
+                released += move(
+                    conn,
+                    rows,
+                    batch_rows(rows, batch_id),
+                    to=DeliveryState.PLANNED,
+                    from_=[DeliveryState.SENDING],
+                    batch_id=None,
+                    updated_at=now,
+                )
+            else:
+                unknown += move(
+                    conn,
+                    rows,
+                    batch_rows(rows, batch_id),
+                    to=DeliveryState.UNKNOWN,
+                    error=f"request in flight when sender {worker_id} stopped",
+                    updated_at=now,
+                )
+        if state == BatchState.REQUESTING.value:
+            unknown -= settle_proven(conn, batch_rows(DELIVERY, batch_id))
     mine = SEND_BATCH.c.worker_id == worker_id
     move(
         conn,
@@ -322,7 +329,7 @@ def resolve(
         states.append(DeliveryState.FAILED)
     where = [phase_rows(campaign, message)]
     if batch_ids:
-        where.append(DELIVERY.c.batch_id.in_(list(batch_ids)))
+        where.append(or_(*(batch_rows(DELIVERY, batch_id) for batch_id in batch_ids)))
     now = utcnow()
     who = audit.actor()
     if resolution == "resend":
