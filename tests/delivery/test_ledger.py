@@ -15,10 +15,11 @@ from sqlalchemy import select, text, update
 from herald.config import HeraldConfig
 from herald.delivery import controls, ledger, planning
 from herald.delivery.audience import NoSegmentation
+from herald.delivery.keys import Outcome
 from herald.delivery.recovery import Recovery, recover, resolve, start_worker, unknown_rows
 from herald.delivery.sender import PhaseSender, RateLimiter, Renderer
 from herald.delivery.transports import BatchResult, OutgoingBatch, Prepared
-from herald.models import AUDIT_LOG, SEND_WORKER
+from herald.models import AUDIT_LOG, SEND_BATCH, SEND_WORKER
 from tests.support.bases import (
     DAY,
     config,
@@ -170,6 +171,43 @@ class TestClaims:
         with db.engine.connect() as conn:
             sizes = dict(conn.execute(text("SELECT id, recipients FROM send_batch")).all())
         assert sizes == {first.batch_id: 100, second.batch_id: 100}
+
+    def test_a_batch_finds_its_rows_by_the_id_range_its_claim_took(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """A claim records its lowest and highest ledger id on the batch; the batch's record
+        and release move exactly its rows, and a batch with no range (a report's, or one
+        claimed before the range was kept) still finds them."""
+        loaded = load_base(db, tmp_path)
+        planned = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY).planned
+        worker = start_worker(
+            db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox"
+        )
+        first = ledger.claim(db.engine, worker=worker, limit=50)
+        second = ledger.claim(db.engine, worker=worker, limit=50)
+        assert first is not None and second is not None
+        ids = [row.delivery_id for row in first.rows]
+        with db.engine.connect() as conn:
+            ranges = {
+                batch: (low, high)
+                for batch, low, high in conn.execute(
+                    text("SELECT id, first_row_id, last_row_id FROM send_batch")
+                )
+            }
+        assert ranges[first.batch_id] == (min(ids), max(ids))
+
+        ledger.mark_requesting(db.engine, batch_id=first.batch_id)
+        ledger.record(db.engine, batch_id=first.batch_id, outcome=Outcome.ACCEPTED, requests=1)
+        assert states(db) == {"accepted": 50, "sending": 50, "planned": planned - 100}
+
+        with db.engine.begin() as conn:  # as a batch claimed before migration 0016
+            conn.execute(
+                update(SEND_BATCH)
+                .where(SEND_BATCH.c.id == second.batch_id)
+                .values(first_row_id=None, last_row_id=None)
+            )
+        ledger.release(db.engine, batch_id=second.batch_id, reason="test")
+        assert states(db) == {"accepted": 50, "planned": planned - 50}
 
     def test_concurrent_claimers_never_share_a_row(self, db: Database, tmp_path: Path) -> None:
         """Six threads claiming the same phase until it is empty: every row claimed once."""
