@@ -247,17 +247,13 @@ def claim(
         # On SQLite the transaction holds the write lock since its first statement (the
         # heartbeat): no other writer moves a row between this read and the claim.
         ids = list(conn.execute(candidates).scalars())
-        claimed = (
-            claim_rows(
-                conn,
-                DELIVERY,
-                DELIVERY.c.id.in_(ids),
-                batch_id=batch_id,
-                now=now,
-                from_=[DeliveryState.PLANNED],
-            )
-            if ids
-            else 0
+        claimed = claim_rows(
+            conn,
+            DELIVERY,
+            DELIVERY.c.id.in_(ids),
+            batch_id=batch_id,
+            now=now,
+            from_=[DeliveryState.PLANNED],
         )
         if not claimed:
             conn.execute(delete(SEND_BATCH).where(SEND_BATCH.c.id == batch_id))
@@ -303,6 +299,23 @@ def batch_rows(rows: Table, batch_id: str) -> ColumnElement[bool]:
     return and_(
         rows.c.id.between(func.coalesce(low, 0), func.coalesce(high, LAST_ID)),
         rows.c.batch_id == batch_id,
+    )
+
+
+def move_batch_rows(
+    conn: Connection,
+    batch_id: str,
+    /,
+    *,
+    to: DeliveryState,
+    from_: Iterable[DeliveryState] | None = None,
+    **values: Any,
+) -> int:
+    """:func:`move` the rows of the batch ``batch_id``, whichever table of :data:`BATCH_ROWS`
+    holds them (found by :func:`batch_rows`); returns how many moved."""
+    return sum(
+        move(conn, rows, batch_rows(rows, batch_id), to=to, from_=from_, **values)
+        for rows in BATCH_ROWS
     )
 
 
@@ -398,16 +411,14 @@ def release(engine: Engine, *, batch_id: str, reason: str) -> None:
     """Put a claimed batch's rows back to planned (nothing was requested)."""
     now = utcnow()
     with engine.begin() as conn:
-        for rows in BATCH_ROWS:
-            move(
-                conn,
-                rows,
-                batch_rows(rows, batch_id),
-                to=DeliveryState.PLANNED,
-                from_=[DeliveryState.SENDING],
-                batch_id=None,
-                updated_at=now,
-            )
+        move_batch_rows(
+            conn,
+            batch_id,
+            to=DeliveryState.PLANNED,
+            from_=[DeliveryState.SENDING],
+            batch_id=None,
+            updated_at=now,
+        )
         move(
             conn,
             SEND_BATCH,
@@ -463,15 +474,9 @@ def record(
     if outcome is Outcome.ACCEPTED:
         values.update(provider_message_id=provider_message_id, sent_at=now)
     with engine.begin() as conn:
-        for rows in BATCH_ROWS:
-            move(
-                conn,
-                rows,
-                batch_rows(rows, batch_id),
-                to=DeliveryState(outcome.value),
-                from_=[DeliveryState.SENDING],
-                **values,
-            )
+        move_batch_rows(
+            conn, batch_id, to=DeliveryState(outcome.value), from_=[DeliveryState.SENDING], **values
+        )
         if outcome is Outcome.UNKNOWN:
             settle_proven(conn, batch_rows(DELIVERY, batch_id))
         move(

@@ -22,10 +22,10 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 from herald import audit
 from herald.db import refresh_statistics
 from herald.delivery.ledger import (
-    BATCH_ROWS,
     Worker,
     batch_rows,
     move,
+    move_batch_rows,
     phase_rows,
     settle_proven,
 )
@@ -97,27 +97,23 @@ def _settle_worker(conn: Connection, *, worker_id: str, outcome: str) -> tuple[i
     # Each open batch's rows by its id range (the ledger has no index on batch_id): a
     # sender leaves at most its batches in flight open.
     for batch_id, state in open_batches:
-        for rows in BATCH_ROWS:
-            if state == BatchState.CLAIMED.value:
-                released += move(
-                    conn,
-                    rows,
-                    batch_rows(rows, batch_id),
-                    to=DeliveryState.PLANNED,
-                    from_=[DeliveryState.SENDING],
-                    batch_id=None,
-                    updated_at=now,
-                )
-            else:
-                unknown += move(
-                    conn,
-                    rows,
-                    batch_rows(rows, batch_id),
-                    to=DeliveryState.UNKNOWN,
-                    error=f"request in flight when sender {worker_id} stopped",
-                    updated_at=now,
-                )
-        if state == BatchState.REQUESTING.value:
+        if state == BatchState.CLAIMED.value:
+            released += move_batch_rows(
+                conn,
+                batch_id,
+                to=DeliveryState.PLANNED,
+                from_=[DeliveryState.SENDING],
+                batch_id=None,
+                updated_at=now,
+            )
+        else:
+            unknown += move_batch_rows(
+                conn,
+                batch_id,
+                to=DeliveryState.UNKNOWN,
+                error=f"request in flight when sender {worker_id} stopped",
+                updated_at=now,
+            )
             unknown -= settle_proven(conn, batch_rows(DELIVERY, batch_id))
     mine = SEND_BATCH.c.worker_id == worker_id
     move(

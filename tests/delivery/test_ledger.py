@@ -151,18 +151,26 @@ class TestPlanning:
 
 
 class TestClaims:
+    @staticmethod
+    def _claimed_twice(
+        db: Database, tmp_path: Path, limit: int
+    ) -> tuple[int, ledger.Claim, ledger.Claim]:
+        """The announcement planned (how many rows) and two claims of ``limit`` rows."""
+        loaded = load_base(db, tmp_path)
+        planned = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY).planned
+        worker = start_worker(
+            db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox"
+        )
+        first = ledger.claim(db.engine, worker=worker, limit=limit)
+        second = ledger.claim(db.engine, worker=worker, limit=limit)
+        assert first is not None and second is not None
+        return planned, first, second
+
     def test_claims_take_the_lowest_planned_rows_and_never_overlap(
         self, db: Database, tmp_path: Path
     ) -> None:
         """Two claims of 100 get 200 distinct rows, each batch recorded with its size."""
-        loaded = load_base(db, tmp_path)
-        planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY)
-        worker = start_worker(
-            db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox"
-        )
-        first = ledger.claim(db.engine, worker=worker, limit=100)
-        second = ledger.claim(db.engine, worker=worker, limit=100)
-        assert first is not None and second is not None
+        _, first, second = self._claimed_twice(db, tmp_path, 100)
         ids_1 = [row.delivery_id for row in first.rows]
         ids_2 = [row.delivery_id for row in second.rows]
         assert len(ids_1) == len(ids_2) == 100
@@ -178,14 +186,7 @@ class TestClaims:
         """A claim records its lowest and highest ledger id on the batch; the batch's record
         and release move exactly its rows, and a batch with no range (a report's, or one
         claimed before the range was kept) still finds them."""
-        loaded = load_base(db, tmp_path)
-        planned = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY).planned
-        worker = start_worker(
-            db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox"
-        )
-        first = ledger.claim(db.engine, worker=worker, limit=50)
-        second = ledger.claim(db.engine, worker=worker, limit=50)
-        assert first is not None and second is not None
+        planned, first, second = self._claimed_twice(db, tmp_path, 50)
         ids = [row.delivery_id for row in first.rows]
         with db.engine.connect() as conn:
             ranges = {
