@@ -319,6 +319,19 @@ def move_batch_rows(
     )
 
 
+def replan_batch_rows(conn: Connection, batch_id: str, /, *, now: datetime) -> int:
+    """Put the rows of the claimed batch ``batch_id`` back to planned, out of the batch
+    (nothing was requested: a release, or a stopped sender's settling); returns how many."""
+    return move_batch_rows(
+        conn,
+        batch_id,
+        to=DeliveryState.PLANNED,
+        from_=[DeliveryState.SENDING],
+        batch_id=None,
+        updated_at=now,
+    )
+
+
 def open_batch(
     conn: Connection, *, batch_id: str, worker: Worker, now: datetime, recipients: int = 0
 ) -> None:
@@ -411,14 +424,7 @@ def release(engine: Engine, *, batch_id: str, reason: str) -> None:
     """Put a claimed batch's rows back to planned (nothing was requested)."""
     now = utcnow()
     with engine.begin() as conn:
-        move_batch_rows(
-            conn,
-            batch_id,
-            to=DeliveryState.PLANNED,
-            from_=[DeliveryState.SENDING],
-            batch_id=None,
-            updated_at=now,
-        )
+        replan_batch_rows(conn, batch_id, now=now)
         move(
             conn,
             SEND_BATCH,

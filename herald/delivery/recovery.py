@@ -27,6 +27,7 @@ from herald.delivery.ledger import (
     move,
     move_batch_rows,
     phase_rows,
+    replan_batch_rows,
     settle_proven,
 )
 from herald.models import (
@@ -98,14 +99,7 @@ def _settle_worker(conn: Connection, *, worker_id: str, outcome: str) -> tuple[i
     # sender leaves at most its batches in flight open.
     for batch_id, state in open_batches:
         if state == BatchState.CLAIMED.value:
-            released += move_batch_rows(
-                conn,
-                batch_id,
-                to=DeliveryState.PLANNED,
-                from_=[DeliveryState.SENDING],
-                batch_id=None,
-                updated_at=now,
-            )
+            released += replan_batch_rows(conn, batch_id, now=now)
         else:
             unknown += move_batch_rows(
                 conn,
