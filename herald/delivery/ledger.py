@@ -39,7 +39,6 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    delete,
     exists,
     func,
     insert,
@@ -47,6 +46,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Update
 
 from herald.delivery.keys import Outcome
 from herald.models import (
@@ -123,22 +124,20 @@ def sources(to: DeliveryState | BatchState) -> frozenset[Any]:
     return frozenset(state for state, targets in _machine(to).items() if to in targets)
 
 
-def move(
-    conn: Connection,
+def moving(
     rows: Table,
     *where: Any,
     to: DeliveryState | BatchState,
     from_: Iterable[DeliveryState | BatchState] | None = None,
-    params: Sequence[Mapping[str, Any]] | None = None,
     **values: Any,
-) -> int:
-    """Move the rows of ``rows`` matching ``where`` to state ``to``, setting ``values`` too;
-    returns how many moved.
+) -> Update:
+    """The UPDATE that moves the rows of ``rows`` matching ``where`` to state ``to``, setting
+    ``values`` too (what :func:`move` runs; a claim puts it inside a larger statement).
 
     ``rows`` is a table of :data:`BATCH_ROWS` (``to`` a DeliveryState) or ``send_batch``
     (``to`` a BatchState). Only rows in ``from_`` move (default: every state ``to`` may
     follow); a state in ``from_`` that ``to`` may not follow raises :class:`IllegalMove`
-    before anything is written. ``params``: run once per mapping (bound parameters).
+    before anything is written.
     """
     if rows is SEND_BATCH:
         if not isinstance(to, BatchState):
@@ -154,7 +153,22 @@ def move(
         raise IllegalMove(f"nothing may move to {to}")
     states = sorted(state.value for state in expected)
     current = rows.c.state == states[0] if len(states) == 1 else rows.c.state.in_(states)
-    statement = update(rows).where(*where, current).values(state=to.value, **values)
+    return update(rows).where(*where, current).values(state=to.value, **values)
+
+
+def move(
+    conn: Connection,
+    rows: Table,
+    *where: Any,
+    to: DeliveryState | BatchState,
+    from_: Iterable[DeliveryState | BatchState] | None = None,
+    params: Sequence[Mapping[str, Any]] | None = None,
+    **values: Any,
+) -> int:
+    """Move the rows of ``rows`` matching ``where`` to state ``to`` (the statement is
+    :func:`moving`'s), setting ``values`` too; returns how many moved. ``params``: run once
+    per mapping (bound parameters)."""
+    statement = moving(rows, *where, to=to, from_=from_, **values)
     if params is None:
         return max(conn.execute(statement).rowcount, 0)
     # SQLAlchemy keeps an executemany's rowcount only when asked.
@@ -215,75 +229,144 @@ class Gate:
 
 
 def claim(
-    engine: Engine, *, worker: Worker, limit: int, gate: Gate | None = None, after: int = 0
+    engine: Engine,
+    *,
+    worker: Worker,
+    limit: int,
+    gate: Gate | None = None,
+    after: int = 0,
+    heartbeat_every: float = 0.0,
 ) -> Claim | None:
     """Claim up to ``limit`` planned rows of the worker's phase, lowest ids first; None if none.
 
     ``after``: only rows with a higher id (a sender's watermark: it need not walk again past
-    the rows it already sent, which Postgres keeps as dead index entries until a vacuum)."""
+    the rows it already sent, which Postgres keeps as dead index entries until a vacuum).
+
+    The rows are claimed and the batch that holds them recorded (with their count and id
+    range) in one transaction, which also proves the worker alive: its heartbeat, written
+    when ``heartbeat_every`` seconds have passed since the last one (a sender passes a tenth
+    of its lease; 0: every claim writes it)."""
     batch_id = str(uuid.uuid4())
     now = gate.now if gate else utcnow()
-    with engine.begin() as conn:
-        conn.execute(
-            update(SEND_WORKER).where(SEND_WORKER.c.id == worker.id).values(heartbeat_at=now)
+    candidates = (
+        select(DELIVERY.c.id)
+        .where(
+            phase_rows(worker.campaign, worker.message),
+            DELIVERY.c.state == DeliveryState.PLANNED.value,
+            DELIVERY.c.id > after,
+            *_gated(gate),
         )
-        open_batch(conn, batch_id=batch_id, worker=worker, now=now)
-        candidates = (
-            select(DELIVERY.c.id)
-            .where(
-                phase_rows(worker.campaign, worker.message),
-                DELIVERY.c.state == DeliveryState.PLANNED.value,
-                DELIVERY.c.id > after,
-                *_gated(gate),
-            )
-            .order_by(DELIVERY.c.id)
-            .limit(limit)
+        .order_by(DELIVERY.c.id)
+        .limit(limit)
+    )
+    with engine.begin() as conn:
+        # Written by every claim, the heartbeat made a sender's claims in flight queue on its
+        # worker row; on SQLite the statement takes the write lock even when it writes nothing.
+        stale = now - timedelta(seconds=heartbeat_every)
+        conn.execute(
+            update(SEND_WORKER)
+            .where(SEND_WORKER.c.id == worker.id, SEND_WORKER.c.heartbeat_at <= stale)
+            .values(heartbeat_at=now)
         )
         if conn.dialect.name == "postgresql":
-            # Lock the candidates first, skipping rows another worker holds. (Inside
-            # "IN (subquery)" Postgres may re-run a SKIP LOCKED subquery per row and claim
-            # more than the limit.)
-            candidates = candidates.with_for_update(skip_locked=True)
-        # On SQLite the transaction holds the write lock since its first statement (the
-        # heartbeat): no other writer moves a row between this read and the claim.
-        ids = list(conn.execute(candidates).scalars())
-        claimed = claim_rows(
+            rows = _claim_postgres(conn, candidates, batch_id=batch_id, now=now)
+        else:
+            rows = _claim_sqlite(conn, candidates, batch_id=batch_id, now=now)
+        if not rows:
+            return None
+        open_batch(
             conn,
+            batch_id=batch_id,
+            worker=worker,
+            now=now,
+            recipients=len(rows),
+            first_row_id=rows[0].delivery_id,
+            last_row_id=rows[-1].delivery_id,
+        )
+    return Claim(batch_id, rows)
+
+
+# What a claimed row carries: the ledger's columns, then its contact's and account's.
+_CLAIMED_LEDGER = (
+    DELIVERY.c.id,
+    DELIVERY.c.contact_id,
+    DELIVERY.c.segment,
+    DELIVERY.c.role,
+    DELIVERY.c.locale,
+    DELIVERY.c.timezone,
+)
+
+
+def _claimed_rows(source: Any, *where: Any) -> Select[Any]:
+    """The claimed rows of ``source`` (the ledger, or a statement returning its columns)
+    with their contact's address and name and their account's name, in id order."""
+    return (
+        select(
+            source.c.id,
+            source.c.contact_id,
+            source.c.segment,
+            source.c.role,
+            source.c.locale,
+            CONTACT.c.email,
+            CONTACT.c.name,
+            ACCOUNT.c.name,
+            source.c.timezone,
+        )
+        .select_from(source)
+        .join(CONTACT, CONTACT.c.id == source.c.contact_id)
+        .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
+        .where(*where)
+        .order_by(source.c.id)
+    )
+
+
+def _claim_postgres(
+    conn: Connection, candidates: Select[Any], *, batch_id: str, now: datetime
+) -> list[ClaimedRow]:
+    """Postgres: one statement locks the candidates (skipping rows another worker holds),
+    claims them and returns them with their contact and account.
+
+    The candidates are a ``MATERIALIZED`` CTE, locked once: inside ``IN (subquery)`` or an
+    inlined CTE, Postgres may re-run a ``SKIP LOCKED`` query per row and claim more than the
+    limit."""
+    chosen = candidates.with_for_update(skip_locked=True).cte("candidates")
+    chosen = chosen.prefix_with("MATERIALIZED")
+    claimed = (
+        claiming(
+            DELIVERY,
+            DELIVERY.c.id == chosen.c.id,
+            batch_id=batch_id,
+            now=now,
+            from_=[DeliveryState.PLANNED],
+        )
+        .returning(*_CLAIMED_LEDGER)
+        .cte("claimed")
+    )
+    return [ClaimedRow._make(row) for row in conn.execute(_claimed_rows(claimed))]
+
+
+def _claim_sqlite(
+    conn: Connection, candidates: Select[Any], *, batch_id: str, now: datetime
+) -> list[ClaimedRow]:
+    """SQLite: the transaction holds the database's write lock since its first statement
+    (the heartbeat's), so no other writer moves a row between the candidates' read and
+    their claim."""
+    ids = list(conn.execute(candidates).scalars())
+    if not ids:
+        return []
+    conn.execute(
+        claiming(
             DELIVERY,
             DELIVERY.c.id.in_(ids),
             batch_id=batch_id,
             now=now,
             from_=[DeliveryState.PLANNED],
         )
-        if not claimed:
-            conn.execute(delete(SEND_BATCH).where(SEND_BATCH.c.id == batch_id))
-            return None
-        low, high = min(ids), max(ids)
-        conn.execute(
-            update(SEND_BATCH)
-            .where(SEND_BATCH.c.id == batch_id)
-            .values(recipients=claimed, first_row_id=low, last_row_id=high)
-        )
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                DELIVERY.c.id,
-                DELIVERY.c.contact_id,
-                DELIVERY.c.segment,
-                DELIVERY.c.role,
-                DELIVERY.c.locale,
-                CONTACT.c.email,
-                CONTACT.c.name,
-                ACCOUNT.c.name,
-                DELIVERY.c.timezone,
-            )
-            .select_from(DELIVERY)
-            .join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id)
-            .join(ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id)
-            .where(DELIVERY.c.id.between(low, high), DELIVERY.c.batch_id == batch_id)
-            .order_by(DELIVERY.c.id)
-        ).all()
-    return Claim(batch_id, [ClaimedRow._make(row) for row in rows])
+    )
+    found = _claimed_rows(
+        DELIVERY, DELIVERY.c.id.between(ids[0], ids[-1]), DELIVERY.c.batch_id == batch_id
+    )
+    return [ClaimedRow._make(row) for row in conn.execute(found)]
 
 
 def batch_rows(rows: Table, batch_id: str) -> ColumnElement[bool]:
@@ -333,9 +416,17 @@ def replan_batch_rows(conn: Connection, batch_id: str, /, *, now: datetime) -> i
 
 
 def open_batch(
-    conn: Connection, *, batch_id: str, worker: Worker, now: datetime, recipients: int = 0
+    conn: Connection,
+    *,
+    batch_id: str,
+    worker: Worker,
+    now: datetime,
+    recipients: int = 0,
+    first_row_id: int | None = None,
+    last_row_id: int | None = None,
 ) -> None:
-    """Record a new claim of ``worker`` (``claimed``), in the transaction that takes its rows."""
+    """Record a new claim of ``worker`` (``claimed``), in the transaction that takes its rows
+    (with their id range, when they are ledger rows: :func:`batch_rows` finds them by it)."""
     conn.execute(
         insert(SEND_BATCH).values(
             id=batch_id,
@@ -346,7 +437,32 @@ def open_batch(
             recipients=recipients,
             requests=0,
             created_at=now,
+            first_row_id=first_row_id,
+            last_row_id=last_row_id,
         )
+    )
+
+
+def claiming(
+    rows: Table,
+    *where: Any,
+    batch_id: str,
+    now: datetime,
+    from_: Iterable[DeliveryState],
+    **values: Any,
+) -> Update:
+    """The UPDATE that claims the rows of ``rows`` (a table of :data:`BATCH_ROWS`) matching
+    ``where`` and in ``from_`` for the batch: sending, in this batch, one more attempt."""
+    return moving(
+        rows,
+        *where,
+        to=DeliveryState.SENDING,
+        from_=from_,
+        batch_id=batch_id,
+        claimed_at=now,
+        attempts=rows.c.attempts + 1,
+        updated_at=now,
+        **values,
     )
 
 
@@ -359,20 +475,9 @@ def claim_rows(
     from_: Iterable[DeliveryState],
     **values: Any,
 ) -> int:
-    """Claim the rows of ``rows`` (a table of :data:`BATCH_ROWS`) matching ``where`` and in
-    ``from_`` for the batch: sending, in this batch, one more attempt; returns how many."""
-    return move(
-        conn,
-        rows,
-        *where,
-        to=DeliveryState.SENDING,
-        from_=from_,
-        batch_id=batch_id,
-        claimed_at=now,
-        attempts=rows.c.attempts + 1,
-        updated_at=now,
-        **values,
-    )
+    """Claim the rows of ``rows`` matching ``where`` (:func:`claiming`); returns how many."""
+    statement = claiming(rows, *where, batch_id=batch_id, now=now, from_=from_, **values)
+    return max(conn.execute(statement).rowcount, 0)
 
 
 def _gated(gate: Gate | None) -> list[Any]:

@@ -186,6 +186,8 @@ class PhaseSender:
         # A request never takes more than the pace allows at once (the global rate limit's
         # size): Prefect refuses an occupy above its limit.
         self.batch_size = min(self.sending.batch_size, self.limiter.largest or 1000)
+        # A claim proves the sender alive when a tenth of its lease has passed.
+        self.heartbeat_every = self.sending.worker_lease_seconds / 10
         with engine.connect() as conn:
             counts = ledger.state_counts(conn, campaign=worker.campaign, message=worker.message)
             # Zones of the rows waiting now; rows planned later by another run wait for a rerun.
@@ -300,14 +302,23 @@ class PhaseSender:
     def _claim(self) -> ledger.Claim | None:
         after = self._after
         claimed = ledger.claim(
-            self.engine, worker=self.worker, limit=self.batch_size, gate=self.gate(), after=after
+            self.engine,
+            worker=self.worker,
+            limit=self.batch_size,
+            gate=self.gate(),
+            after=after,
+            heartbeat_every=self.heartbeat_every,
         )
         if claimed is None and after:
             # Rows below the watermark may be planned again (released by a recovery, or
             # outside a window that has opened since): one pass from the start.
             self._refresh_statistics()
             claimed = ledger.claim(
-                self.engine, worker=self.worker, limit=self.batch_size, gate=self.gate()
+                self.engine,
+                worker=self.worker,
+                limit=self.batch_size,
+                gate=self.gate(),
+                heartbeat_every=self.heartbeat_every,
             )
         return claimed
 

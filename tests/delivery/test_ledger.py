@@ -7,6 +7,7 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from herald.delivery.keys import Outcome
 from herald.delivery.recovery import Recovery, recover, resolve, start_worker, unknown_rows
 from herald.delivery.sender import PhaseSender, RateLimiter, Renderer
 from herald.delivery.transports import BatchResult, OutgoingBatch, Prepared
-from herald.models import AUDIT_LOG, SEND_BATCH, SEND_WORKER
+from herald.models import AUDIT_LOG, SEND_BATCH, SEND_WORKER, as_utc
 from tests.support.bases import (
     DAY,
     config,
@@ -211,31 +212,83 @@ class TestClaims:
         assert states(db) == {"accepted": 50, "planned": planned - 50}
 
     def test_concurrent_claimers_never_share_a_row(self, db: Database, tmp_path: Path) -> None:
-        """Six threads claiming the same phase until it is empty: every row claimed once."""
+        """Six threads (three senders, two batches in flight each) claiming the same phase
+        until it is empty: every row claimed once, no batch above the limit, each batch's
+        recorded size and range its own rows'."""
         loaded = load_base(db, tmp_path, accounts=300)
         planned = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY).planned
-        claimed: list[int] = []
+        batches: dict[str, list[int]] = {}
         lock = threading.Lock()
         problems: list[BaseException] = []
+        workers = [
+            start_worker(db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox")
+            for _ in range(3)
+        ]
 
-        def claimer() -> None:
+        def claimer(worker: ledger.Worker) -> None:
             try:
-                worker = start_worker(
-                    db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox"
-                )
-                while (batch := ledger.claim(db.engine, worker=worker, limit=25)) is not None:
+                while (
+                    batch := ledger.claim(db.engine, worker=worker, limit=25, heartbeat_every=30)
+                ) is not None:
                     with lock:
-                        claimed.extend(row.delivery_id for row in batch.rows)
+                        batches[batch.batch_id] = [row.delivery_id for row in batch.rows]
             except BaseException as error:  # surface a thread's failure in the test
                 problems.append(error)
 
-        threads = [threading.Thread(target=claimer) for _ in range(6)]
+        threads = [threading.Thread(target=claimer, args=(w,)) for w in workers * 2]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert not problems
+        claimed = [row for rows in batches.values() for row in rows]
         assert len(claimed) == len(set(claimed)) == planned
+        assert all(0 < len(rows) <= 25 and rows == sorted(rows) for rows in batches.values())
+        with db.engine.connect() as conn:
+            recorded = {
+                batch: (size, low, high)
+                for batch, size, low, high in conn.execute(
+                    text("SELECT id, recipients, first_row_id, last_row_id FROM send_batch")
+                )
+            }
+        assert recorded == {
+            batch: (len(rows), rows[0], rows[-1]) for batch, rows in batches.items()
+        }
+
+    def test_a_claim_writes_the_heartbeat_once_its_interval_has_passed(
+        self, db: Database, tmp_path: Path
+    ) -> None:
+        """A claim proves its sender alive when ``heartbeat_every`` seconds have passed since
+        the last heartbeat, and leaves it otherwise (a sender's batches in flight would
+        queue on its worker row); with 0, every claim writes it."""
+        loaded = load_base(db, tmp_path)
+        planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY)
+        worker = start_worker(
+            db.engine, campaign=CAMPAIGN, message="announcement", transport="outbox"
+        )
+        beat = datetime.combine(DAY, time(12), tzinfo=UTC)
+
+        def heartbeat() -> datetime:
+            with db.engine.connect() as conn:
+                value = conn.execute(
+                    select(SEND_WORKER.c.heartbeat_at).where(SEND_WORKER.c.id == worker.id)
+                ).scalar_one()
+            return as_utc(value)
+
+        def claim_at(seconds: float, every: float) -> None:
+            at = ledger.Gate(now=beat + timedelta(seconds=seconds))
+            assert ledger.claim(db.engine, worker=worker, limit=5, gate=at, heartbeat_every=every)
+
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(SEND_WORKER).where(SEND_WORKER.c.id == worker.id).values(heartbeat_at=beat)
+            )
+        claim_at(29, every=30)
+        assert heartbeat() == beat
+        claim_at(30, every=30)
+        assert heartbeat() == beat + timedelta(seconds=30)
+        claim_at(31, every=0)
+        assert heartbeat() == beat + timedelta(seconds=31)
 
 
 class TestRecovery:
