@@ -259,6 +259,7 @@ def claim(
         .order_by(DELIVERY.c.id)
         .limit(limit)
     )
+    postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         # Written by every claim, the heartbeat made a sender's claims in flight queue on its
         # worker row; on SQLite the statement takes the write lock even when it writes nothing.
@@ -268,21 +269,30 @@ def claim(
             .where(SEND_WORKER.c.id == worker.id, SEND_WORKER.c.heartbeat_at <= stale)
             .values(heartbeat_at=now)
         )
-        if conn.dialect.name == "postgresql":
+        if postgres:
             rows = _claim_postgres(conn, candidates, batch_id=batch_id, now=now)
+            taken = (len(rows), rows[0].delivery_id, rows[-1].delivery_id) if rows else None
         else:
-            rows = _claim_sqlite(conn, candidates, batch_id=batch_id, now=now)
-        if not rows:
+            taken = _claim_sqlite(conn, candidates, batch_id=batch_id, now=now)
+        if taken is None:
             return None
+        count, low, high = taken
         open_batch(
             conn,
             batch_id=batch_id,
             worker=worker,
             now=now,
-            recipients=len(rows),
-            first_row_id=rows[0].delivery_id,
-            last_row_id=rows[-1].delivery_id,
+            recipients=count,
+            first_row_id=low,
+            last_row_id=high,
         )
+    if not postgres:
+        # Read after the commit: the write lock is not held while the rows are read.
+        with engine.connect() as conn:
+            found = _claimed_rows(
+                DELIVERY, DELIVERY.c.id.between(low, high), DELIVERY.c.batch_id == batch_id
+            )
+            rows = [ClaimedRow._make(row) for row in conn.execute(found)]
     return Claim(batch_id, rows)
 
 
@@ -347,14 +357,16 @@ def _claim_postgres(
 
 def _claim_sqlite(
     conn: Connection, candidates: Select[Any], *, batch_id: str, now: datetime
-) -> list[ClaimedRow]:
-    """SQLite: the transaction holds the database's write lock since its first statement
-    (the heartbeat's), so no other writer moves a row between the candidates' read and
-    their claim."""
+) -> tuple[int, int, int] | None:
+    """SQLite: claim the candidates; how many, and the lowest and highest id (None: none).
+
+    The transaction holds the database's write lock since its first statement (the
+    heartbeat's), so no other writer moves a row between the candidates' read and their
+    claim."""
     ids = list(conn.execute(candidates).scalars())
     if not ids:
-        return []
-    conn.execute(
+        return None
+    claimed = conn.execute(
         claiming(
             DELIVERY,
             DELIVERY.c.id.in_(ids),
@@ -362,11 +374,8 @@ def _claim_sqlite(
             now=now,
             from_=[DeliveryState.PLANNED],
         )
-    )
-    found = _claimed_rows(
-        DELIVERY, DELIVERY.c.id.between(ids[0], ids[-1]), DELIVERY.c.batch_id == batch_id
-    )
-    return [ClaimedRow._make(row) for row in conn.execute(found)]
+    ).rowcount
+    return (claimed, ids[0], ids[-1]) if claimed > 0 else None
 
 
 def batch_rows(rows: Table, batch_id: str) -> ColumnElement[bool]:
