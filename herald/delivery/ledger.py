@@ -366,15 +366,14 @@ def _claim_sqlite(
     ids = list(conn.execute(candidates).scalars())
     if not ids:
         return None
-    claimed = conn.execute(
-        claiming(
-            DELIVERY,
-            DELIVERY.c.id.in_(ids),
-            batch_id=batch_id,
-            now=now,
-            from_=[DeliveryState.PLANNED],
-        )
-    ).rowcount
+    claimed = claim_rows(
+        conn,
+        DELIVERY,
+        DELIVERY.c.id.in_(ids),
+        batch_id=batch_id,
+        now=now,
+        from_=[DeliveryState.PLANNED],
+    )
     return (claimed, ids[0], ids[-1]) if claimed > 0 else None
 
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
     case,
     false,
     func,
-    literal,
     or_,
     select,
     true,
@@ -306,6 +305,15 @@ def segments_query(segmented_on: date | None) -> Select[Any]:
     return select(assigned.c.segment).where(day).distinct().order_by(assigned.c.segment)
 
 
+def _per_account(when: ColumnElement[bool] | None, value: ColumnElement[Any] | None) -> Any:
+    """What one account adds: ``value`` (None: 1) when ``when`` holds (None: always), else 0."""
+    if when is None:
+        if value is None:
+            raise ValueError("a count without a condition counts every account: use accounts")
+        return value
+    return case((when, 1 if value is None else value), else_=0)
+
+
 def campaign_query(
     as_of: date,
     segmented_on: date | None,
@@ -339,7 +347,7 @@ def campaign_query(
     moved_first = and_(unreached, func.coalesce(contacts.c.writable, 0) > 0, migrated)
 
     # Per account: what it adds to each count of its segment, as (name, when, value): the
-    # account adds ``value`` (None: 1) when ``when`` holds (None: always).
+    # account adds ``value`` (None: 1) when ``when`` holds (None: always, with a value).
     adds: list[tuple[str, ColumnElement[bool] | None, ColumnElement[Any] | None]] = [
         ("active", active, None),
         ("active_contacts", active, func.coalesce(contacts.c.contacts, 0)),
@@ -402,14 +410,7 @@ def campaign_query(
     per_account = (
         select(
             assigned.c.segment.label("segment"),
-            *(
-                (
-                    (value if value is not None else literal(1))
-                    if when is None
-                    else case((when, value if value is not None else 1), else_=0)
-                ).label(name)
-                for name, when, value in adds
-            ),
+            *(_per_account(when, value).label(name) for name, when, value in adds),
         )
         .select_from(joined)
         .where(chosen)
