@@ -9,7 +9,9 @@ Exactly once rests on three rules, each enforced in the database:
    (:mod:`herald.delivery.planning`).
 2. *Claim before requesting.* A batch claims up to a request's worth of planned rows
    (``sending``, with its batch id) in one statement; on Postgres the candidate rows are
-   locked with SKIP LOCKED, so two workers never claim the same row. The batch is marked
+   locked with SKIP LOCKED, so two workers never claim the same row, and a phase's claims
+   take turns on a transaction advisory lock (SQLite's write lock does the same), so each
+   takes the lowest rows left and only a phase's last batch is short. The batch is marked
    ``requesting`` and committed *before* the request leaves the process.
 3. *Never guess.* When a worker dies, its batches that never reached ``requesting`` go
    back to ``planned`` (nothing left the process); those that did become ``unknown``: the
@@ -70,6 +72,10 @@ BATCH_ROWS = (DELIVERY, REPORT_DELIVERY)
 SETTLED_BY_EVENTS = "settled: SendGrid reported an event for it"
 
 LAST_ID: Final = 2**63 - 1  # above every row id: a batch with no recorded range
+
+# The first key of the Postgres advisory lock a phase's claims take turns on (the second is
+# a hash of the phase's campaign and message): "HRLD".
+CLAIM_LOCK: Final = 0x48524C44
 
 # --------------------------------------------------------------------------- state machine
 
@@ -261,6 +267,11 @@ def claim(
     )
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
+        if postgres:
+            # Claims of one phase take turns: racing SKIP LOCKED scans would take alternate
+            # rows, and the phase would end in several short batches (more requests).
+            phase = f"{worker.campaign}\x1f{worker.message}"
+            conn.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK, func.hashtext(phase))))
         # Written by every claim, the heartbeat made a sender's claims in flight queue on its
         # worker row; on SQLite the statement takes the write lock even when it writes nothing.
         stale = now - timedelta(seconds=heartbeat_every)

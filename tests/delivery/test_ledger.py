@@ -213,8 +213,9 @@ class TestClaims:
 
     def test_concurrent_claimers_never_share_a_row(self, db: Database, tmp_path: Path) -> None:
         """Six threads (three senders, two batches in flight each) claiming the same phase
-        until it is empty: every row claimed once, no batch above the limit, each batch's
-        recorded size and range its own rows'."""
+        until it is empty: every row claimed once; the claims took turns, each taking the
+        lowest rows left, so every batch but the last is full and they follow one another;
+        each batch's recorded size and range its own rows'."""
         loaded = load_base(db, tmp_path, accounts=300)
         planned = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY).planned
         batches: dict[str, list[int]] = {}
@@ -244,6 +245,9 @@ class TestClaims:
         claimed = [row for rows in batches.values() for row in rows]
         assert len(claimed) == len(set(claimed)) == planned
         assert all(0 < len(rows) <= 25 and rows == sorted(rows) for rows in batches.values())
+        in_turn = sorted(batches.values())
+        assert [row for rows in in_turn for row in rows] == sorted(claimed)
+        assert [len(rows) for rows in in_turn[:-1]] == [25] * (len(in_turn) - 1)
         with db.engine.connect() as conn:
             recorded = {
                 batch: (size, low, high)
