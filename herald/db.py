@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+@contextmanager
+def shared_snapshot(engine: Engine, count: int) -> Iterator[list[Connection]]:
+    """``count`` connections to a SQLite database, each in a read transaction that sees the
+    same snapshot of it, rolled back at the end (to be used by one thread each).
+
+    In WAL mode a read transaction sees the database as of its first read. The snapshots
+    are taken while another connection holds the write lock (``BEGIN IMMEDIATE``), so that
+    no writer commits between the first and the last; the lock is let go at once. Without
+    WAL (an in-memory database), one connection."""
+    with ExitStack() as stack:
+        conns = [stack.enter_context(engine.connect())]
+        mode = conns[0].exec_driver_sql("PRAGMA journal_mode").scalar()
+        if count > 1 and str(mode).lower() == "wal":
+            conns += [stack.enter_context(engine.connect()) for _ in range(count - 1)]
+            with engine.connect() as gate:
+                gate.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    _begin_reading(conns)
+                finally:
+                    gate.exec_driver_sql("ROLLBACK")
+        else:
+            _begin_reading(conns)
+        try:
+            yield conns
+        finally:
+            for conn in conns:
+                conn.rollback()
+
+
+def _begin_reading(conns: list[Connection]) -> None:
+    """Each connection in a read transaction, its snapshot taken (by a first read)."""
+    for conn in conns:
+        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
 
 
 def alembic_config(url: str) -> Config:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Date, DateTime, Integer, MetaData, Table, insert, select
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    func,
+    insert,
+    select,
+)
 
-from herald.db import stored
+from herald.db import get_engine, shared_snapshot, stored
 from tests.support.environment import Database
 
 _META = MetaData()
@@ -76,3 +87,35 @@ class TestStored:
         column = "herald_test_moments.at <"
         assert ("+" + column in sql) is (db.backend == "sqlite")
         assert column in sql
+
+
+class TestSharedSnapshot:
+    """SQLite connections that read one snapshot (the metrics count their parts on them)."""
+
+    def test_every_connection_reads_one_snapshot_and_a_later_write_in_none(
+        self, tmp_path: Path
+    ) -> None:
+        engine = get_engine(f"sqlite:///{tmp_path / 'snapshot.db'}")
+        _META.create_all(engine)
+        table = MOMENTS
+        with engine.begin() as conn:
+            conn.execute(insert(table).values(id=1))
+        count = select(func.count()).select_from(table)
+        with shared_snapshot(engine, 3) as conns:
+            assert len({id(conn.connection.dbapi_connection) for conn in conns}) == 3
+            assert [conn.execute(count).scalar() for conn in conns] == [1, 1, 1]
+            # The write lock taken for the snapshots is let go: a writer commits at once...
+            with engine.begin() as conn:
+                conn.execute(insert(table).values(id=2))
+            # ...and none of them sees it.
+            assert [conn.execute(count).scalar() for conn in conns] == [1, 1, 1]
+        with engine.connect() as conn:
+            assert conn.execute(count).scalar() == 2
+        with shared_snapshot(engine, 2) as conns:
+            assert [conn.execute(count).scalar() for conn in conns] == [2, 2]
+
+    def test_an_in_memory_database_gets_one_connection(self) -> None:
+        engine = get_engine("sqlite://")
+        with shared_snapshot(engine, 4) as conns:
+            assert len(conns) == 1
+            assert conns[0].exec_driver_sql("SELECT 1").scalar() == 1

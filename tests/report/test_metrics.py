@@ -52,12 +52,14 @@ from flows.compute_metrics import compute_metrics as metrics_flow
 from herald.cli.metrics import metrics_app
 from herald.config import PHASES, HeraldConfig, Target
 from herald.models import (
+    ACCOUNT,
     DELIVERY,
     EMAIL_EVENT,
     METRIC_SNAPSHOT,
     SEGMENT_ASSIGNMENT,
 )
-from herald.report.metrics.compute import _counts, _staged, compute_metrics
+from herald.report.metrics import compute
+from herald.report.metrics.compute import _counts, _spans, _staged, compute_metrics
 from herald.report.metrics.definitions import migration_target_line, status_for
 from herald.report.metrics.queries import stages
 from herald.report.metrics.results import (
@@ -730,3 +732,39 @@ class TestSegmentsAndStages:
         result = compute_metrics(db.engine, config=campaign, as_of=AS_OF)
         assert result == expected
         assert again["early_adopter"]["reached"] == 2
+
+    @pytest.mark.parametrize("parts", [2, 3, 7, 9])
+    def test_counted_in_parts_the_accounts_add_up_to_the_whole(
+        self,
+        db: Database,
+        campaign: HeraldConfig,
+        parts: int,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """SQLite counts the accounts in parts side by side, each part on a connection of
+        its own reading the same snapshot: any number of parts gives what one gives (7: one
+        account each; 9: more parts than accounts). Postgres ignores the parts."""
+        monkeypatch.setattr(compute, "SQLITE_PARTS", 1)
+        whole = compute_metrics(db.engine, config=campaign, as_of=AS_OF)
+        monkeypatch.setattr(compute, "SQLITE_PARTS", parts)
+        assert compute_metrics(db.engine, config=campaign, as_of=AS_OF) == whole
+        assert ratios_of(whole, "message_reach")["all"] == (5, 6)  # test_reach
+
+    @pytest.mark.usefixtures("campaign")
+    def test_the_parts_cover_every_account_once_in_shares_of_about_one_size(
+        self, db: Database
+    ) -> None:
+        with db.engine.connect() as conn:
+            ids = sorted(conn.execute(select(ACCOUNT.c.id)).scalars())
+            assert len(ids) == 7
+            for count in (1, 2, 3, 7, 9):
+                spans = _spans(conn, count)
+                shares = [
+                    [i for i in ids if span is None or span[0] <= i <= span[1]] for span in spans
+                ]
+                assert sorted(i for share in shares for i in share) == ids
+                assert len(spans) == min(count, len(ids))
+                assert max(map(len, shares)) - min(map(len, shares)) <= 1
+            conn.execute(delete(ACCOUNT))  # none: one part, every id
+            assert _spans(conn, 3) == [(-(2**63), 2**63 - 1)]
+            conn.rollback()

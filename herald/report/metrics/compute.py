@@ -3,17 +3,22 @@ turned into one value per metric and segment beside its target."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, timedelta
+from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from herald.config import PHASES, HeraldConfig
+from herald.db import shared_snapshot
 from herald.delivery.audience import NoSegmentation, segmentation_day
 from herald.delivery.calendar import start_of
+from herald.models import ACCOUNT
 from herald.report.metrics.definitions import (
     definitions,
     migration_target_line,
@@ -22,6 +27,7 @@ from herald.report.metrics.definitions import (
     trajectory_line,
 )
 from herald.report.metrics.queries import (
+    Span,
     campaign_query,
     inline_stages,
     segments_query,
@@ -44,15 +50,26 @@ from herald.telemetry.health import require_healthy
 
 FLOW_NAME = "metrics"  # the flow's name: telemetry.yaml ``depends_on`` applies to it
 
+# SQLite: how many parts of the accounts are counted side by side, each on a connection of
+# its own (SQLite releases the GIL while a statement runs): one per core this process may use.
+SQLITE_PARTS = max(1, min(4, len(os.sched_getaffinity(0))))
+
 
 def _segment_key(value: Any) -> str:
     return UNSEGMENTED if value is None else str(value)
 
 
 def _counts(
-    conn: Connection, *, config: HeraldConfig, as_of: date
+    conn: Connection,
+    *,
+    config: HeraldConfig,
+    as_of: date,
+    parts: Sequence[Connection] = (),
 ) -> tuple[dict[str, Counter[str]], date | None, list[str]]:
-    """Every count the metrics need, per segment key, plus the segmentation day and categories."""
+    """Every count the metrics need, per segment key, plus the segmentation day and categories.
+
+    SQLite: the campaign's counts are taken over ``parts`` (connections reading the same
+    snapshot as ``conn``; none: ``conn`` alone), each over its share of the accounts."""
     try:
         segmented_on: date | None = segmentation_day(conn, as_of)
     except NoSegmentation:
@@ -65,11 +82,24 @@ def _counts(
 
     rows: list[dict[str, Any]] = []
     if conn.dialect.name == "sqlite":  # one statement per segment (see campaign_query)
-        with _staged(conn, campaign=config.campaign.id, as_of=as_of, cutoff=cutoff):
-            segments = list(conn.execute(segments_query(segmented_on)).scalars())
-            for segment in [*segments, None]:
-                query = campaign_query(as_of, segmented_on, segment)
-                rows.append({"segment": segment, **conn.execute(query).one()._mapping})
+        segments = [*conn.execute(segments_query(segmented_on)).scalars(), None]
+        parts = parts or [conn]
+        spans = _spans(conn, len(parts))
+
+        def part(part: Connection, span: Span | None) -> list[dict[str, Any]]:
+            found = []
+            with _staged(part, campaign=config.campaign.id, as_of=as_of, cutoff=cutoff, span=span):
+                for segment in segments:
+                    query = campaign_query(as_of, segmented_on, segment, span=span)
+                    found.append({"segment": segment, **part.execute(query).one()._mapping})
+            return found
+
+        if len(parts) == 1:
+            rows += part(conn, None)
+        else:
+            with ThreadPoolExecutor(len(parts), thread_name_prefix="metrics") as pool:
+                for found in list(pool.map(part, parts, spans)):
+                    rows += found
     else:
         sources = inline_stages(config.campaign.id, as_of, cutoff)
         query = campaign_query(as_of, segmented_on, grouped=True, sources=sources)
@@ -97,8 +127,26 @@ def _counts(
     return counts, segmented_on, sorted(categories)
 
 
+def _spans(conn: Connection, count: int) -> list[Span | None]:
+    """``count`` spans of account ids that cover every id, each holding about as many
+    accounts (one: None, every account)."""
+    if count == 1:
+        return [None]
+    total = conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one()
+    offsets = sorted({total * k // count for k in range(1, count)} - {0})
+    starts = [
+        conn.execute(select(ACCOUNT.c.id).order_by(ACCOUNT.c.id).offset(offset).limit(1))
+        .scalar_one()
+        for offset in offsets
+    ]
+    bounds = [-(2**63), *starts, 2**63]
+    return [(low, high - 1) for low, high in pairwise(bounds)]
+
+
 @contextmanager
-def _staged(conn: Connection, *, campaign: str, as_of: date, cutoff: Any) -> Iterator[None]:
+def _staged(
+    conn: Connection, *, campaign: str, as_of: date, cutoff: Any, span: Span | None = None
+) -> Iterator[None]:
     """The per-account stages of the campaign's counts (:func:`queries.stages`), each filled
     into its temporary table for the statements inside, and dropped after them.
 
@@ -107,7 +155,7 @@ def _staged(conn: Connection, *, campaign: str, as_of: date, cutoff: Any) -> Ite
     SQLite connection may keep one from a failed run, so each is dropped first if it is
     there. Temporary tables belong to the connection: concurrent computations do
     not meet, and nothing is written to the database's own tables."""
-    filled = stages(campaign, as_of, cutoff)
+    filled = stages(campaign, as_of, cutoff, span)
     for table, query in filled:
         table.drop(conn, checkfirst=True)
         table.create(conn)
@@ -138,11 +186,19 @@ def compute_metrics(engine: Engine, *, config: HeraldConfig, as_of: date) -> Met
     rejected last batch.
     """
     require_healthy(engine, config=config, flow_name=FLOW_NAME)
-    options: dict[str, Any] = {}
-    if engine.dialect.name == "postgresql":
-        options["isolation_level"] = "REPEATABLE READ"  # every query sees one snapshot
-    with engine.connect().execution_options(**options) as conn, conn.begin():
-        counts, segmented_on, categories = _counts(conn, config=config, as_of=as_of)
+    if engine.dialect.name == "sqlite":
+        # Every part reads one snapshot, the first's connection also the rest.
+        with shared_snapshot(engine, SQLITE_PARTS) as parts:
+            counts, segmented_on, categories = _counts(
+                parts[0], config=config, as_of=as_of, parts=parts
+            )
+    else:
+        # REPEATABLE READ: every query sees one snapshot.
+        with (
+            engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+            conn.begin(),
+        ):
+            counts, segmented_on, categories = _counts(conn, config=config, as_of=as_of)
 
     segments = _segments(config, counts)
     overall: Counter[str] = Counter()

@@ -50,6 +50,15 @@ from herald.models import (
 from herald.report.metrics.definitions import PERFORMANCE_ATTRIBUTE
 from herald.report.metrics.results import FUNNEL_PHASES, OTHER_PHASE
 
+# The accounts one part of a computation covers: the first and the last account id (None:
+# every account). Every count is a sum over accounts, so parts over disjoint spans add up to
+# the whole (SQLite computes them side by side: compute._partitioned).
+Span = tuple[int, int]
+
+
+def _within(account_id: ColumnElement[int], span: Span | None) -> ColumnElement[bool]:
+    return true() if span is None else account_id.between(*span)
+
 
 def _n(*conditions: ColumnElement[bool]) -> ColumnElement[Any]:
     """COUNT(*) FILTER (WHERE ...): rows for which every condition holds.
@@ -145,7 +154,7 @@ ADOPTED = _stage("herald_metrics_adopted")
 REPORTED = _stage("herald_metrics_reported", "faster")
 
 
-def sent_per_account(campaign: str, cutoff: Any) -> Select[Any]:
+def sent_per_account(campaign: str, cutoff: Any, span: Span | None = None) -> Select[Any]:
     """Per account with an accepted delivery: funnel counts per phase, reach and engagement.
 
     Only accepted deliveries (sent by the cutoff) are read, so every row is a message sent.
@@ -185,6 +194,7 @@ def sent_per_account(campaign: str, cutoff: Any) -> Select[Any]:
             d.c.campaign == campaign,
             d.c.state == DeliveryState.ACCEPTED.value,
             stored(d.c.sent_at) < cutoff,
+            _within(CONTACT.c.account_id, span),
         )
         .offset(0)
         .subquery("sent")
@@ -209,7 +219,7 @@ def sent_per_account(campaign: str, cutoff: Any) -> Select[Any]:
     return select(*columns).group_by(sent.c.account_id)
 
 
-def contacts_per_account(cutoff: Any) -> Select[Any]:
+def contacts_per_account(cutoff: Any, span: Span | None = None) -> Select[Any]:
     """Per account with contacts: how many, and how many not suppressed by the cutoff."""
     suppressed = (
         select(SUPPRESSION.c.email.label("email"))
@@ -224,20 +234,25 @@ def contacts_per_account(cutoff: Any) -> Select[Any]:
             func.count(case((suppressed.c.email.is_(None), 1))).label("writable"),
         )
         .select_from(CONTACT.outerjoin(suppressed, suppressed.c.email == CONTACT.c.email))
+        .where(_within(CONTACT.c.account_id, span))
         .group_by(CONTACT.c.account_id)
     )
 
 
-def adopted_accounts(as_of: date) -> Select[Any]:
+def adopted_accounts(as_of: date, span: Span | None = None) -> Select[Any]:
     """Accounts that reported some adoption of the new product by ``as_of``."""
     return (
         select(ADOPTION_EVENT.c.account_id.label("account_id"))
-        .where(ADOPTION_EVENT.c.observed_on <= as_of, ADOPTION_EVENT.c.adoption_pct > 0)
+        .where(
+            ADOPTION_EVENT.c.observed_on <= as_of,
+            ADOPTION_EVENT.c.adoption_pct > 0,
+            _within(ADOPTION_EVENT.c.account_id, span),
+        )
         .group_by(ADOPTION_EVENT.c.account_id)
     )
 
 
-def latest_reports(cutoff: Any) -> Select[Any]:
+def latest_reports(cutoff: Any, span: Span | None = None) -> Select[Any]:
     """Per account, whether its latest performance report by the cutoff found the new
     product faster to import."""
     report = PERFORMANCE_REPORT
@@ -252,7 +267,7 @@ def latest_reports(cutoff: Any) -> Select[Any]:
             )
             .label("latest"),
         )
-        .where(stored(report.c.reported_at) < cutoff)
+        .where(stored(report.c.reported_at) < cutoff, _within(report.c.account_id, span))
         .subquery("reports")
     )
     return select(ranked.c.account_id, ranked.c.faster).where(ranked.c.latest == 1)
@@ -272,21 +287,25 @@ class Stages:
 STAGED = Stages(sent=SENT, contacts=CONTACTS, adopted=ADOPTED, reported=REPORTED)
 
 
-def _stage_queries(campaign: str, as_of: date, cutoff: Any) -> dict[str, Select[Any]]:
+def _stage_queries(
+    campaign: str, as_of: date, cutoff: Any, span: Span | None = None
+) -> dict[str, Select[Any]]:
     """The query of each stage, by its name in :class:`Stages`."""
     return {
-        "sent": sent_per_account(campaign, cutoff),
-        "contacts": contacts_per_account(cutoff),
-        "adopted": adopted_accounts(as_of),
-        "reported": latest_reports(cutoff),
+        "sent": sent_per_account(campaign, cutoff, span),
+        "contacts": contacts_per_account(cutoff, span),
+        "adopted": adopted_accounts(as_of, span),
+        "reported": latest_reports(cutoff, span),
     }
 
 
-def stages(campaign: str, as_of: date, cutoff: Any) -> list[tuple[Table, Select[Any]]]:
-    """Each per-account stage's table and the query that fills it."""
+def stages(
+    campaign: str, as_of: date, cutoff: Any, span: Span | None = None
+) -> list[tuple[Table, Select[Any]]]:
+    """Each per-account stage's table and the query that fills it (over ``span``'s accounts)."""
     return [
         (getattr(STAGED, name), query)
-        for name, query in _stage_queries(campaign, as_of, cutoff).items()
+        for name, query in _stage_queries(campaign, as_of, cutoff, span).items()
     ]
 
 
@@ -321,6 +340,7 @@ def campaign_query(
     *,
     grouped: bool = False,
     sources: Stages = STAGED,
+    span: Span | None = None,
 ) -> Select[Any]:
     """Every account-level and delivery-level count of the campaign, read from the
     per-account stages (``sources``: by default their tables, which must be filled);
@@ -330,7 +350,8 @@ def campaign_query(
     did not assign), or with ``grouped`` a row per segment, its ``segment`` column None for
     the unassigned. SQLite groups by sorting every row with all its values, so it runs one
     statement per segment, each reading its accounts in segment order; Postgres groups by
-    hashing, and one grouped statement costs it less than four."""
+    hashing, and one grouped statement costs it less than four. ``span``: only those
+    accounts (their stages must cover them)."""
     a, sent, contacts = ACCOUNT, sources.sent, sources.contacts
     active = a.c.lifecycle == AccountLifecycle.ACTIVE.value
     migrated = and_(
@@ -387,6 +408,7 @@ def campaign_query(
         # Driven by the segmentation's index: one segment's accounts, in one pass.
         accounts = assigned.join(a, a.c.id == assigned.c.account_id)
         chosen = and_(assigned.c.as_of == segmented_on, assigned.c.segment == segment)
+    chosen = and_(chosen, _within(a.c.id, span))
     joined = (
         accounts.outerjoin(sent, sent.c.account_id == a.c.id)
         .outerjoin(contacts, contacts.c.account_id == a.c.id)
