@@ -3,7 +3,9 @@ planned rows that may no longer go (suppressed, expired) taken out before a send
 
 A phase's audience is inserted as ``planned`` rows in one INSERT ... SELECT ... ON CONFLICT
 DO NOTHING on the unique key (campaign, message, contact): a rerun adds nothing, and nothing
-is sent that is not in the ledger. Rows leave ``planned`` only through
+is sent that is not in the ledger. On Postgres a large audience is inserted in parts side by
+side, one statement per span of contact ids (one statement holds one core), each committed
+before the plan's stamp. Rows leave ``planned`` only through
 :func:`herald.delivery.ledger.move`.
 
 Each plan leaves a stamp (:mod:`herald.delivery.stamps`): a rerun of the same plan whose
@@ -14,6 +16,8 @@ thank-you and "deadline extended" plans read the ledger itself and always run.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
@@ -69,6 +73,10 @@ from herald.models import (
     utcnow,
 )
 
+# Postgres: an audience over at least this many contact ids is planned in parts side by side
+# (at most one per core this process may use, up to 4), each on a connection of its own.
+PLAN_PARTS_FROM = 100_000
+PLAN_PARTS = max(1, min(4, len(os.sched_getaffinity(0))))
 SUPPRESSED_CHUNK = 5_000  # addresses per statement when a count takes off new suppressions
 SQLITE_BUSY_MS = 30_000  # herald.db's busy timeout, restored after a count's short one
 
@@ -139,15 +147,20 @@ def plan(
         digest = _plan_digest(conn, chosen, campaign, name, not_before, not_after, critical)
         if stamps.current_stamp(conn, campaign=campaign, message=name, digest=digest):
             return PlanResult(planned=0, segmented_on=day, reused=True)
-        added = _insert_planned(
-            conn,
-            campaign=campaign,
-            message=name,
-            source=chosen.subquery(),
-            not_before=not_before,
-            not_after=not_after,
-            critical=critical,
-        )
+        rows: dict[str, Any] = {
+            "campaign": campaign,
+            "message": name,
+            "not_before": not_before,
+            "not_after": not_after,
+            "critical": critical,
+        }
+        spans = _contact_spans(conn)
+        if len(spans) == 1:
+            added = _insert_planned(conn, source=chosen.subquery(), refresh=False, **rows)
+        else:
+            added = _insert_in_parts(engine, chosen, spans, **rows)
+        # Fresh statistics before the claims (_insert_planned says why).
+        refresh_statistics(conn, added, "delivery")
         basis = counted.basis if counted is not None else None
         if basis is not None and basis.digest == digest and counted is not None:
             # The count's version is older than the plan's: a change between the two leaves
@@ -263,6 +276,37 @@ def _less_suppressed_since(
     ]
 
 
+def _contact_spans(conn: Connection) -> list[tuple[int, int] | None]:
+    """The spans of contact ids a plan is inserted in, side by side: on Postgres, up to
+    ``PLAN_PARTS`` of about one width when the ids cover ``PLAN_PARTS_FROM`` or more; else
+    one, None (every contact)."""
+    if conn.dialect.name != "postgresql" or PLAN_PARTS < 2:
+        return [None]
+    low, high = conn.execute(select(func.min(CONTACT.c.id), func.max(CONTACT.c.id))).one()
+    if low is None or high - low + 1 < max(PLAN_PARTS_FROM, PLAN_PARTS):
+        return [None]
+    width = -(-(high - low + 1) // PLAN_PARTS)
+    return [(start, min(start + width - 1, high)) for start in range(low, high + 1, width)]
+
+
+def _insert_in_parts(
+    engine: Engine, chosen: Any, spans: list[tuple[int, int] | None], **rows: Any
+) -> int:
+    """The audience ``chosen`` inserted as planned rows one span of contact ids at a time,
+    the spans side by side, each in a transaction of its own. Returns the rows added.
+
+    Each part commits on its own: a plan cut short leaves some parts' rows planned and no
+    stamp, so the next run plans again and adds only the rest."""
+
+    def part(span: tuple[int, int] | None) -> int:
+        of_span = chosen if span is None else chosen.where(CONTACT.c.id.between(*span))
+        with engine.begin() as conn:
+            return _insert_planned(conn, source=of_span.subquery(), refresh=False, **rows)
+
+    with ThreadPoolExecutor(len(spans), thread_name_prefix="plan") as pool:
+        return sum(pool.map(part, spans))
+
+
 def _insert_planned(
     conn: Connection,
     *,
@@ -272,9 +316,12 @@ def _insert_planned(
     not_before: datetime | None,
     not_after: datetime | None,
     critical: bool,
+    refresh: bool = True,
 ) -> int:
     """INSERT ... SELECT the rows of ``source`` (contact_id, segment, role, locale, timezone)
-    as planned; a row already in the ledger stays as it is. Returns the rows added."""
+    as planned; a row already in the ledger stays as it is. Returns the rows added.
+
+    ``refresh``: fresh planner statistics after a bulk insert (the caller's, when False)."""
     now = utcnow()
     moment = DateTime(timezone=True)
     rows = select(
@@ -321,7 +368,8 @@ def _insert_planned(
     added = max(conn.execute(statement).rowcount, 0)
     # Fresh statistics before the claims: with the table's old ones (say, empty) the planner
     # joins every claim against whole tables (measured: 0.6 s per claim at 1M).
-    refresh_statistics(conn, added, "delivery")
+    if refresh:
+        refresh_statistics(conn, added, "delivery")
     return added
 
 

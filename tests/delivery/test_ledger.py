@@ -66,6 +66,35 @@ class TestPlanning:
         assert not set(suppressed) & set(planned)
         assert first.segmented_on == DAY
 
+    @pytest.mark.parametrize("parts", [2, 3])
+    def test_a_large_audience_planned_in_parts_is_the_audience_once(
+        self, db: Database, tmp_path: Path, parts: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On Postgres a large audience is planned in parts side by side, one per span of
+        contact ids (here any audience is large): the same rows as one statement, each once,
+        and a rerun adds none. SQLite, with one writer, plans in one statement."""
+        monkeypatch.setattr(planning, "PLAN_PARTS_FROM", 1)
+        monkeypatch.setattr(planning, "PLAN_PARTS", parts)
+        loaded = load_base(db, tmp_path)
+        expected = eligible(db, loaded, "announcement")
+        with db.engine.connect() as conn:
+            spans = planning._contact_spans(conn)
+            contacts = list(conn.execute(text("SELECT id FROM contact")).scalars())
+        if db.backend == "postgres":
+            assert len(spans) == parts
+            assert sorted(
+                i for i in contacts for span in spans if span and span[0] <= i <= span[1]
+            ) == sorted(contacts)
+        else:
+            assert spans == [None]
+
+        first = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY)
+        again = planning.plan(db.engine, config=loaded, phase="announcement", as_of=DAY)
+
+        assert first.planned == len(expected) > 300
+        assert again.planned == 0 and again.reused
+        assert Counter(ledger_emails(db, "announcement")) == Counter(expected)
+
     def test_the_preview_phase_plans_only_its_segments_and_roles(
         self, db: Database, tmp_path: Path
     ) -> None:

@@ -135,8 +135,9 @@ def _spans(conn: Connection, count: int) -> list[Span | None]:
     total = conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one()
     offsets = sorted({total * k // count for k in range(1, count)} - {0})
     starts = [
-        conn.execute(select(ACCOUNT.c.id).order_by(ACCOUNT.c.id).offset(offset).limit(1))
-        .scalar_one()
+        conn.execute(
+            select(ACCOUNT.c.id).order_by(ACCOUNT.c.id).offset(offset).limit(1)
+        ).scalar_one()
         for offset in offsets
     ]
     bounds = [-(2**63), *starts, 2**63]
