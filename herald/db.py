@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, create_engine, event, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
@@ -46,6 +57,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# How many parts a bulk computation is split into to run side by side (each on a connection
+# of its own; the database works without Python's GIL): one per core this process may use,
+# at most 4.
+SIDE_BY_SIDE = max(1, min(4, len(os.sched_getaffinity(0))))
+
+# Below and above every integer key: the first and last bound of :func:`id_spans`.
+_LOWEST, _HIGHEST = -(2**63), 2**63 - 1
+
+
+def id_spans(
+    conn: Connection, key: ColumnElement[int], count: int, *, at_least: int = 0
+) -> list[tuple[int, int]]:
+    """Up to ``count`` spans (first, last) of the integer ``key``'s values that cover every
+    value it has now, each holding about as many rows (fewer spans when there are fewer
+    rows); one span of every value when the table has fewer than ``at_least`` rows (or
+    none). The spans end at the lowest and highest value (a bound the key's type holds)."""
+    if count < 2:
+        return [(_LOWEST, _HIGHEST)]
+    total, lowest, highest = conn.execute(
+        select(func.count(key), func.min(key), func.max(key))
+    ).one()
+    if total == 0 or total < at_least:
+        return [(_LOWEST, _HIGHEST)]
+    offsets = sorted({total * k // count for k in range(1, count)} - {0})
+    starts = [
+        conn.execute(select(key).order_by(key).offset(offset).limit(1)).scalar_one()
+        for offset in offsets
+    ]
+    bounds = [lowest, *starts, highest + 1]
+    return [(low, high - 1) for low, high in pairwise(bounds)]
 
 
 @contextmanager

@@ -16,7 +16,6 @@ thank-you and "deadline extended" plans read the ledger itself and always run.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -40,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 
 from herald.config import DEADLINE_EXTENDED, THANK_YOU, HeraldConfig, MessageKind, PhaseName
-from herald.db import dialect_insert, refresh_statistics
+from herald.db import SIDE_BY_SIDE, dialect_insert, id_spans, refresh_statistics
 from herald.delivery import stamps
 from herald.delivery.audience import (
     AudienceCount,
@@ -76,7 +75,7 @@ from herald.models import (
 # Postgres: an audience over at least this many contact ids is planned in parts side by side
 # (at most one per core this process may use, up to 4), each on a connection of its own.
 PLAN_PARTS_FROM = 100_000
-PLAN_PARTS = max(1, min(4, len(os.sched_getaffinity(0))))
+PLAN_PARTS = SIDE_BY_SIDE
 SUPPRESSED_CHUNK = 5_000  # addresses per statement when a count takes off new suppressions
 SQLITE_BUSY_MS = 30_000  # herald.db's busy timeout, restored after a count's short one
 
@@ -158,7 +157,7 @@ def plan(
         if len(spans) == 1:
             added = _insert_planned(conn, source=chosen.subquery(), refresh=False, **rows)
         else:
-            added = _insert_in_parts(engine, chosen, spans, **rows)
+            added = _insert_in_parts(engine, chosen, cast(list[tuple[int, int]], spans), **rows)
         # Fresh statistics before the claims (_insert_planned says why).
         refresh_statistics(conn, added, "delivery")
         basis = counted.basis if counted is not None else None
@@ -278,28 +277,23 @@ def _less_suppressed_since(
 
 def _contact_spans(conn: Connection) -> list[tuple[int, int] | None]:
     """The spans of contact ids a plan is inserted in, side by side: on Postgres, up to
-    ``PLAN_PARTS`` of about one width when the ids cover ``PLAN_PARTS_FROM`` or more; else
-    one, None (every contact)."""
-    if conn.dialect.name != "postgresql" or PLAN_PARTS < 2:
+    ``PLAN_PARTS`` of about as many contacts when there are ``PLAN_PARTS_FROM`` or more;
+    else one, None (every contact)."""
+    if conn.dialect.name != "postgresql":
         return [None]
-    low, high = conn.execute(select(func.min(CONTACT.c.id), func.max(CONTACT.c.id))).one()
-    if low is None or high - low + 1 < max(PLAN_PARTS_FROM, PLAN_PARTS):
-        return [None]
-    width = -(-(high - low + 1) // PLAN_PARTS)
-    return [(start, min(start + width - 1, high)) for start in range(low, high + 1, width)]
+    spans = id_spans(conn, CONTACT.c.id, PLAN_PARTS, at_least=PLAN_PARTS_FROM)
+    return [*spans] if len(spans) > 1 else [None]
 
 
-def _insert_in_parts(
-    engine: Engine, chosen: Any, spans: list[tuple[int, int] | None], **rows: Any
-) -> int:
+def _insert_in_parts(engine: Engine, chosen: Any, spans: list[tuple[int, int]], **rows: Any) -> int:
     """The audience ``chosen`` inserted as planned rows one span of contact ids at a time,
     the spans side by side, each in a transaction of its own. Returns the rows added.
 
     Each part commits on its own: a plan cut short leaves some parts' rows planned and no
     stamp, so the next run plans again and adds only the rest."""
 
-    def part(span: tuple[int, int] | None) -> int:
-        of_span = chosen if span is None else chosen.where(CONTACT.c.id.between(*span))
+    def part(span: tuple[int, int]) -> int:
+        of_span = chosen.where(CONTACT.c.id.between(*span))
         with engine.begin() as conn:
             return _insert_planned(conn, source=of_span.subquery(), refresh=False, **rows)
 

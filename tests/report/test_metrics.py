@@ -51,6 +51,7 @@ from typer.testing import CliRunner
 from flows.compute_metrics import compute_metrics as metrics_flow
 from herald.cli.metrics import metrics_app
 from herald.config import PHASES, HeraldConfig, Target
+from herald.db import id_spans
 from herald.models import (
     ACCOUNT,
     DELIVERY,
@@ -59,7 +60,7 @@ from herald.models import (
     SEGMENT_ASSIGNMENT,
 )
 from herald.report.metrics import compute
-from herald.report.metrics.compute import _counts, _spans, _staged, compute_metrics
+from herald.report.metrics.compute import _counts, _staged, compute_metrics
 from herald.report.metrics.definitions import migration_target_line, status_for
 from herald.report.metrics.queries import stages
 from herald.report.metrics.results import (
@@ -758,7 +759,7 @@ class TestSegmentsAndStages:
             ids = sorted(conn.execute(select(ACCOUNT.c.id)).scalars())
             assert len(ids) == 7
             for count in (1, 2, 3, 7, 9):
-                spans = _spans(conn, count)
+                spans = id_spans(conn, ACCOUNT.c.id, count)
                 shares = [
                     [i for i in ids if span is None or span[0] <= i <= span[1]] for span in spans
                 ]
@@ -766,5 +767,5 @@ class TestSegmentsAndStages:
                 assert len(spans) == min(count, len(ids))
                 assert max(map(len, shares)) - min(map(len, shares)) <= 1
             conn.execute(delete(ACCOUNT))  # none: one part, every id
-            assert _spans(conn, 3) == [(-(2**63), 2**63 - 1)]
+            assert id_spans(conn, ACCOUNT.c.id, 3) == [(-(2**63), 2**63 - 1)]
             conn.rollback()

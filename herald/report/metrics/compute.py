@@ -3,19 +3,17 @@ turned into one value per metric and segment beside its target."""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, timedelta
-from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, insert
 
 from herald.config import PHASES, HeraldConfig
-from herald.db import shared_snapshot
+from herald.db import SIDE_BY_SIDE, id_spans, shared_snapshot
 from herald.delivery.audience import NoSegmentation, segmentation_day
 from herald.delivery.calendar import start_of
 from herald.models import ACCOUNT
@@ -51,8 +49,8 @@ from herald.telemetry.health import require_healthy
 FLOW_NAME = "metrics"  # the flow's name: telemetry.yaml ``depends_on`` applies to it
 
 # SQLite: how many parts of the accounts are counted side by side, each on a connection of
-# its own (SQLite releases the GIL while a statement runs): one per core this process may use.
-SQLITE_PARTS = max(1, min(4, len(os.sched_getaffinity(0))))
+# its own (SQLite releases the GIL while a statement runs).
+SQLITE_PARTS = SIDE_BY_SIDE
 
 
 def _segment_key(value: Any) -> str:
@@ -84,7 +82,6 @@ def _counts(
     if conn.dialect.name == "sqlite":  # one statement per segment (see campaign_query)
         segments = [*conn.execute(segments_query(segmented_on)).scalars(), None]
         parts = parts or [conn]
-        spans = _spans(conn, len(parts))
 
         def part(part: Connection, span: Span | None) -> list[dict[str, Any]]:
             found = []
@@ -97,8 +94,9 @@ def _counts(
         if len(parts) == 1:
             rows += part(conn, None)
         else:
+            spans = id_spans(conn, ACCOUNT.c.id, len(parts))
             with ThreadPoolExecutor(len(parts), thread_name_prefix="metrics") as pool:
-                for found in list(pool.map(part, parts, spans)):
+                for found in pool.map(part, parts, spans):
                     rows += found
     else:
         sources = inline_stages(config.campaign.id, as_of, cutoff)
@@ -125,23 +123,6 @@ def _counts(
         target["satisfied"] += int(satisfied or 0)
         target["commented"] += int(commented or 0)
     return counts, segmented_on, sorted(categories)
-
-
-def _spans(conn: Connection, count: int) -> list[Span | None]:
-    """``count`` spans of account ids that cover every id, each holding about as many
-    accounts (one: None, every account)."""
-    if count == 1:
-        return [None]
-    total = conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one()
-    offsets = sorted({total * k // count for k in range(1, count)} - {0})
-    starts = [
-        conn.execute(
-            select(ACCOUNT.c.id).order_by(ACCOUNT.c.id).offset(offset).limit(1)
-        ).scalar_one()
-        for offset in offsets
-    ]
-    bounds = [-(2**63), *starts, 2**63]
-    return [(low, high - 1) for low, high in pairwise(bounds)]
 
 
 @contextmanager
