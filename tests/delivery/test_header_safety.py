@@ -16,6 +16,8 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
@@ -26,7 +28,12 @@ from herald.config import load_config
 from herald.customers.importer import import_customers
 from herald.customers.segmentation import assign_segments
 from herald.delivery.messages import Rendered, Variant, recipient_values
-from herald.delivery.transports import OutgoingBatch, Recipient
+from herald.delivery.transports import (
+    OutgoingBatch,
+    Recipient,
+    checked_recipients,
+    header_values,
+)
 from herald.delivery.transports.outbox import OutboxTransport
 from herald.delivery.transports.sendgrid import SendGridTransport
 from herald.testing.fake_sendgrid import FakeSendGrid
@@ -259,3 +266,95 @@ class TestTheUnsafeCharacters:
         ]
         assert differ == []
         assert unsafe_char("https://u.example/a\u202eb\nc") == "\u202e"
+
+
+# Values as a stored row may hold them: mostly plain, sometimes with a character from every
+# class the edge refuses (line breaks, C0/C1 controls, bidi controls, a lone surrogate).
+_REFUSED = LINE_BREAKING + BIDI_CONTROLS + "\x00\x07\x1b\x7f\x9f\ud800"
+_text = st.text(
+    st.one_of(st.characters(codec="utf-8"), st.sampled_from(_REFUSED), st.just(" ")), max_size=12
+)
+_email = st.one_of(
+    st.sampled_from(
+        [
+            "ada@a.example",
+            "jurgen@xn--bcher-kva.example",
+            "o'brien+tag@mail.example.org",
+            "trailing@a.example\n",
+            "Upper@A.example",
+            "user@bücher.example",
+            "no-at-sign.example",
+            "two@@a.example",
+            "dot.@a.example",
+            "x" * 250 + "@a.example",
+        ]
+    ),
+    st.builds(
+        lambda local, char: f"{local}{char}@a.example",
+        st.text("abc.", min_size=1, max_size=4),
+        st.sampled_from(_REFUSED),
+    ),
+)
+_recipient = st.tuples(
+    st.one_of(st.none(), _text),  # name
+    _email,
+    _text,  # account name: it reaches the subject
+    st.one_of(st.none(), _text),  # what goes in the recipient's own header
+)
+
+
+class TestTheBatchScreen:
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_recipient, min_size=1, max_size=12))
+    def test_a_batch_is_decided_as_each_recipient_alone(
+        self, people: list[tuple[str | None, str, str, str | None]]
+    ) -> None:
+        """Whatever the values, the whole-batch checks (one pass each over the batch) give
+        what header_values gives each recipient alone: the same recipients going, with the
+        same header values, and the same ones refused with the same reasons."""
+        rendered = Rendered(
+            subject="News for -account_name_text-, -name_text-",
+            html="<p>-greeting_html-</p>",
+            text="-greeting_text-",
+        )
+        recipients = [
+            Recipient(
+                number,
+                f"c/announcement/{number}",
+                email,
+                name,
+                VARIANT,
+                recipient_values(name=name, email=email, account_name=account),
+                {} if header is None else {"List-Unsubscribe": f"<https://u.example/{header}>"},
+            )
+            for number, (name, email, account, header) in enumerate(people, start=1)
+        ]
+        loaded = load_config(ROOT / "config")
+        batch = OutgoingBatch(
+            "batch-1",
+            loaded.campaign.id,
+            "announcement",
+            loaded.campaign.sender,
+            {VARIANT: rendered},
+            recipients,
+        )
+        going, refused = [], {}
+        for recipient in recipients:
+            try:
+                going.append((recipient, header_values(batch, recipient)))
+            except ValueError as error:
+                refused[recipient.delivery_id] = f"not sent: {error}"
+
+        assert checked_recipients(batch) == (going, refused)
+
+    def test_an_address_ending_in_a_line_feed_is_refused(self) -> None:
+        """``$`` matches before a final line feed: the address check matches whole."""
+        batch = _batch()
+        bad = Recipient(99, "c/announcement/99", "ok@a.example\n", None, VARIANT, {})
+        batch = OutgoingBatch(
+            batch.batch_id, batch.campaign, batch.message, batch.sender, batch.variants, [bad]
+        )
+        assert checked_recipients(batch) == (
+            [],
+            {99: "not sent: 'ok@a.example\\n' is not a plain address (local@domain)"},
+        )

@@ -17,11 +17,18 @@ ledger are the sender's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from herald.addresses import check_address, check_header_text, unsafe_char
+from herald.addresses import (
+    all_addresses,
+    all_header_safe,
+    check_address,
+    check_header_text,
+    unsafe_char,
+)
 from herald.config import HeraldConfig, Sender
 from herald.delivery.keys import Outcome
 from herald.delivery.messages import Rendered, Variant, substitutions
@@ -29,9 +36,10 @@ from herald.errors import HeraldError
 from herald.settings import Settings, TransportName
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One recipient of a batch: the ledger row, the address and the per-recipient values."""
+class Recipient(NamedTuple):
+    """One recipient of a batch: the ledger row, the address and the per-recipient values
+    (a named tuple: a batch makes 1,000 of them, at less than half a frozen dataclass's
+    cost each; nothing changes its values or its headers)."""
 
     delivery_id: int
     key: str  # the ledger key, "<campaign>/<message>/<contact id>"
@@ -40,7 +48,7 @@ class Recipient:
     variant: Variant
     values: dict[str, str]
     # Headers of this recipient's message only (List-Unsubscribe and its One-Click POST).
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,48 @@ def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
     # The language the message is written in (RFC 3282), the same as its HTML's lang.
     headers["Content-Language"] = rendered.language
     return HeaderValues(email, name, subject, headers, values)
+
+
+def checked_recipients(
+    batch: OutgoingBatch,
+) -> tuple[list[tuple[Recipient, HeaderValues]], dict[int, str]]:
+    """Each recipient of ``batch`` that may go, with its :func:`header_values`; and those
+    refused (delivery id -> why), as one :func:`header_values` call per recipient decides.
+
+    Each check runs first over the whole batch at once (:func:`~herald.addresses.all_addresses`,
+    :func:`~herald.addresses.all_header_safe`: C loops, not a Python call per value), and
+    the values are then taken as they are. Only a batch where a check fails goes through
+    :func:`header_values` one recipient at a time, which names the value and the character
+    of each one refused; the others go as they would anyway."""
+    recipients = batch.recipients
+    screened = (
+        all_addresses([r.email for r in recipients])
+        and all_header_safe([r.name for r in recipients if r.name])
+        and all_header_safe([value for r in recipients for value in r.headers.values()])
+    )
+    if screened:
+        variants = batch.variants
+        going: list[tuple[Recipient, HeaderValues]] = []
+        for recipient in recipients:
+            rendered = variants[recipient.variant]
+            values = substitutions(recipient.values)
+            headers = {**recipient.headers, "Content-Language": rendered.language}
+            subject = rendered.subject_for(values)
+            going.append(
+                (
+                    recipient,
+                    HeaderValues(recipient.email, recipient.name or None, subject, headers, values),
+                )
+            )
+        if all_header_safe([values.subject for _, values in going]):
+            return going, {}
+    going, refused = [], {}
+    for recipient in recipients:
+        try:
+            going.append((recipient, header_values(batch, recipient)))
+        except ValueError as error:
+            refused[recipient.delivery_id] = f"not sent: {error}"
+    return going, refused
 
 
 def without(batch: OutgoingBatch, refused: dict[int, str]) -> OutgoingBatch:

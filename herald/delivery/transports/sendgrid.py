@@ -6,7 +6,8 @@ helpers would make (the helper objects cost about 4x per recipient), held to the
 byte by tests/delivery/test_sendgrid_bodies.py.
 
 Each recipient's address, name and subject are checked first (:func:`herald.delivery.transports.
-header_values`); one that fails is refused alone and the rest of the batch goes.
+checked_recipients`, over the whole batch at once); one that fails is refused alone and the
+rest of the batch goes.
 A batch mixes variants (segment x role x locale) but SendGrid takes one body per request,
 so each variant's rendered HTML and text travel once as a *section*, and each
 personalization points its ``-body_html-`` / ``-body_text-`` substitutions at its
@@ -70,7 +71,7 @@ from herald.delivery.transports import (
     Prepared,
     Recipient,
     TransportError,
-    header_values,
+    checked_recipients,
     without,
 )
 from herald.settings import Settings
@@ -126,13 +127,7 @@ class SendGridTransport:
     def prepare(self, batch: OutgoingBatch) -> Prepared:
         """Check each recipient (address, name, subject) and build the request body from
         those that pass; a recipient that fails is refused alone, with the reason."""
-        refused: dict[int, str] = {}
-        checked: list[tuple[Recipient, HeaderValues]] = []
-        for recipient in batch.recipients:
-            try:
-                checked.append((recipient, header_values(batch, recipient)))
-            except ValueError as error:
-                refused[recipient.delivery_id] = f"not sent: {error}"
+        checked, refused = checked_recipients(batch)
         kept = without(batch, refused)
         return Prepared(kept, refused, self._body(kept, checked) if checked else None)
 
