@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -258,6 +259,20 @@ class Delivery(SQLModel, table=True):
         # (``send_batch.first_row_id``/``last_row_id``, migration 0016).
         Index("ix_delivery_claim", "campaign", "message", "id"),
         Index("ix_delivery_contact", "contact_id"),
+        # SQLite only: each message's planned rows (a partial index, emptied as they are
+        # claimed), so that what looks for planned rows (claims, expiry, the eligibility
+        # pass, the zones waiting) reads only those: a finished 1M phase's rerun finds none
+        # at once instead of reading a million rows four times. SQLite uses it for a
+        # condition written ``state = 'planned'`` in the statement (ledger.PLANNED), not a
+        # bound parameter. Postgres has none: a send's updates would then change an
+        # indexed column, and could no longer stay in place (migration 0016).
+        Index(
+            "ix_delivery_planned",
+            "campaign",
+            "message",
+            "id",
+            sqlite_where=text("state = 'planned'"),
+        ).ddl_if(dialect="sqlite"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -681,6 +696,21 @@ class AuditLog(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+# Indexes the schema has on SQLite only (made with ``ddl_if``, which Alembic's comparison
+# does not read): see :func:`in_schema`.
+SQLITE_ONLY_INDEXES: Final = frozenset({"ix_delivery_planned"})
+
+
+def in_schema(dialect: str) -> Any:
+    """Alembic's ``include_object`` for a database of ``dialect``: every object of the
+    metadata but the indexes it does not have there (:data:`SQLITE_ONLY_INDEXES`)."""
+
+    def include(item: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+        del item, reflected, compare_to
+        return not (kind == "index" and dialect != "sqlite" and name in SQLITE_ONLY_INDEXES)
+
+    return include
 
 
 def table(model: type[SQLModel]) -> Table:

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from herald.db import downgrade, upgrade
-from herald.models import metadata
+from herald.models import in_schema, metadata
 from tests.support.environment import Database
 
 
@@ -15,7 +15,8 @@ class TestMigrations:
     def test_migrated_schema_matches_the_models(self, db: Database) -> None:
         """No difference between the migrated database and the SQLModel metadata."""
         with db.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_object": in_schema(conn.dialect.name)}
+            context = MigrationContext.configure(conn, opts=opts)
             assert compare_metadata(context, metadata) == []
 
     def test_every_idempotency_key_is_a_unique_constraint(self, db: Database) -> None:

@@ -59,7 +59,7 @@ from herald.delivery.calendar import (
     notice_deadline,
     start_of,
 )
-from herald.delivery.ledger import move, phase_rows
+from herald.delivery.ledger import PLANNED, move, phase_rows
 from herald.models import (
     ACCOUNT,
     CONTACT,
@@ -469,7 +469,7 @@ def planned_rows(conn: Connection, *, campaign: str) -> dict[str, int]:
         select(DELIVERY.c.message, func.count())
         .where(
             DELIVERY.c.campaign == campaign,
-            DELIVERY.c.state == DeliveryState.PLANNED.value,
+            PLANNED,
         )
         .group_by(DELIVERY.c.message)
         .order_by(DELIVERY.c.message)
@@ -592,7 +592,7 @@ def waiting_zones(conn: Connection, *, campaign: str, message: str) -> list[str]
             select(DELIVERY.c.timezone)
             .where(
                 phase_rows(campaign, message),
-                DELIVERY.c.state == DeliveryState.PLANNED.value,
+                PLANNED,
             )
             .distinct()
         ).scalars()
@@ -654,7 +654,7 @@ def _ineligible_rows(config: HeraldConfig, phase: MessageKind, of_phase: Any) ->
                 ACCOUNT, ACCOUNT.c.id == CONTACT.c.account_id
             )
         )
-        .where(of_phase, DELIVERY.c.state == DeliveryState.PLANNED.value, or_(*reasons))
+        .where(of_phase, PLANNED, or_(*reasons))
         .order_by(DELIVERY.c.id)
     )
 

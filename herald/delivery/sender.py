@@ -189,13 +189,13 @@ class PhaseSender:
         # A claim proves the sender alive when a tenth of its lease has passed.
         self.heartbeat_every = self.sending.worker_lease_seconds / 10
         with engine.connect() as conn:
-            counts = ledger.state_counts(conn, campaign=worker.campaign, message=worker.message)
             # Zones of the rows waiting now; rows planned later by another run wait for a rerun.
             self.zones = waiting_zones(conn, campaign=worker.campaign, message=worker.message)
-        self.counts = RunningCounts(
-            accepted=counts[DeliveryState.ACCEPTED.value],
-            failed=counts[DeliveryState.FAILED.value],
-        )
+        # The phase's accepted and failed rows so far: read at this sender's first claim
+        # (_count_earlier), before any of its own is recorded; a sender that finds nothing
+        # to claim (a finished phase's rerun) does not count a million rows for nothing.
+        self.counts = RunningCounts()
+        self._counted = False
         self._counts_lock = threading.Lock()  # batches of one sender may run in threads
         self._after = 0  # the highest id this sender claimed: the next claim starts above it
         self._claimed = 0  # rows this sender claimed
@@ -229,6 +229,7 @@ class PhaseSender:
             claimed = self._claim()  # what they had claimed but not requested is planned again
         if claimed is None:
             return BatchOutcome(batch_id=None)
+        self._count_earlier()
         with self._counts_lock:
             self._after = max(self._after, max(row.delivery_id for row in claimed.rows))
             self._claimed += len(claimed.rows)
@@ -298,6 +299,20 @@ class PhaseSender:
                 refused=refused,
             )
         )
+
+    def _count_earlier(self) -> None:
+        """Once, at the first claim (before this sender records anything): the phase's rows
+        accepted and failed so far, which the circuit breaker's rates start from."""
+        with self._counts_lock:
+            if self._counted:
+                return
+            with self.engine.connect() as conn:
+                counts = ledger.state_counts(
+                    conn, campaign=self.worker.campaign, message=self.worker.message
+                )
+            self.counts.accepted += counts[DeliveryState.ACCEPTED.value]
+            self.counts.failed += counts[DeliveryState.FAILED.value]
+            self._counted = True
 
     def _claim(self) -> ledger.Claim | None:
         after = self._after

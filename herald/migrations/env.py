@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from herald.db import get_engine
-from herald.models import metadata
+from herald.models import in_schema, metadata
 
 config = context.config
 
@@ -22,6 +22,7 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things in place: copy-and-move tables instead.
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=in_schema(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()
