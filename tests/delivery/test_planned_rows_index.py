@@ -9,7 +9,6 @@ no such index (a send's updates must change no indexed column there).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,6 @@ from sqlalchemy import event, inspect
 
 from herald.config import PhaseName
 from herald.delivery import planning
-from herald.delivery.sender import Renderer, deliver_message
-from herald.delivery.transports.outbox import OutboxTransport
-from herald.settings import get_settings
-from herald.unsubscribe.links import UnsubscribeLinks
 from tests.support.bases import DAY, deliver_by_outbox, load_base
 from tests.support.environment import Database
 
@@ -71,17 +66,7 @@ def test_a_finished_phases_rerun_searches_only_planned_rows(db: Database, tmp_pa
 
     event.listen(db.engine, "before_cursor_execute", capture)
     try:
-        again = deliver_message(
-            db.engine,
-            config=loaded,
-            phase=PHASE,
-            message=PHASE,
-            transport=OutboxTransport(tmp_path / "outbox"),
-            renderer=Renderer(loaded),
-            links=UnsubscribeLinks.configured(get_settings(), loaded.campaign),
-            log=logging.getLogger("tests.delivery.rerun"),
-            window=False,
-        )
+        again = deliver_by_outbox(db, loaded, tmp_path, PHASE)
     finally:
         event.remove(db.engine, "before_cursor_execute", capture)
     assert (again.batches, again.accepted) == (0, 0)

@@ -17,13 +17,12 @@ from herald.delivery.transports import (
     Attachment,
     OutgoingBatch,
     Recipient,
-    header_values,
     without,
 )
 from herald.delivery.transports.sendgrid import SendGridTransport
 from herald.testing.fake_sendgrid import mail_send_violations
 from tests.support.environment import KEY, ROOT
-from tests.support.sendgrid_reference import helper_body
+from tests.support.sendgrid_reference import helper_body, one_at_a_time
 
 CONFIG = load_config(ROOT / "config")
 VARIANTS = [
@@ -77,12 +76,7 @@ def _batch(
 def _both(config: HeraldConfig, batch: OutgoingBatch) -> tuple[str, str]:
     transport = SendGridTransport(SecretStr(KEY), "http://127.0.0.1:9", config.campaign.sending)
     prepared = transport.prepare(batch)
-    checked = []
-    for recipient in batch.recipients:
-        try:
-            checked.append((recipient, header_values(batch, recipient)))
-        except ValueError:
-            continue
+    checked, _ = one_at_a_time(batch)
     kept = without(batch, prepared.refused)
     reference = helper_body(config.campaign.sending, kept, checked) if checked else None
     return json.dumps(prepared.payload), json.dumps(reference)

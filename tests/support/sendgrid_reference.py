@@ -33,8 +33,22 @@ from sendgrid.helpers.mail import (
 
 from herald.config import Sending
 from herald.delivery.messages import substitutions
-from herald.delivery.transports import HeaderValues, OutgoingBatch, Recipient
+from herald.delivery.transports import HeaderValues, OutgoingBatch, Recipient, header_values
 from herald.delivery.transports.sendgrid import BODY_HTML, BODY_TEXT
+
+
+def one_at_a_time(
+    batch: OutgoingBatch,
+) -> tuple[list[tuple[Recipient, HeaderValues]], dict[int, str]]:
+    """Each recipient of ``batch`` checked alone (:func:`header_values`): those that go, with
+    their header values, and those refused, with why: what the transports must decide."""
+    going, refused = [], {}
+    for recipient in batch.recipients:
+        try:
+            going.append((recipient, header_values(batch, recipient)))
+        except ValueError as error:
+            refused[recipient.delivery_id] = f"not sent: {error}"
+    return going, refused
 
 
 def helper_body(

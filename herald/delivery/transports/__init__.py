@@ -113,18 +113,25 @@ def header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
     """The recipient's address, display name, subject and own headers (with the message's
     ``Content-Language``), each safe in a header; ValueError (BadAddress or UnsafeText,
     naming the value and the character) when one is not."""
-    email = check_address(recipient.email)
-    name = check_header_text(recipient.name, "the contact's name") if recipient.name else None
-    rendered = batch.variants[recipient.variant]
-    values = substitutions(recipient.values)
-    subject = check_header_text(rendered.subject_for(values), "the subject")
-    headers = dict(recipient.headers)
-    for key, value in headers.items():
+    check_address(recipient.email)
+    if recipient.name:
+        check_header_text(recipient.name, "the contact's name")
+    found = _header_values(batch, recipient)
+    check_header_text(found.subject, "the subject")
+    for key, value in recipient.headers.items():
         if unsafe_char(value) is not None:  # the header's name is put in words only then
             check_header_text(value, f"the {key} header")
+    return found
+
+
+def _header_values(batch: OutgoingBatch, recipient: Recipient) -> HeaderValues:
+    """:func:`header_values` without its checks."""
+    rendered = batch.variants[recipient.variant]
+    values = substitutions(recipient.values)
     # The language the message is written in (RFC 3282), the same as its HTML's lang.
-    headers["Content-Language"] = rendered.language
-    return HeaderValues(email, name, subject, headers, values)
+    headers = {**recipient.headers, "Content-Language": rendered.language}
+    subject = rendered.subject_for(values)
+    return HeaderValues(recipient.email, recipient.name or None, subject, headers, values)
 
 
 def checked_recipients(
@@ -139,25 +146,12 @@ def checked_recipients(
     :func:`header_values` one recipient at a time, which names the value and the character
     of each one refused; the others go as they would anyway."""
     recipients = batch.recipients
-    screened = (
+    if (
         all_addresses([r.email for r in recipients])
         and all_header_safe([r.name for r in recipients if r.name])
         and all_header_safe([value for r in recipients for value in r.headers.values()])
-    )
-    if screened:
-        variants = batch.variants
-        going: list[tuple[Recipient, HeaderValues]] = []
-        for recipient in recipients:
-            rendered = variants[recipient.variant]
-            values = substitutions(recipient.values)
-            headers = {**recipient.headers, "Content-Language": rendered.language}
-            subject = rendered.subject_for(values)
-            going.append(
-                (
-                    recipient,
-                    HeaderValues(recipient.email, recipient.name or None, subject, headers, values),
-                )
-            )
+    ):
+        going = [(recipient, _header_values(batch, recipient)) for recipient in recipients]
         if all_header_safe([values.subject for _, values in going]):
             return going, {}
     going, refused = [], {}
