@@ -229,8 +229,20 @@ def all_addresses(values: list[str]) -> bool:
     )
 
 
+# Every ASCII character a header may hold: all but the controls (U+0000-001F, U+007F).
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
 def all_header_safe(values: list[str]) -> bool:
-    """Whether :func:`check_header_text` takes every one of ``values`` as it is: one regex
-    search over them all joined by spaces (a space is safe, so the join adds nothing the
-    search could find)."""
-    return _UNSAFE.search(" ".join(values)) is None
+    """Whether :func:`check_header_text` takes every one of ``values`` as it is, checked over
+    them all joined by spaces (a space is safe, so the join adds nothing to find).
+
+    Text that is all ASCII (the common case, and what the List-Unsubscribe headers are) can
+    hold only the ASCII controls of what is refused: it is safe when deleting every printable
+    ASCII byte from it leaves nothing (``bytes.translate``: a table lookup a byte, some ten
+    times faster than the character class's search over a batch's 300 KB of headers). Other
+    text goes through that search."""
+    text = " ".join(values)
+    if text.isascii():
+        return not text.encode("ascii").translate(None, _PRINTABLE_ASCII)
+    return _UNSAFE.search(text) is None

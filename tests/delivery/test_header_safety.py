@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
-from herald.addresses import BIDI_CONTROLS, LINE_BREAKING, unsafe_char
+from herald.addresses import BIDI_CONTROLS, LINE_BREAKING, all_header_safe, unsafe_char
 from herald.cli.app import app
 from herald.config import load_config
 from herald.customers.importer import import_customers
@@ -340,6 +340,36 @@ class TestTheBatchScreen:
         batch = _batch(recipients, subject="News for -account_name_text-, -name_text-")
 
         assert checked_recipients(batch) == one_at_a_time(batch)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                # All ASCII (the values' usual form, checked byte by byte), or any text.
+                st.text(st.characters(max_codepoint=0x7F), max_size=12),
+                st.text(st.characters(codec="utf-8"), max_size=12),
+                _text,
+            ),
+            max_size=6,
+        )
+    )
+    def test_the_text_check_over_a_batch_is_each_value_checked_alone(
+        self, values: list[str]
+    ) -> None:
+        """The one pass over a batch's values takes them exactly when each one alone is
+        safe, whether they are all ASCII or not."""
+        assert all_header_safe(values) is all(unsafe_char(value) is None for value in values)
+
+    def test_every_ascii_character_is_decided_as_alone(self) -> None:
+        """Each of the 128 ASCII characters, among safe ASCII text: refused by the batch's
+        check exactly when it is refused alone (the controls U+0000-001F and U+007F)."""
+        refused = {
+            code
+            for code in range(128)
+            if not all_header_safe(["List-Unsubscribe", f"<https://u.example/{chr(code)}>"])
+        }
+        assert refused == {code for code in range(128) if unsafe_char(chr(code)) is not None}
+        assert refused == set(range(0x20)) | {0x7F}
 
     def test_an_address_ending_in_a_line_feed_is_refused(self) -> None:
         """``$`` matches before a final line feed: the address check matches whole."""
