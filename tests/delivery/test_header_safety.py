@@ -60,6 +60,22 @@ GOOD = {
 }
 
 
+def _to(
+    number: int, name: str | None, email: str, account: str, header: str | None = None
+) -> Recipient:
+    """Recipient ``number`` of the announcement, with a List-Unsubscribe header ending in
+    ``header`` when one is given."""
+    return Recipient(
+        number,
+        f"c/announcement/{number}",
+        email,
+        name,
+        VARIANT,
+        recipient_values(name=name, email=email, account_name=account),
+        {} if header is None else {"List-Unsubscribe": f"<https://u.example/{header}>"},
+    )
+
+
 def _batch(
     recipients: list[Recipient] | None = None,
     subject: str = "News for -account_name_text-",
@@ -70,14 +86,7 @@ def _batch(
     rendered = Rendered(subject=subject, html="<p>-greeting_html-</p>", text="-greeting_text-")
     if recipients is None:
         recipients = [
-            Recipient(
-                number,
-                f"c/announcement/{number}",
-                email,
-                name,
-                VARIANT,
-                recipient_values(name=name, email=email, account_name=account),
-            )
+            _to(number, name, email, account)
             for number, (name, email, account) in {**GOOD, **HOSTILE}.items()
         ]
     return OutgoingBatch(
@@ -326,15 +335,7 @@ class TestTheBatchScreen:
         what header_values gives each recipient alone: the same recipients going, with the
         same header values, and the same ones refused with the same reasons."""
         recipients = [
-            Recipient(
-                number,
-                f"c/announcement/{number}",
-                email,
-                name,
-                VARIANT,
-                recipient_values(name=name, email=email, account_name=account),
-                {} if header is None else {"List-Unsubscribe": f"<https://u.example/{header}>"},
-            )
+            _to(number, name, email, account, header)
             for number, (name, email, account, header) in enumerate(people, start=1)
         ]
         batch = _batch(recipients, subject="News for -account_name_text-, -name_text-")
@@ -353,6 +354,9 @@ class TestTheBatchScreen:
             max_size=6,
         )
     )
+    # One refused character among safe values, through each of the two ways of checking.
+    @example(["List-Unsubscribe", "<https://u.example/a\x7fb>"])
+    @example(["Jürgen", "Next\x85Line"])
     def test_the_text_check_over_a_batch_is_each_value_checked_alone(
         self, values: list[str]
     ) -> None:
